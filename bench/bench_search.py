@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Benchmark of the nearest-neighbour stage: exact (float32 BLAS) vs hnswlib, one thread.
+
+One "frame" is what the PatchCore scorer sends per image: the 28x28 = 784 patch vectors of a
+224 px EfficientNet-Lite0 frame, D=152, k=1.  For each bank size it reports:
+
+* time per frame (median over --frames frames) for exact and for hnsw at each ef_search,
+* recall@1 of hnsw against exact over all query patches,
+* the relative error of the image score (max over the frame's 784 NN distances), hnsw vs
+  exact, worst case over the frames, separately for normal frames and for anomalous frames
+  (frames with a small defect = a few far-out patches),
+* the mean relative error of the per-patch distances (what the anomaly map sees).
+
+Then the crossover bank size where hnsw (at the default ef_search) becomes faster than exact.
+
+Synthetic data (no dataset needed, deterministic with --seed): features are non-negative like
+post-ReLU6 CNN features; the bank is a mixture of --clusters anisotropic gaussians, each living
+mostly in its own --intrinsic-dim dimensional subspace plus weak isotropic noise (CNN patch
+features have a low intrinsic dimension; isotropic 152-D gaussians would be an unrealistically
+hard case for HNSW -- try --intrinsic-dim 152 to see it).  Normal query patches are bank
+points plus noise comparable to the bank's typical nearest-neighbour distance; anomalous
+frames also carry --outliers far-off patches.
+
+BLAS is limited to one thread by setting OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS
+before numpy is imported (and threadpoolctl when installed).
+
+    python bench/bench_search.py                      # 10k / 50k / 100k, table
+    python bench/bench_search.py --json out.json      # also write JSON ('-' = stdout)
+    python bench/bench_search.py --sizes 2000 5000 --no-crossover
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000],
+                   help="bank sizes (rows) for the main table")
+    p.add_argument("--ef", type=int, nargs="+", default=[16, 32, 64, 128], help="ef_search values")
+    p.add_argument("--M", type=int, default=16, help="HNSW M")
+    p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--default-ef", type=int, default=None,
+                   help="ef_search used for the crossover (default: edgead's DEFAULT_HNSW_PARAMS)")
+    p.add_argument("--dim", type=int, default=152)
+    p.add_argument("--patches", type=int, default=784, help="query vectors per frame")
+    p.add_argument("--frames", type=int, default=10, help="frames per measurement (half anomalous)")
+    p.add_argument("--outliers", type=int, default=12, help="far-off patches in an anomalous frame")
+    p.add_argument("--clusters", type=int, default=48)
+    p.add_argument("--intrinsic-dim", type=int, default=16)
+    p.add_argument("--noise", type=float, default=1.0,
+                   help="query noise, in units of the bank's median NN distance")
+    p.add_argument("--crossover-sizes", type=int, nargs="+",
+                   default=[1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 20_000, 50_000, 100_000])
+    p.add_argument("--no-crossover", action="store_true")
+    p.add_argument("--build-threads", type=int, default=os.cpu_count() or 1,
+                   help="threads for building the index (queries always use one)")
+    p.add_argument("--blas-threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="write results as JSON to PATH ('-' or no value: stdout)")
+    return p.parse_args(argv)
+
+
+ARGS = _parse_args() if __name__ == "__main__" else None
+_threads = str(ARGS.blas_threads if ARGS else 1)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ[_var] = _threads
+
+import numpy as np  # noqa: E402  (after the thread env vars)
+
+try:  # optional, belt and braces
+    from threadpoolctl import threadpool_limits  # type: ignore
+
+    threadpool_limits(int(_threads))
+except ImportError:  # pragma: no cover
+    pass
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edgead.scorer.nn_search import (  # noqa: E402
+    DEFAULT_HNSW_PARAMS,
+    ExactSearch,
+    HnswSearch,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class Mixture:
+    """Non-negative, clustered, low-intrinsic-dimension synthetic features."""
+
+    def __init__(self, dim: int, clusters: int, intrinsic: int, rng: np.random.Generator):
+        self.dim, self.rng = dim, rng
+        intrinsic = max(1, min(intrinsic, dim))
+        # sparse-ish non-negative centres (post-ReLU6-like): many small, some large channels
+        self.centres = (rng.gamma(0.6, 1.0, size=(clusters, dim)) * 1.2).astype(np.float32)
+        self.bases = rng.standard_normal((clusters, intrinsic, dim)).astype(np.float32)
+        self.bases *= (0.9 / np.sqrt(intrinsic))
+        self.scales = rng.uniform(0.5, 1.5, size=clusters).astype(np.float32)
+        self.weights = rng.dirichlet(np.full(clusters, 2.0))
+        self.iso = 0.05
+
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = self.rng
+        c = rng.choice(len(self.weights), size=n, p=self.weights)
+        coef = rng.standard_normal((n, self.bases.shape[1])).astype(np.float32)
+        x = np.einsum("ni,nid->nd", coef, self.bases[c]) * self.scales[c, None]
+        x += self.centres[c]
+        x += self.iso * rng.standard_normal((n, self.dim)).astype(np.float32)
+        return np.clip(x, 0.0, 6.0, out=x).astype(np.float32), c
+
+
+def make_bank(mix: Mixture, rows: int) -> np.ndarray:
+    return mix.sample(rows)[0]
+
+
+def typical_nn_distance(bank: np.ndarray, rng: np.random.Generator) -> float:
+    probe = bank[rng.choice(len(bank), size=min(200, len(bank)), replace=False)]
+    d, _ = ExactSearch(bank).query(probe, k=2)
+    return float(np.median(d[:, 1]))
+
+
+def make_frames(mix: Mixture, bank: np.ndarray, n_frames: int, patches: int, outliers: int,
+                noise: float, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    dim = bank.shape[1]
+    nn = typical_nn_distance(bank, rng)
+    sigma = noise * nn / np.sqrt(dim)
+    frames = []
+    for f in range(n_frames):
+        q = bank[rng.integers(0, len(bank), size=patches)].copy()
+        q += sigma * rng.standard_normal(q.shape).astype(np.float32)
+        kind = "anomalous" if f % 2 else "normal"
+        if kind == "anomalous" and outliers > 0:
+            # a small defect: a blob of neighbouring patches pushed far off the normal manifold
+            start = int(rng.integers(0, patches - outliers))
+            sel = np.arange(start, start + outliers)
+            direction = rng.standard_normal(dim).astype(np.float32)
+            direction /= np.linalg.norm(direction)
+            mag = rng.uniform(4.0, 10.0, size=(outliers, 1)).astype(np.float32) * nn
+            q[sel] += mag * direction + 0.3 * nn / np.sqrt(dim) * rng.standard_normal(
+                (outliers, dim)).astype(np.float32)
+        np.clip(q, 0.0, None, out=q)
+        frames.append((kind, np.ascontiguousarray(q, dtype=np.float32)))
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def _time(fn, q) -> tuple[float, tuple]:
+    t0 = time.perf_counter()
+    out = fn(q)
+    return (time.perf_counter() - t0) * 1e3, out
+
+
+def measure(bank: np.ndarray, frames, ef_values, args, tmpdir: Path) -> dict:
+    rows = len(bank)
+    exact = ExactSearch(bank)
+    t0 = time.perf_counter()
+    hnsw = HnswSearch(bank, M=args.M, ef_construction=args.ef_construction,
+                      ef_search=max(ef_values), threads=args.build_threads, seed=args.seed)
+    build_s = time.perf_counter() - t0
+    idx_path = tmpdir / f"bank{rows}.hnsw"
+    hnsw.save(idx_path)
+    index_mb = idx_path.stat().st_size / 2**20
+    # reload as the runtime does, single-threaded queries
+    hnsw = HnswSearch(bank, idx_path, ef_search=max(ef_values), threads=1)
+    idx_path.unlink()
+
+    ref = []
+    ex_ms = []
+    exact.query(frames[0][1])  # warm-up
+    for kind, q in frames:
+        ms, (d, i) = _time(lambda x: exact.query(x, k=1), q)
+        ex_ms.append(ms)
+        ref.append((kind, d[:, 0], i[:, 0]))
+
+    res = {"rows": rows, "exact_ms": float(np.median(ex_ms)), "hnsw_build_s": build_s,
+           "hnsw_index_mib": index_mb, "hnsw": {}}
+    for ef in ef_values:
+        hnsw.index.set_ef(ef)
+        hnsw.query(frames[0][1])  # warm-up
+        times, hits, total, patch_err = [], 0, 0, []
+        score_err = {"normal": [], "anomalous": []}
+        for (kind, q), (_, dref, iref) in zip(frames, ref):
+            ms, (d, i) = _time(lambda x: hnsw.query(x, k=1), q)
+            times.append(ms)
+            d, i = d[:, 0], i[:, 0]
+            # a different index at (numerically) the same distance is not a miss
+            hits += int(np.sum((i == iref) | (d <= dref * (1 + 1e-6))))
+            total += len(i)
+            patch_err.append(np.mean((d - dref) / np.maximum(dref, 1e-12)))
+            s_ref, s = float(dref.max()), float(d.max())
+            score_err[kind].append(abs(s - s_ref) / s_ref)
+        hms = float(np.median(times))
+        res["hnsw"][str(ef)] = {
+            "ms": hms,
+            "speedup": res["exact_ms"] / hms,
+            "recall_at_1": hits / total,
+            "score_rel_err_max": max(score_err["normal"] + score_err["anomalous"]),
+            "score_rel_err_normal_max": max(score_err["normal"], default=0.0),
+            "score_rel_err_anomalous_max": max(score_err["anomalous"], default=0.0),
+            "patch_dist_rel_err_mean": float(np.mean(patch_err)),
+        }
+    return res
+
+
+def crossover(sizes, ef, args, mix, rng, tmpdir) -> dict:
+    points = []
+    for rows in sizes:
+        bank = make_bank(mix, rows)
+        frames = make_frames(mix, bank, max(4, args.frames // 2), args.patches, args.outliers,
+                             args.noise, rng)
+        r = measure(bank, frames, [ef], args, tmpdir)
+        points.append({"rows": rows, "exact_ms": r["exact_ms"], "hnsw_ms": r["hnsw"][str(ef)]["ms"]})
+        print(f"  crossover sweep: {rows:>7} rows  exact {r['exact_ms']:8.1f} ms  "
+              f"hnsw(ef={ef}) {r['hnsw'][str(ef)]['ms']:7.1f} ms", file=sys.stderr, flush=True)
+    cross = None
+    for a, b in zip(points, points[1:]):
+        da, db = a["exact_ms"] - a["hnsw_ms"], b["exact_ms"] - b["hnsw_ms"]
+        if da <= 0 < db:  # linear interpolation of the time difference
+            cross = a["rows"] + (b["rows"] - a["rows"]) * (-da) / (db - da)
+            break
+    if cross is None and points and points[0]["exact_ms"] > points[0]["hnsw_ms"]:
+        cross = float(points[0]["rows"])  # hnsw already faster at the smallest size
+    return {"ef_search": ef, "points": points, "crossover_rows": cross}
+
+
+def main() -> int:
+    args = ARGS or _parse_args()
+    rng = np.random.default_rng(args.seed)
+    mix = Mixture(args.dim, args.clusters, args.intrinsic_dim, rng)
+    default_ef = args.default_ef or DEFAULT_HNSW_PARAMS["ef_search"]
+    ef_values = sorted(set(args.ef) | {default_ef})
+    import hnswlib  # noqa: F401
+
+    out = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor()
+                    or platform.machine(), "cpu_count": os.cpu_count(),
+                    "numpy": np.__version__, "blas_threads": args.blas_threads,
+                    "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
+        "setup": {"dim": args.dim, "patches_per_frame": args.patches, "k": 1,
+                  "frames": args.frames, "outliers": args.outliers, "clusters": args.clusters,
+                  "intrinsic_dim": args.intrinsic_dim, "noise": args.noise, "M": args.M,
+                  "ef_construction": args.ef_construction, "seed": args.seed},
+        "results": [],
+    }
+    with tempfile.TemporaryDirectory() as td:
+        tmpdir = Path(td)
+        for rows in args.sizes:
+            bank = make_bank(mix, rows)
+            frames = make_frames(mix, bank, args.frames, args.patches, args.outliers, args.noise,
+                                 rng)
+            r = measure(bank, frames, ef_values, args, tmpdir)
+            out["results"].append(r)
+            print(f"  measured {rows} rows (build {r['hnsw_build_s']:.1f} s with "
+                  f"{args.build_threads} threads)", file=sys.stderr, flush=True)
+        if not args.no_crossover:
+            out["crossover"] = crossover(args.crossover_sizes, default_ef, args, mix, rng, tmpdir)
+
+    _print_table(out, default_ef)
+    if args.json:
+        text = json.dumps(out, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 0
+
+
+def _print_table(out: dict, default_ef: int) -> None:
+    s = out["setup"]
+    print(f"\nNN search, one thread, frame = {s['patches_per_frame']} x D={s['dim']}, k=1, "
+          f"M={s['M']}, ef_construction={s['ef_construction']}  ({out['machine']['processor']})")
+    hdr = (f"{'rows':>8} {'ef':>4} {'exact ms':>9} {'hnsw ms':>8} {'speed-up':>8} {'recall@1':>8} "
+           f"{'score err max':>13} {'(normal/anom.)':>17} {'patch err':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in out["results"]:
+        for ef, h in r["hnsw"].items():
+            mark = "*" if int(ef) == default_ef else " "
+            print(f"{r['rows']:>8} {ef:>3}{mark} {r['exact_ms']:>9.1f} {h['ms']:>8.1f} "
+                  f"{h['speedup']:>7.1f}x {h['recall_at_1']:>8.4f} {100 * h['score_rel_err_max']:>12.3f}% "
+                  f"{100 * h['score_rel_err_normal_max']:>7.3f}/{100 * h['score_rel_err_anomalous_max']:<7.3f}% "
+                  f"{100 * h['patch_dist_rel_err_mean']:>8.3f}%")
+        print(f"{'':>8} build {r['hnsw_build_s']:.1f} s, index {r['hnsw_index_mib']:.1f} MiB")
+    c = out.get("crossover")
+    if c:
+        print(f"\ncrossover (ef_search={c['ef_search']}):")
+        for p in c["points"]:
+            print(f"  {p['rows']:>8} rows  exact {p['exact_ms']:8.1f} ms  hnsw {p['hnsw_ms']:7.1f} ms")
+        cr = c["crossover_rows"]
+        print(f"  hnsw faster above ~{cr:,.0f} rows" if cr else "  hnsw never faster in this range")
+    print("* = default ef_search")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

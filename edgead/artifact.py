@@ -1,0 +1,190 @@
+"""The model artifact: a directory with manifest.json + checksummed files.
+
+Layout::
+
+    manifest.json        schema version, method, backbone, preprocessing, threshold, sha256 of files
+    backbone.onnx        FP32 truncated backbone + patch-feature aggregation
+    backbone.int8.onnx   static QDQ INT8 (per-channel), calibrated on training images
+    memory.npy           PatchCore memory bank (float16 by default)   | gaussian.npz (PaDiM)
+    hnsw.bin             optional hnswlib index of the memory bank
+
+Written atomically (temp dir + rename); loading verifies schema and every checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from edgead import ARTIFACT_SCHEMA_VERSION
+from edgead.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("schema_version", "method", "backbone", "preprocess", "threshold", "files", "feature_dim")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ArtifactWriter:
+    """Stage files in a temp dir beside ``out``; ``commit(manifest)`` checksums and swaps it in.
+
+    Use as a context manager: an exception (or a kill) before commit leaves ``out`` as it was
+    and only a ``.<name>.tmp-*`` directory behind, which never loads (no manifest).
+    """
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out).resolve()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+
+    def path(self, name: str) -> Path:
+        return self.staging / name
+
+    def write_manifest(self, manifest: dict) -> dict:
+        """Checksum the staged files and write manifest.json into the staging dir."""
+        files = {}
+        for p in sorted(self.staging.iterdir()):
+            if p.name == MANIFEST or not p.is_file():
+                continue
+            files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        manifest = dict(manifest, files=files, schema_version=ARTIFACT_SCHEMA_VERSION)
+        manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        tmp_manifest = self.staging / MANIFEST
+        with open(tmp_manifest, "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(self.staging)
+        return manifest
+
+    def commit(self, manifest: dict) -> Path:
+        """Write the final manifest and move the staged artifact to ``out``."""
+        self.write_manifest(manifest)
+        old = None
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}-{time.time_ns()}"
+            os.rename(self.out, old)
+        os.rename(self.staging, self.out)
+        _fsync_dir(self.out.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> "ArtifactWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.staging.exists():
+            self.abort()
+
+
+def read_manifest(model_dir: str | Path) -> dict:
+    """Parse and schema-check manifest.json (no checksum verification)."""
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: model directory not found")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing (not an edgead model directory, or an unfinished export)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: manifest is not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{path}: manifest lacks {', '.join(missing)}")
+    if manifest["schema_version"] != ARTIFACT_SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: schema version {manifest['schema_version']} is not supported "
+            f"(this edgead reads version {ARTIFACT_SCHEMA_VERSION})"
+        )
+    return manifest
+
+
+def verify_artifact(model_dir: str | Path) -> dict:
+    """Manifest + sha256 of every listed file; ArtifactError naming the first bad file."""
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    for name, meta in manifest["files"].items():
+        p = model_dir / name
+        if not p.is_file():
+            raise ArtifactError(f"{p}: missing file listed in the manifest")
+        if p.stat().st_size != meta.get("bytes"):
+            raise ArtifactError(f"{p}: size {p.stat().st_size} bytes, manifest says {meta.get('bytes')} (truncated or modified)")
+        if sha256_file(p) != meta.get("sha256"):
+            raise ArtifactError(f"{p}: sha256 mismatch (file modified or corrupt)")
+    return manifest
+
+
+def manifest_sha256(model_dir: str | Path) -> str:
+    return sha256_file(Path(model_dir) / MANIFEST)
+
+
+def update_manifest(model_dir: str | Path, **changes) -> dict:
+    """Rewrite manifest.json atomically with ``changes`` (data files untouched)."""
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    manifest.update(changes)
+    tmp = model_dir / f".{MANIFEST}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, model_dir / MANIFEST)
+    return manifest
+
+
+def pack_tar(model_dir: str | Path, tar_path: str | Path) -> Path:
+    """Write the artifact directory as one .tar (atomically)."""
+    model_dir, tar_path = Path(model_dir), Path(tar_path)
+    tmp = tar_path.with_name(f".{tar_path.name}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        tar.add(model_dir, arcname=model_dir.name)
+    os.replace(tmp, tar_path)
+    return tar_path
+
+
+def unpack_tar(tar_path: str | Path, dest: str | Path) -> Path:
+    """Extract a packed artifact (safe paths only) and return its directory."""
+    tar_path, dest = Path(tar_path), Path(dest)
+    try:
+        with tarfile.open(tar_path) as tar:
+            names = {m.name.split("/")[0] for m in tar.getmembers()}
+            if len(names) != 1:
+                raise ArtifactError(f"{tar_path}: expected one model directory inside the tar")
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"{tar_path}: cannot unpack ({exc})") from None
+    return dest / names.pop()

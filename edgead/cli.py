@@ -1,0 +1,151 @@
+"""`edgead` command line: export (workstation), score, eval, info, serve, bench, demo.
+
+User mistakes (missing files, bad images, bad artifacts) print one clear line and exit 2;
+no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgead.errors import EdgeadError
+
+COMMANDS = {
+    "export": "fit PatchCore/PaDiM on good images and write an artifact (workstation, needs edgead[export])",
+    "score": "score image files with an artifact, one JSON line per image",
+    "eval": "image/pixel AUROC, F1 and confusion on an MVTec-style category",
+    "info": "summarise an artifact's manifest",
+    "serve": "run the inspection daemon (camera -> score -> HTTP/GPIO/log)",
+    "bench": "per-stage latency and memory figures",
+    "demo": "serve the bundled demo model on generated frames (no workstation needed)",
+}
+
+
+def _common_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="artifact directory")
+    p.add_argument("--precision", choices=["int8", "fp32"], default=None, help="default: the artifact's")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--search", choices=["auto", "exact", "hnsw"], default="auto")
+
+
+def cmd_score(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgead score", description=COMMANDS["score"])
+    _common_model_args(p)
+    p.add_argument("images", nargs="+", type=Path)
+    args = p.parse_args(argv)
+    from edgead.images import read_image
+    from edgead.model import load_model
+
+    model = load_model(args.model, args.precision, args.threads, args.search)
+    failed = 0
+    for path in args.images:
+        try:
+            image = read_image(path)
+        except EdgeadError as exc:
+            print(json.dumps({"image": str(path), "error": str(exc)}), flush=True)
+            failed += 1
+            continue
+        res = model.score(image, with_map=False)
+        print(json.dumps({"image": str(path), **res.to_dict(), "precision": model.precision}), flush=True)
+    return 2 if failed else 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgead eval", description=COMMANDS["eval"])
+    _common_model_args(p)
+    p.add_argument("--data", required=True, type=Path, help="MVTec-style category root (test/good, test/<defect>)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plots", type=Path, default=None, help="write roc.png and score_histogram.png here")
+    p.add_argument("--scores", action="store_true", help="include per-image scores in the JSON")
+    args = p.parse_args(argv)
+    from edgead.evaluate import evaluate, format_table, write_plots
+    from edgead.model import load_model
+
+    model = load_model(args.model, args.precision, args.threads, args.search)
+    result = evaluate(model, args.data, progress=not args.json and sys.stderr.isatty())
+    if args.plots:
+        result["plots"] = [str(p) for p in write_plots(result, args.plots)]
+    if not args.scores:
+        result.pop("_scores")
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
+def cmd_info(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgead info", description=COMMANDS["info"])
+    p.add_argument("model", type=Path)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from edgead.artifact import manifest_sha256, verify_artifact
+
+    m = verify_artifact(args.model)
+    info = {
+        "name": m.get("name"), "method": m["method"], "backbone": m["backbone"].get("name"),
+        "taps": m["backbone"].get("taps"), "input_size": m["preprocess"]["input_size"],
+        "resize_mode": m["preprocess"].get("resize_mode"), "roi": m["preprocess"].get("roi"),
+        "feature_dim": m["feature_dim"], "bank_size": m.get("bank_size"),
+        "threshold": m["threshold"], "thresholds": m.get("thresholds"),
+        "default_precision": m.get("default_precision"), "training_images": m.get("training_images"),
+        "created": m.get("created"), "edgead_version": m.get("edgead_version"), "schema_version": m["schema_version"],
+        "parity": m.get("parity"), "files": {k: v["bytes"] for k, v in m["files"].items()},
+        "manifest_sha256": manifest_sha256(args.model), "checksums": "ok",
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:<18} {v}")
+    return 0
+
+
+def _delegate(module: str, func: str, argv: list[str]) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        if module.startswith("export"):
+            raise EdgeadError(f"`edgead export` needs the workstation extra: pip install 'edgead[export]' ({exc})") from None
+        raise
+    return int(getattr(mod, func)(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: edgead COMMAND [options]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:<8} {text}")
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        import edgead
+
+        print(edgead.__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    handlers = {
+        "score": lambda: cmd_score(rest),
+        "eval": lambda: cmd_eval(rest),
+        "info": lambda: cmd_info(rest),
+        "export": lambda: _delegate("export.cli", "export_main", rest),
+        "serve": lambda: _delegate("edgead.service.main", "serve_main", rest),
+        "bench": lambda: _delegate("edgead.bench", "bench_main", rest),
+        "demo": lambda: _delegate("edgead.demo", "demo_main", rest),
+    }
+    if command not in handlers:
+        print(f"edgead: unknown command {command!r} (one of {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    try:
+        return handlers[command]()
+    except EdgeadError as exc:
+        print(f"edgead {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

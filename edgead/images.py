@@ -1,0 +1,51 @@
+"""Reading and decoding images (OpenCV), with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgead.errors import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
+    """Decode encoded image bytes to a BGR uint8 array (grey images become 3-channel)."""
+    if not data:
+        raise ImageError(f"{name}: empty image data")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ImageError(f"{name}: not a decodable image (JPEG, PNG, BMP, TIFF, WebP)")
+    return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as BGR uint8; ImageError naming the file when it can't be read."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    return decode_image(data, str(path))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Sorted image files directly inside ``folder``; ImageError if missing or empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a directory")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ImageError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def resolve_train_folder(data: str | Path) -> Path:
+    """A folder of good images, or an MVTec-style category root (then ``train/good``)."""
+    data = Path(data)
+    candidate = data / "train" / "good"
+    return candidate if candidate.is_dir() else data

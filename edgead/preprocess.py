@@ -1,0 +1,165 @@
+"""Preprocessing shared by fit (export) and serve: ROI crop, resize, normalise.
+
+One function, ``preprocess``, turns a BGR frame into the backbone's NCHW float32 input;
+``Geometry`` remembers how, so an anomaly map at model input size can be put back into
+the frame's pixel coordinates (``map_to_frame``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from edgead.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a frame becomes model input.
+
+    ``roi`` is (x, y, w, h), in pixels when ``roi_units == "px"`` or as fractions of the
+    frame when ``"fraction"``; None means the whole frame. ``resize_mode`` "stretch" fits
+    the ROI to the input size (nothing is cut off); "letterbox" keeps the aspect ratio and
+    pads with the ImageNet mean colour.
+    """
+
+    input_size: tuple[int, int] = (224, 224)  # (height, width)
+    resize_mode: str = "stretch"
+    roi: tuple[float, float, float, float] | None = None
+    roi_units: str = "px"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    color: str = "rgb"
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        h, w = self.input_size
+        if h <= 0 or w <= 0 or h % 32 or w % 32:
+            raise ConfigError(f"input size {h}x{w}: height and width must be positive multiples of 32")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"resize mode {self.resize_mode!r}: expected one of {', '.join(RESIZE_MODES)}")
+        if self.roi_units not in ("px", "fraction"):
+            raise ConfigError(f"roi units {self.roi_units!r}: expected 'px' or 'fraction'")
+        if self.roi is not None and (len(self.roi) != 4 or self.roi[2] <= 0 or self.roi[3] <= 0):
+            raise ConfigError(f"roi {self.roi}: expected (x, y, width, height) with positive size")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        d["input_size"] = list(self.input_size)
+        d["roi"] = list(self.roi) if self.roi is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        return cls(
+            input_size=tuple(d["input_size"]),
+            resize_mode=d.get("resize_mode", "stretch"),
+            roi=tuple(d["roi"]) if d.get("roi") is not None else None,
+            roi_units=d.get("roi_units", "px"),
+            mean=tuple(d.get("mean", IMAGENET_MEAN)),
+            std=tuple(d.get("std", IMAGENET_STD)),
+            color=d.get("color", "rgb"),
+        )
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the model input came from in the frame."""
+
+    frame_shape: tuple[int, int]  # (H, W) of the full frame
+    roi_box: tuple[int, int, int, int]  # (x, y, w, h) in frame pixels
+    content_box: tuple[int, int, int, int]  # (x, y, w, h) of the ROI inside the model input
+
+
+def roi_box(cfg: PreprocessConfig, frame_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The ROI in frame pixels, clipped to the frame."""
+    fh, fw = frame_shape
+    if cfg.roi is None:
+        return 0, 0, fw, fh
+    x, y, w, h = cfg.roi
+    if cfg.roi_units == "fraction":
+        x, y, w, h = x * fw, y * fh, w * fw, h * fh
+    x0, y0 = int(round(max(0, x))), int(round(max(0, y)))
+    x1, y1 = int(round(min(fw, x + w))), int(round(min(fh, y + h)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ConfigError(f"roi {cfg.roi} ({cfg.roi_units}) lies outside the {fw}x{fh} frame")
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _content_box(cfg: PreprocessConfig, roi_w: int, roi_h: int) -> tuple[int, int, int, int]:
+    ih, iw = cfg.input_size
+    if cfg.resize_mode == "stretch":
+        return 0, 0, iw, ih
+    scale = min(iw / roi_w, ih / roi_h)
+    cw, ch = max(1, round(roi_w * scale)), max(1, round(roi_h * scale))
+    return (iw - cw) // 2, (ih - ch) // 2, cw, ch
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ConfigError(f"image of shape {image.shape}: expected HxW, HxWx3 or HxWx4")
+
+
+def resize_to_input(image: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, Geometry]:
+    """Crop the ROI and resize it into the model input (uint8 BGR, input_size)."""
+    image = _as_bgr(image)
+    frame_shape = image.shape[:2]
+    x, y, w, h = roi_box(cfg, frame_shape)
+    crop = image[y : y + h, x : x + w]
+    ih, iw = cfg.input_size
+    cx, cy, cw, ch = _content_box(cfg, w, h)
+    interp = cv2.INTER_AREA if (cw < w or ch < h) else cv2.INTER_LINEAR
+    resized = cv2.resize(crop, (cw, ch), interpolation=interp)
+    if (cw, ch) != (iw, ih):
+        pad_value = [round(255 * m) for m in cfg.mean[::-1]]  # BGR mean colour -> zero after normalise
+        canvas = np.empty((ih, iw, 3), dtype=np.uint8)
+        canvas[:] = pad_value
+        canvas[cy : cy + ch, cx : cx + cw] = resized
+        resized = canvas
+    return resized, Geometry(frame_shape, (x, y, w, h), (cx, cy, cw, ch))
+
+
+def normalize(resized_bgr: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 BGR HxWx3 -> float32 1x3xHxW, RGB, (x/255 - mean) / std."""
+    h, w = resized_bgr.shape[:2]
+    if out is None:
+        out = np.empty((1, 3, h, w), dtype=np.float32)
+    order = (2, 1, 0) if cfg.color == "rgb" else (0, 1, 2)
+    for c, src in enumerate(order):
+        scale = 1.0 / (255.0 * cfg.std[c])
+        offset = -cfg.mean[c] / cfg.std[c]
+        np.multiply(resized_bgr[:, :, src], np.float32(scale), out=out[0, c], casting="unsafe")
+        out[0, c] += np.float32(offset)
+    return out
+
+
+def preprocess(image: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = None) -> tuple[np.ndarray, Geometry]:
+    """Frame (BGR or grey uint8) -> (model input 1x3xHxW float32, geometry)."""
+    resized, geometry = resize_to_input(image, cfg)
+    return normalize(resized, cfg, out), geometry
+
+
+def map_to_frame(input_map: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """An anomaly map at model input size -> frame-sized map (zero outside the ROI)."""
+    cx, cy, cw, ch = geometry.content_box
+    x, y, w, h = geometry.roi_box
+    content = input_map[cy : cy + ch, cx : cx + cw]
+    fh, fw = geometry.frame_shape
+    roi_map = cv2.resize(content, (w, h), interpolation=cv2.INTER_LINEAR)
+    if (x, y, w, h) == (0, 0, fw, fh):
+        return roi_map
+    full = np.zeros((fh, fw), dtype=np.float32)
+    full[y : y + h, x : x + w] = roi_map
+    return full

@@ -1,0 +1,1 @@
+"""Scoring stage: memory-bank nearest-neighbour search, PatchCore / PaDiM scores, anomaly maps."""

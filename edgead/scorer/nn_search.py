@@ -1,0 +1,495 @@
+"""Nearest-neighbour search over the PatchCore memory bank.
+
+Two backends share one small interface (:class:`NearestNeighbourSearch`):
+
+* :class:`ExactSearch` -- brute force with float32 BLAS.  Squared distances are expanded as
+  ``||q||^2 - 2 q.m^T + ||m||^2`` with the bank norms precomputed once; the bank is walked in
+  blocks so that the scratch buffer stays a few MiB whatever the bank size (a full
+  ``(queries x bank)`` matrix would be 300 MiB for one frame against a 100k bank).  The
+  expanded form is only used to *select* the neighbours; the returned distances are then
+  recomputed directly from ``q - m`` for the k winners, so they carry no cancellation error
+  (a query equal to a bank row gives exactly 0, not ``sqrt(rounding noise)``).
+* :class:`HnswSearch` -- approximate search with an hnswlib HNSW graph (``'l2'`` space).  The
+  index is normally built on the workstation (:func:`build_hnsw_index`) and shipped in the
+  artifact; it is validated against the bank before use.
+
+:func:`make_search` picks one (``backend="auto"`` uses :func:`choose_backend`).
+
+All distances returned are Euclidean (not squared), float32; indices are int64 rows of the bank.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from edgead.errors import ArtifactError, ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EXACT_HNSW_CROSSOVER",
+    "DEFAULT_HNSW_PARAMS",
+    "NearestNeighbourSearch",
+    "ExactSearch",
+    "HnswSearch",
+    "build_hnsw_index",
+    "choose_backend",
+    "make_search",
+]
+
+# Bank size (rows) above which backend="auto" uses the HNSW index (when the artifact has one).
+#
+# Measured with bench/bench_search.py (one thread for both backends, query = one 224 px
+# EfficientNet-Lite0 frame = 784 patch vectors, D=152, k=1, clustered synthetic bank,
+# hnsw M=16 / ef_search=32) on the development machine (AMD EPYC x86-64, AVX-512,
+# OpenBLAS 0.3.31 sgemm at ~100 GFLOP/s on one core):
+#
+#     bank rows   exact ms/frame   hnsw ms/frame
+#        2 000          6.3             11.6
+#        5 000         14.6             12.5
+#       10 000         27.3             13.9
+#       20 000         56.0             14.2
+#       50 000        129.4             15.0
+#      100 000        266.0             15.1
+#
+# hnsw wins from ~4.5k rows; at exactly the crossover the two are equal, so the threshold is set
+# a little above it (5 000) where the gain is real and the approximation is not worth worrying
+# about for smaller banks.  On a Cortex-A72/A76 both sides are slower (NEON sgemm ~10-20
+# GFLOP/s/core; hnswlib has no NEON kernel and relies on compiler auto-vectorisation), so the
+# true Pi crossover may differ by a factor ~2 either way: re-run the bench on the Pi to refine.
+EXACT_HNSW_CROSSOVER: int = 5_000
+
+# Defaults for build_hnsw_index / HnswSearch (see bench/bench_search.py for the measurement):
+# at a 100k bank these give recall@1 ~0.99 and image-score relative error well below 1 %.
+DEFAULT_HNSW_PARAMS: dict = {"M": 16, "ef_construction": 200, "ef_search": 32, "seed": 0}
+
+_HNSW_PARAM_KEYS = ("M", "ef_construction", "ef_search", "seed")
+
+# Scratch memory of ExactSearch: (query chunk x bank block) float32.  4 MiB keeps the block in
+# L2/L3 and costs <10 % against one giant GEMM on x86 while the giant buffer would be hundreds
+# of MiB on a 1 GB Pi.
+_EXACT_BLOCK_BYTES = 4 << 20
+
+
+@runtime_checkable
+class NearestNeighbourSearch(Protocol):
+    """What the scorer needs from a nearest-neighbour backend."""
+
+    name: str  # "exact" or "hnsw"
+
+    def query(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """queries float32 (Q, D) -> (distances (Q, k) float32 Euclidean, indices (Q, k) int64),
+        each row sorted ascending."""
+        ...
+
+    def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Euclidean distances from one query (D,) to bank rows ``rows`` -> float32 (len(rows),)."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as_bank(bank: np.ndarray) -> np.ndarray:
+    """The bank as a C-contiguous, read-only float32 (N, D) array: converted (one copy) from
+    float16/float64, or a read-only *view* of the caller's array when it is already float32."""
+    arr = np.asarray(bank)
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ArtifactError(f"memory bank must be a non-empty 2-D array, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating)):
+        raise ArtifactError(f"memory bank must be a floating-point array, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        # e.g. a float16 overflow at export time: every distance to that row would be inf/nan
+        raise ArtifactError("memory bank contains non-finite values (inf/nan)")
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    q = np.asarray(queries)
+    if q.ndim == 1:
+        q = q.reshape(1, -1)
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"queries must have shape (Q, {dim}), got {np.shape(queries)}")
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.isfinite(q).all():
+        raise ValueError("queries contain non-finite values (inf/nan)")
+    return q
+
+
+def _check_k(k: int, rows: int) -> int:
+    k = int(k)
+    if k < 1 or k > rows:
+        raise ValueError(f"k must be in [1, {rows}] (bank rows), got {k}")
+    return k
+
+
+def _as_rows(rows: np.ndarray, n: int) -> np.ndarray:
+    r = np.asarray(rows).reshape(-1)
+    if r.size and not np.issubdtype(r.dtype, np.integer):
+        raise ValueError(f"rows must be integers, got dtype {r.dtype}")
+    r = r.astype(np.int64, copy=False)
+    if r.size and (r.min() < 0 or r.max() >= n):
+        raise IndexError(f"bank row index out of range [0, {n})")
+    return r
+
+
+def _direct_distances(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Euclidean distances ``||vectors - query||`` along the last axis, float32, no cancellation."""
+    diff = vectors - query
+    return np.sqrt(np.einsum("...d,...d->...", diff, diff)).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# exact
+
+
+class ExactSearch:
+    """Brute-force nearest neighbours with float32 BLAS.
+
+    ``chunk`` is the number of queries processed per GEMM (one 784-patch frame fits in the
+    default 1024, which matters: each GEMM streams the whole bank).  The bank is walked in blocks
+    of ``block`` rows (default: as many as fit a 4 MiB scratch buffer with ``chunk`` queries).
+    Scratch buffers are allocated once here and reused; a lock makes :meth:`query` safe to call
+    from several threads (calls are serialised).
+
+    Memory: the float32 bank (a view of the caller's array if it already is contiguous float32,
+    otherwise one converted copy), its N half squared norms, and the scratch buffer.
+    """
+
+    name = "exact"
+
+    def __init__(self, bank: np.ndarray, chunk: int = 1024, *, block: int | None = None):
+        self.bank = _as_bank(bank)
+        n, d = self.bank.shape
+        self.rows, self.dim = int(n), int(d)
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.chunk = int(chunk)
+        if block is None:
+            block = max(256, _EXACT_BLOCK_BYTES // (4 * self.chunk))
+        self.block = int(min(max(1, int(block)), self.rows))
+        # 0.5*||m||^2: argmin_m ||q-m||^2 == argmin_m (0.5*||m||^2 - q.m), one pass less per block
+        self._half_norms = 0.5 * np.einsum("ij,ij->i", self.bank, self.bank, dtype=np.float32)
+        self._buf = np.empty((self.chunk, self.block), dtype=np.float32)
+        self._best_val = np.empty(self.chunk, dtype=np.float32)
+        self._best_idx = np.empty(self.chunk, dtype=np.int64)
+        self._mask = np.empty(self.chunk, dtype=bool)
+        self._arange = np.arange(self.chunk)
+        self._lock = threading.Lock()
+
+    # -- public API -----------------------------------------------------------------------------
+    def query(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        q = _as_queries(queries, self.dim)
+        k = _check_k(k, self.rows)
+        nq = q.shape[0]
+        out_d = np.empty((nq, k), dtype=np.float32)
+        out_i = np.empty((nq, k), dtype=np.int64)
+        with self._lock:
+            for s in range(0, nq, self.chunk):
+                e = min(nq, s + self.chunk)
+                qc = q[s:e]
+                if k == 1:
+                    idx = self._argmin_chunk(qc)[:, None]
+                else:
+                    idx = self._topk_chunk(qc, k)
+                dist = _direct_distances(qc[:, None, :], self.bank[idx])
+                if k > 1:  # re-sort on the exact distances (near-ties may swap)
+                    order = np.argsort(dist, axis=1, kind="stable")
+                    dist = np.take_along_axis(dist, order, axis=1)
+                    idx = np.take_along_axis(idx, order, axis=1)
+                out_d[s:e] = dist
+                out_i[s:e] = idx
+        return out_d, out_i
+
+    def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        q = _as_queries(query, self.dim)[0]
+        r = _as_rows(rows, self.rows)
+        return _direct_distances(q, self.bank[r])
+
+    # -- internals ------------------------------------------------------------------------------
+    def _block_scores(self, qc: np.ndarray, c0: int, c1: int) -> np.ndarray:
+        """(n, c1-c0) float32 scores 0.5||m||^2 - q.m for bank rows [c0, c1), in the scratch buffer."""
+        n, m = qc.shape[0], c1 - c0
+        buf = self._buf.reshape(-1)[: n * m].reshape(n, m)  # contiguous, as BLAS wants it
+        np.matmul(qc, self.bank[c0:c1].T, out=buf)
+        np.subtract(self._half_norms[c0:c1], buf, out=buf)
+        return buf
+
+    def _argmin_chunk(self, qc: np.ndarray) -> np.ndarray:
+        n = qc.shape[0]
+        best_v, best_i, mask = self._best_val[:n], self._best_idx[:n], self._mask[:n]
+        best_v.fill(np.inf)
+        best_i.fill(0)
+        ar = self._arange[:n]
+        for c0 in range(0, self.rows, self.block):
+            c1 = min(self.rows, c0 + self.block)
+            buf = self._block_scores(qc, c0, c1)
+            a = buf.argmin(axis=1)
+            v = buf[ar, a]
+            np.less(v, best_v, out=mask)
+            np.copyto(best_v, v, where=mask)
+            a += c0
+            np.copyto(best_i, a, where=mask)
+        return best_i.copy()
+
+    def _topk_chunk(self, qc: np.ndarray, k: int) -> np.ndarray:
+        n = qc.shape[0]
+        run_v = np.full((n, k), np.inf, dtype=np.float32)
+        run_i = np.zeros((n, k), dtype=np.int64)
+        for c0 in range(0, self.rows, self.block):
+            c1 = min(self.rows, c0 + self.block)
+            buf = self._block_scores(qc, c0, c1)
+            if c1 - c0 > k:
+                cand = np.argpartition(buf, k - 1, axis=1)[:, :k]
+            else:
+                cand = np.broadcast_to(np.arange(c1 - c0), (n, c1 - c0))
+            vals = np.take_along_axis(buf, cand, axis=1)
+            all_v = np.concatenate((run_v, vals), axis=1)
+            all_i = np.concatenate((run_i, cand + c0), axis=1)
+            keep = np.argpartition(all_v, k - 1, axis=1)[:, :k]
+            run_v = np.take_along_axis(all_v, keep, axis=1)
+            run_i = np.take_along_axis(all_i, keep, axis=1)
+        return run_i
+
+
+# --------------------------------------------------------------------------------------------
+# hnsw
+
+# hnswlib (0.8.x) index file header, little-endian, 64-bit size_t:
+# offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
+# (size_t x6), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t x3), mult (double),
+# ef_construction (size_t).  Element data sits between offsetData and label_offset.
+_HNSW_HEADER = struct.Struct("<6QiI3QdQ")
+
+
+def _read_hnsw_header(path: Path) -> dict:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(_HNSW_HEADER.size)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read HNSW index {path}: {exc.strerror or exc}") from exc
+    if len(raw) < _HNSW_HEADER.size:
+        raise ArtifactError(f"HNSW index {path} is truncated or not an hnswlib index ({size} bytes)")
+    (off0, max_el, count, per_el, label_off, data_off, maxlevel, _entry, max_m, max_m0, m, _mult,
+     efc) = _HNSW_HEADER.unpack(raw)
+    ok = (
+        off0 == 0
+        and 0 < count <= max_el
+        and 0 < data_off < label_off
+        and per_el == label_off + 8
+        and data_off == max_m0 * 4 + 4
+        and max_m0 == 2 * m
+        and max_m == m
+        and 0 < m < 10_000
+        and 0 <= maxlevel < 64
+        and size >= _HNSW_HEADER.size + count * per_el
+    )
+    if not ok:
+        raise ArtifactError(f"HNSW index {path} is corrupt or not an hnswlib index (bad header)")
+    return {"count": int(count), "data_bytes": int(label_off - data_off), "M": int(m),
+            "ef_construction": int(efc)}
+
+
+class HnswSearch:
+    """Approximate nearest neighbours with an hnswlib HNSW graph ('l2' space).
+
+    With ``index_path`` the index is loaded and checked against ``bank`` (element count,
+    dimension, labels 0..N-1, and a sample of stored vectors); any mismatch or unreadable file
+    raises :class:`ArtifactError` naming the file.  Without it the index is built here (slow on a
+    Pi for a large bank: build it on the workstation with :func:`build_hnsw_index`).
+
+    The index keeps its own float32 copy of the vectors; this object keeps no reference to
+    ``bank`` (``distances_to`` reads rows back from the index).
+    """
+
+    name = "hnsw"
+
+    def __init__(self, bank: np.ndarray, index_path: str | Path | None = None, *,
+                 M: int = DEFAULT_HNSW_PARAMS["M"],
+                 ef_construction: int = DEFAULT_HNSW_PARAMS["ef_construction"],
+                 ef_search: int = DEFAULT_HNSW_PARAMS["ef_search"],
+                 threads: int = 1, seed: int = DEFAULT_HNSW_PARAMS["seed"]):
+        import hnswlib  # runtime dependency; imported lazily so exact-only use does not need it
+
+        arr = np.asarray(bank)
+        if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise ArtifactError(f"memory bank must be a non-empty 2-D array, got shape {arr.shape}")
+        n, d = (int(x) for x in arr.shape)
+        self.rows, self.dim = n, d
+        self.threads = max(1, int(threads))
+        for key, val in (("M", M), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+            if int(val) < 1:
+                raise ConfigError(f"hnsw {key} must be >= 1, got {val}")
+        self.ef_search = int(ef_search)
+        self.index = hnswlib.Index(space="l2", dim=d)
+
+        if index_path is not None:
+            path = Path(index_path)
+            self.index_path: Path | None = path
+            self._load(path, arr)
+            self.M = self._header["M"]
+            self.ef_construction = self._header["ef_construction"]
+            self.seed = None  # not stored in the file
+        else:
+            self.index_path = None
+            bank32 = _as_bank(arr)  # validates; transient copy if the bank is float16
+            self.M, self.ef_construction, self.seed = int(M), int(ef_construction), int(seed)
+            self.index.init_index(max_elements=n, M=self.M, ef_construction=self.ef_construction,
+                                  random_seed=self.seed)
+            self.index.add_items(bank32, np.arange(n, dtype=np.int64), num_threads=self.threads)
+            del bank32
+        self.index.set_ef(self.ef_search)
+        self.index.set_num_threads(self.threads)
+
+    @property
+    def params(self) -> dict:
+        return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                "seed": self.seed}
+
+    def _load(self, path: Path, bank: np.ndarray) -> None:
+        if not path.is_file():
+            raise ArtifactError(f"HNSW index {path} does not exist")
+        header = _read_hnsw_header(path)
+        if header["count"] != self.rows:
+            raise ArtifactError(f"HNSW index {path} holds {header['count']} vectors but the memory "
+                                f"bank has {self.rows} rows: index and bank do not belong together")
+        if header["data_bytes"] != 4 * self.dim:
+            raise ArtifactError(f"HNSW index {path} has dimension {header['data_bytes'] / 4:g} but "
+                                f"the memory bank has dimension {self.dim}")
+        try:
+            self.index.load_index(str(path), max_elements=self.rows)
+        except (RuntimeError, OSError, MemoryError, ValueError) as exc:
+            raise ArtifactError(f"cannot load HNSW index {path}: {exc}") from exc
+        if self.index.get_current_count() != self.rows or self.index.dim != self.dim:
+            raise ArtifactError(f"HNSW index {path} does not match the memory bank "
+                                f"({self.index.get_current_count()}x{self.index.dim} vs "
+                                f"{self.rows}x{self.dim})")
+        ids = np.asarray(self.index.get_ids_list(), dtype=np.int64)
+        if ids.size != self.rows or ids.min() != 0 or ids.max() != self.rows - 1 \
+                or np.unique(ids).size != self.rows:
+            raise ArtifactError(f"HNSW index {path} is not labelled with bank rows 0..{self.rows - 1}")
+        # spot-check stored vectors against the bank (tolerance covers a float16 round trip)
+        sample = np.unique(np.linspace(0, self.rows - 1, num=min(self.rows, 64)).astype(np.int64))
+        stored = np.asarray(self.index.get_items(sample), dtype=np.float32)
+        expect = np.asarray(bank[sample], dtype=np.float32)
+        tol = 1e-2 * np.abs(expect).max(axis=1, keepdims=True) + 1e-6
+        if stored.shape != expect.shape or not (np.abs(stored - expect) <= tol).all():
+            raise ArtifactError(f"HNSW index {path} was not built from this memory bank "
+                                f"(stored vectors differ)")
+        self._header = header
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to ``path`` atomically (temporary file + rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            self.index.save_index(str(tmp))
+            os.replace(tmp, path)
+        except (RuntimeError, OSError) as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise ArtifactError(f"cannot write HNSW index {path}: {exc}") from exc
+
+    def query(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        q = _as_queries(queries, self.dim)
+        k = _check_k(k, self.rows)
+        if q.shape[0] == 0:
+            return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+        labels, sq = self.index.knn_query(q, k=k, num_threads=self.threads)
+        dist = np.sqrt(np.maximum(sq, 0.0, dtype=np.float32)).astype(np.float32, copy=False)
+        return dist, labels.astype(np.int64, copy=False)
+
+    def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        q = _as_queries(query, self.dim)[0]
+        r = _as_rows(rows, self.rows)
+        if r.size == 0:
+            return np.empty(0, np.float32)
+        vec = np.asarray(self.index.get_items(r), dtype=np.float32)
+        return _direct_distances(q, vec)
+
+
+def build_hnsw_index(bank: np.ndarray, path: str | Path, *, M: int = DEFAULT_HNSW_PARAMS["M"],
+                     ef_construction: int = DEFAULT_HNSW_PARAMS["ef_construction"],
+                     ef_search: int = DEFAULT_HNSW_PARAMS["ef_search"],
+                     seed: int = DEFAULT_HNSW_PARAMS["seed"], threads: int = 1) -> dict:
+    """Build an HNSW index over ``bank`` and save it to ``path``; return the params dict to store in
+    the artifact manifest: ``{"M", "ef_construction", "ef_search", "seed"}``.
+
+    Pass the bank exactly as it is stored in the artifact (e.g. after the float16 cast) so the
+    graph is built on the same vectors the runtime sees.  ``threads > 1`` builds faster but the
+    graph then depends on thread scheduling (not bit-reproducible); ``threads=1`` with a fixed
+    ``seed`` is deterministic.
+    """
+    search = HnswSearch(bank, None, M=M, ef_construction=ef_construction, ef_search=ef_search,
+                        threads=threads, seed=seed)
+    search.save(path)
+    return {"M": int(M), "ef_construction": int(ef_construction), "ef_search": int(ef_search),
+            "seed": int(seed)}
+
+
+# --------------------------------------------------------------------------------------------
+# selection
+
+
+def choose_backend(bank_rows: int, has_index: bool) -> str:
+    """Backend for ``backend="auto"``: "hnsw" only when an index exists and the bank has more than
+    :data:`EXACT_HNSW_CROSSOVER` rows, else "exact"."""
+    return "hnsw" if has_index and int(bank_rows) > EXACT_HNSW_CROSSOVER else "exact"
+
+
+def _hnsw_kwargs(hnsw_params: dict | None) -> dict:
+    params = dict(DEFAULT_HNSW_PARAMS)
+    if hnsw_params:
+        unknown = sorted(set(hnsw_params) - set(_HNSW_PARAM_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown hnsw parameter(s) {unknown}; expected some of "
+                              f"{list(_HNSW_PARAM_KEYS)}")
+        for key, val in hnsw_params.items():
+            if val is None:
+                continue
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
+                raise ConfigError(f"hnsw parameter {key} must be an integer, got {val!r}")
+            params[key] = int(val)
+    return params
+
+
+def make_search(bank: np.ndarray, backend: str = "auto", index_path: str | Path | None = None,
+                hnsw_params: dict | None = None, threads: int = 1) -> NearestNeighbourSearch:
+    """Build the search backend for ``bank``.
+
+    ``backend``: "exact", "hnsw" or "auto" (see :func:`choose_backend`; an index counts as
+    present when ``index_path`` is given).  "hnsw" without ``index_path`` builds the index in
+    memory (logged: slow for a large bank on a Pi).  ``hnsw_params`` is the manifest dict from
+    :func:`build_hnsw_index` (``ef_search`` may be overridden there; M / ef_construction /
+    seed only matter when building).  ``threads`` applies to hnsw queries; the exact backend's
+    BLAS threads are process-wide (set OPENBLAS_NUM_THREADS before numpy is imported).
+    """
+    choice = str(backend).strip().lower() if isinstance(backend, str) else backend
+    if choice not in ("auto", "exact", "hnsw"):
+        raise ConfigError(f"unknown nearest-neighbour backend {backend!r}: "
+                          f"expected 'auto', 'exact' or 'hnsw'")
+    params = _hnsw_kwargs(hnsw_params)
+    rows = int(np.shape(bank)[0]) if np.ndim(bank) >= 1 else 0
+    if choice == "auto":
+        choice = choose_backend(rows, index_path is not None)
+    if choice == "exact":
+        return ExactSearch(bank)
+    if index_path is None:
+        log.warning("no HNSW index in the artifact: building one for %d bank rows at start-up "
+                    "(M=%d, ef_construction=%d)", rows, params["M"], params["ef_construction"])
+    return HnswSearch(bank, index_path, M=params["M"], ef_construction=params["ef_construction"],
+                      ef_search=params["ef_search"], threads=threads, seed=params["seed"])

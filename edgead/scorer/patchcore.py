@@ -1,0 +1,55 @@
+"""PatchCore scoring (Roth et al.): nearest-neighbour patch distances + reweighted image score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgead.scorer.nn_search import NearestNeighbourSearch, make_search
+
+
+def softmax_reweight(test_to_support: np.ndarray) -> float:
+    """Weight ``1 - softmax(d)[0]`` from the distances of the test patch m_test* to the support set
+    N_b(m*) (m* first, then its nearest memory-bank neighbours), as in the paper's eq. 7."""
+    d = np.asarray(test_to_support, dtype=np.float64)
+    e = np.exp(d - d.max())
+    return float(1.0 - e[0] / e.sum())
+
+
+class PatchCoreScorer:
+    """Scores a (D, h, w) feature map against a memory bank."""
+
+    method = "patchcore"
+
+    def __init__(self, bank: np.ndarray, *, num_neighbors: int = 9, backend: str = "auto",
+                 index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1):
+        self.search: NearestNeighbourSearch = make_search(
+            bank, backend=backend, index_path=index_path, hnsw_params=hnsw_params, threads=threads
+        )
+        self.bank = bank  # as stored (float16 by default); the search holds its own float32 copy
+        self.bank_rows = int(bank.shape[0])
+        self.num_neighbors = max(1, min(int(num_neighbors), self.bank_rows))
+
+    def patch_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """features (D, h, w) -> (patch NN distances (h, w), NN indices (h*w,), patches (h*w, D))."""
+        d, h, w = features.shape
+        patches = np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
+        dist, idx = self.search.query(patches, k=1)
+        return dist[:, 0].reshape(h, w), idx[:, 0], patches
+
+    def image_score(self, patch_dist: np.ndarray, nn_index: np.ndarray, patches: np.ndarray) -> float:
+        """s = (1 - softmax weight) * max patch distance; the weight uses the b nearest
+        memory-bank neighbours of m* (the bank row nearest to the most anomalous patch)."""
+        flat = patch_dist.reshape(-1)
+        i_star = int(np.argmax(flat))
+        s_star = float(flat[i_star])
+        if self.num_neighbors == 1:
+            return s_star
+        m_star = int(nn_index[i_star])
+        _, support = self.search.query(self.bank[m_star : m_star + 1].astype(np.float32), k=self.num_neighbors)
+        support = support[0]
+        # m* first (it is its own nearest neighbour unless duplicates tie)
+        support = np.concatenate(([m_star], support[support != m_star]))[: self.num_neighbors]
+        test_to_support = self.search.distances_to(patches[i_star], support)
+        return softmax_reweight(test_to_support) * s_star

@@ -1,0 +1,1 @@
+"""The daemon: configuration, the inference worker, the HTTP API and the serve entry point."""

@@ -1,0 +1,300 @@
+"""Daemon configuration: one TOML file, ``EDGEAD_*`` environment overrides, CLI flags on top.
+
+Precedence (highest first): command-line flags, environment (``EDGEAD_<SECTION>__<FIELD>``,
+e.g. ``EDGEAD_SERVER__PORT=8081``), the TOML file, defaults. Everything is validated at start;
+``load_config`` raises ConfigError listing every bad field with where its value came from.
+See deploy/edgead.toml for the documented example.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edgead.capture.base import split_spec
+from edgead.errors import ConfigError
+
+ENV_PREFIX = "EDGEAD_"
+_FILE_DATA: ContextVar[dict] = ContextVar("edgead_config_file_data", default={})
+
+Pin = int | str
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerConfig(_Section):
+    """HTTP server. The default bind is loopback only; a LAN bind must be asked for."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port (tests)")
+    token: SecretStr | None = Field(None, description="bearer token for mutating endpoints")
+    token_file: Path | None = Field(None, description="read the token from this file (e.g. a systemd credential)")
+    protect_score: bool = Field(False, description="also require the token for /score")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 30)
+    max_image_pixels: int = Field(50_000_000, ge=4096, description="refuse to decode larger images")
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)
+    access_log: bool = False
+
+    @field_validator("token")
+    @classmethod
+    def _token_strength(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() and len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return v or None
+
+    def bearer_token(self) -> str | None:
+        """The configured token (from ``token`` or ``token_file``), or None."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text().strip() or None
+        return None
+
+
+class ModelConfig(_Section):
+    path: Path | None = Field(None, description="artifact directory (required to serve)")
+    precision: Literal["auto", "int8", "fp32"] = "auto"
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime/search threads")
+    search: Literal["auto", "exact", "hnsw"] = "auto"
+    threshold: float | None = Field(None, gt=0, description="override the artifact's threshold")
+    reload_roots: list[Path] = Field(default_factory=list,
+                                     description="where POST /model/reload may load from (default: the model's parent)")
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class SourceConfig(_Section):
+    spec: str = Field("none", description="folder:<dir> | opencv:<index|url|file> | picamera2[:<n>] | none")
+    width: int | None = Field(None, ge=16, le=16384, description="capture width (picamera2 default: model input)")
+    height: int | None = Field(None, ge=16, le=16384)
+    roi: tuple[int, int, int, int] | None = Field(None, description="picamera2 sensor crop x, y, w, h")
+    mode: Literal["still", "video"] = "video"
+    controls: dict[str, Any] = Field(default_factory=dict, description="picamera2 controls, e.g. ExposureTime")
+    flush_frames: int = Field(1, ge=0, le=30)
+    loop: bool = True
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    reopen_initial_s: float = Field(0.5, gt=0, le=600)
+    reopen_max_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("spec")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        try:
+            split_spec(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v.strip() or "none"
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, v: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if v is not None and (min(v[:2]) < 0 or min(v[2:]) <= 0):
+            raise ValueError("expected x, y >= 0 and width, height > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "SourceConfig":
+        if (self.width is None) != (self.height is None):
+            raise ValueError("set both width and height, or neither")
+        if self.reopen_max_s < self.reopen_initial_s:
+            raise ValueError("reopen_max_s must be >= reopen_initial_s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return split_spec(self.spec) is not None
+
+
+class TriggerConfig(_Section):
+    mode: Literal["on_demand", "continuous", "gpio"] = "on_demand"
+    rate_hz: float = Field(2.0, gt=0, le=100, description="continuous mode: frames per second (at most)")
+
+
+class InferenceConfig(_Section):
+    queue_size: int = Field(4, ge=1, le=256, description="jobs waiting beyond this -> 503 + Retry-After")
+
+
+class GpioConfig(_Section):
+    enabled: bool = False
+    pin_factory: Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"] = "auto"
+    reject_pin: Pin | None = None
+    reject_active_high: bool = True
+    reject_pulse_ms: float = Field(200.0, gt=0, le=60_000)
+    reject_delay_ms: float = Field(0.0, ge=0, le=600_000, description="conveyor travel camera -> ejector")
+    reject_on_upload: bool = Field(True, description="pulse for rejected POST /score images too")
+    ready_pin: Pin | None = None
+    ready_active_high: bool = True
+    alarm_pin: Pin | None = None
+    alarm_active_high: bool = True
+    alarm_after_rejects: int = Field(0, ge=0, description="raise the alarm after N consecutive rejects (0: off)")
+    trigger_pin: Pin | None = None
+    trigger_pull: Literal["up", "down", "none"] = "up"
+    trigger_active_high: bool | None = Field(None, description="required with trigger_pull = none")
+    trigger_bounce_ms: float = Field(20.0, ge=0, le=10_000)
+
+    @field_validator("reject_pin", "ready_pin", "alarm_pin", "trigger_pin")
+    @classmethod
+    def _pin(cls, v: Pin | None) -> Pin | None:
+        if isinstance(v, bool):
+            raise ValueError("expected a BCM number or a pin name like 'GPIO17'")
+        if isinstance(v, int) and not 0 <= v <= 53:
+            raise ValueError("BCM pin numbers are 0..53")
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("empty pin name")
+        return v
+
+    @model_validator(mode="after")
+    def _pins(self) -> "GpioConfig":
+        used = [(name, getattr(self, name)) for name in ("reject_pin", "ready_pin", "alarm_pin", "trigger_pin")]
+        seen: dict[str, str] = {}
+        for name, pin in used:
+            if pin is None:
+                continue
+            key = str(pin).upper().removeprefix("GPIO").removeprefix("BCM")
+            if key in seen:
+                raise ValueError(f"{name} and {seen[key]} use the same pin {pin}")
+            seen[key] = name
+        if self.trigger_pull == "none" and self.trigger_pin is not None and self.trigger_active_high is None:
+            raise ValueError("trigger_pull = 'none' needs trigger_active_high (true or false)")
+        return self
+
+
+class InspectionConfig(_Section):
+    data_dir: Path = Field(Path("edgead-data"), description="database and images (systemd: /var/lib/edgead)")
+    synchronous: Literal["normal", "full"] = "normal"
+    save_rejects: bool = True
+    save_good_every: int = Field(0, ge=0, description="store every Nth good frame with its map (0: none)")
+    image_format: Literal["jpg", "png"] = "jpg"
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    max_results: int = Field(1_000_000, ge=0, description="rows kept (0: unlimited)")
+    max_images: int = Field(2000, ge=0, description="stored frames kept (0: unlimited)")
+    max_image_mb: float = Field(1024.0, ge=0, description="disk for stored frames (0: unlimited)")
+
+
+class EdgeadConfig(BaseSettings):
+    """The whole daemon configuration."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      validate_assignment=True)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    gpio: GpioConfig = Field(default_factory=GpioConfig)
+    inspection: InspectionConfig = Field(default_factory=InspectionConfig)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, InitSettingsSource(settings_cls, _FILE_DATA.get())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """Allow ``model = "/path"`` and ``source = "folder:..."`` as plain strings."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key, field_name in (("model", "path"), ("source", "spec")):
+                if isinstance(data.get(key), (str, Path)):
+                    data[key] = {field_name: data[key]}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EdgeadConfig":
+        if self.trigger.mode in ("continuous", "gpio") and not self.source.enabled:
+            raise ValueError(f"trigger.mode = {self.trigger.mode!r} needs a frame source (source.spec)")
+        if self.trigger.mode == "gpio" and not (self.gpio.enabled and self.gpio.trigger_pin is not None):
+            raise ValueError("trigger.mode = 'gpio' needs gpio.enabled = true and gpio.trigger_pin")
+        if self.server.token is not None and self.server.token_file is not None:
+            raise ValueError("set server.token or server.token_file, not both")
+        return self
+
+    @property
+    def token(self) -> str | None:
+        return self.server.bearer_token()
+
+
+def read_toml(path: str | Path) -> dict:
+    """Parse a TOML config file; ConfigError naming the file and the syntax problem."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+
+
+def _origin(loc: tuple, file_data: dict, overrides: dict, config_file: Path | None) -> str:
+    def has(data: dict, keys: tuple) -> bool:
+        for key in keys:
+            if not isinstance(data, dict) or key not in data:
+                return False
+            data = data[key]
+        return True
+
+    keys = tuple(str(k) for k in loc if not isinstance(k, int))
+    if keys and has(overrides, keys):
+        return "command line"
+    env_name = ENV_PREFIX + "__".join(keys).upper()
+    if keys and any(k.upper() == env_name for k in os.environ):
+        return f"environment {env_name}"
+    if keys and has(file_data, keys):
+        return str(config_file)
+    return ""
+
+
+def format_errors(exc: ValidationError, file_data: dict, overrides: dict, config_file: Path | None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        origin = _origin(loc, file_data, overrides, config_file)
+        shown = ""
+        if "input" in err and not isinstance(err["input"], dict) and "token" not in where:
+            shown = f" (got {err['input']!r})"
+        lines.append(f"  {where}: {msg}{shown}" + (f" [from {origin}]" if origin else ""))
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(config_file: str | Path | None = None, overrides: dict | None = None) -> EdgeadConfig:
+    """Build the configuration from file + environment + overrides (nested dicts, e.g. the
+    parsed CLI flags). ConfigError with one line per invalid field."""
+    config_file = Path(config_file) if config_file else None
+    file_data = read_toml(config_file) if config_file else {}
+    overrides = overrides or {}
+    token = _FILE_DATA.set(file_data)
+    try:
+        config = EdgeadConfig(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, file_data, overrides, config_file)) from None
+    finally:
+        _FILE_DATA.reset(token)
+    if config.server.token_file is not None:
+        try:
+            config.token
+        except OSError as exc:
+            raise ConfigError(f"server.token_file {config.server.token_file}: cannot read ({exc.strerror or exc})") from None
+    return config

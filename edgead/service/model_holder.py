@@ -1,0 +1,131 @@
+"""The model being served, swapped atomically on reload, and its threshold.
+
+Threshold precedence for a loaded model: a value set through ``PUT /threshold`` and persisted
+for that model's sha256 > ``model.threshold`` from the config (initial model only) > the
+artifact's calibrated threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgead.errors import ArtifactError, ConfigError
+from edgead.outputs.inspection_log import InspectionLog
+
+log = logging.getLogger(__name__)
+
+ModelLoader = Callable[..., Any]
+
+
+class ReloadInProgress(Exception):
+    """Another reload is running."""
+
+
+class ModelHolder:
+    """Holds the current model; readers take ``holder.model`` once per job (a plain attribute
+    read, so a swap never tears a job: in-flight jobs finish on the model they started with)."""
+
+    def __init__(self, model: Any, loader: ModelLoader, *, precision: str | None, threads: int, search: str,
+                 log_store: InspectionLog | None, config_threshold: float | None = None,
+                 reload_roots: list[Path] | None = None):
+        self._loader = loader
+        self._load_args = {"precision": precision, "threads": threads, "search": search}
+        self._store = log_store
+        self._reload_lock = threading.Lock()
+        roots = reload_roots or [Path(model.path).resolve().parent]
+        self.reload_roots = [Path(r).resolve() for r in roots]
+        self.model = model
+        self.loaded_at = time.time()
+        self.base_threshold = float(model.threshold)
+        self.threshold_source = "artifact"
+        self._apply_threshold(model, config_threshold)
+
+    def _apply_threshold(self, model: Any, config_threshold: float | None) -> None:
+        """Set the persisted or configured threshold on a freshly loaded ``model``."""
+        stored = self._store.threshold_override(model.sha256) if self._store is not None else None
+        if stored is not None:
+            model.set_threshold(stored)
+            self.threshold_source = "override"
+        elif config_threshold is not None:
+            model.set_threshold(config_threshold)
+            self.threshold_source = "config"
+        else:
+            self.threshold_source = "artifact"
+
+    def resolve(self, path: str | Path | None) -> Path:
+        """The artifact path to load: the current one, or ``path`` if it lies in a reload root."""
+        if path is None:
+            return Path(self.model.path)
+        candidate = Path(path).expanduser().resolve()
+        if not any(candidate == root or root in candidate.parents for root in self.reload_roots):
+            allowed = ", ".join(str(r) for r in self.reload_roots)
+            raise ArtifactError(f"{path}: outside the allowed model directories ({allowed}; see model.reload_roots)")
+        return candidate
+
+    def reload(self, path: str | Path | None = None) -> Any:
+        """Load an artifact beside the current model and swap it in. ArtifactError/ConfigError
+        (current model untouched) for a bad artifact; ReloadInProgress if one is running."""
+        if not self._reload_lock.acquire(blocking=False):
+            raise ReloadInProgress("a model reload is already in progress")
+        try:
+            target = self.resolve(path)
+            try:
+                new = self._loader(target, **self._load_args)
+            except (ArtifactError, ConfigError):
+                raise
+            except Exception as exc:  # e.g. a runtime error deep in onnxruntime: still the artifact's fault
+                raise ArtifactError(f"{target}: cannot load ({type(exc).__name__}: {exc})") from None
+            base = float(new.threshold)
+            previous_source = self.threshold_source
+            self._apply_threshold(new, None)
+            self.base_threshold, self.loaded_at = base, time.time()
+            old, self.model = self.model, new  # the atomic swap
+            log.info("model reloaded: %s %s (%s) -> %s %s (%s)", old.name, old.version, old.sha256[:12],
+                     new.name, new.version, new.sha256[:12])
+            if previous_source == "config" and self.threshold_source == "artifact":
+                log.info("model.threshold from the config applied to the first model only; using the artifact's")
+            return new
+        finally:
+            self._reload_lock.release()
+
+    def set_threshold(self, value: float | None, persist: bool = True) -> tuple[float, float]:
+        """Set (or with None, reset to the artifact's) threshold; returns (previous, new)."""
+        model = self.model
+        previous = float(model.threshold)
+        if value is None:
+            model.set_threshold(self.base_threshold)
+            self.threshold_source = "artifact"
+        else:
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"threshold {value}: must be a positive finite number")
+            model.set_threshold(float(value))
+            self.threshold_source = "override"
+        if persist and self._store is not None:
+            self._store.set_threshold_override(model.sha256, value)
+        return previous, float(model.threshold)
+
+    def identity(self) -> dict[str, Any]:
+        m = self.model
+        return {"name": m.name, "version": m.version, "sha256": m.sha256, "precision": m.precision}
+
+    def describe(self) -> dict[str, Any]:
+        m = self.model
+        manifest = getattr(m, "manifest", {}) or {}
+        return {
+            **self.identity(),
+            "path": str(m.path),
+            "method": manifest.get("method"),
+            "backbone": manifest.get("backbone"),
+            "input_size": list(m.input_size),
+            "threshold": float(m.threshold),
+            "artifact_threshold": self.base_threshold,
+            "threshold_source": self.threshold_source,
+            "search": getattr(m, "search_backend", None),
+            "loaded_at": self.loaded_at,
+            "reload_roots": [str(r) for r in self.reload_roots],
+        }

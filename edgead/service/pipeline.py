@@ -1,0 +1,133 @@
+"""What the worker does for one job: capture or decode -> score -> reject pulse -> log -> metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from edgead.capture.base import CaptureError
+from edgead.capture.supervisor import SourceSupervisor
+from edgead.images import decode_image
+from edgead.outputs.gpio import LineIO
+from edgead.outputs.inspection_log import InspectionLog, Record
+from edgead.outputs.metrics import ServiceMetrics
+from edgead.service.config import EdgeadConfig
+from edgead.service.model_holder import ModelHolder
+from edgead.service.worker import Job
+
+log = logging.getLogger(__name__)
+
+
+class NoSource(CaptureError):
+    """The daemon has no frame source configured."""
+
+
+@dataclass
+class Outcome:
+    """A scored job, as returned to the HTTP layer."""
+
+    id: int | None
+    timestamp: float
+    origin: str
+    source: str
+    result: Any  # edgead.result.ScoreResult
+    latency_ms: dict[str, float]
+    model: dict[str, str]
+    image_stored: bool = False
+    heatmap_stored: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Inspector:
+    """The per-job pipeline. Runs on the inference worker thread only."""
+
+    def __init__(self, config: EdgeadConfig, holder: ModelHolder, supervisor: SourceSupervisor | None,
+                 store: InspectionLog, line: LineIO | None, metrics: ServiceMetrics,
+                 on_state: Callable[[], None] | None = None):
+        self.config = config
+        self.holder = holder
+        self.supervisor = supervisor
+        self.store = store
+        self.line = line
+        self.metrics = metrics
+        self.on_state = on_state or (lambda: None)
+        self._good_seen = 0
+        self.consecutive_rejects = 0
+
+    def _wants_map(self, job: Job) -> bool:
+        c = self.config.inspection
+        next_good_sampled = c.save_good_every > 0 and (self._good_seen + 1) % c.save_good_every == 0
+        return job.heatmap or c.save_rejects or next_good_sampled
+
+    def __call__(self, job: Job) -> Outcome:
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {"queue": (time.monotonic() - job.received) * 1e3}
+        model = self.holder.model  # one snapshot for the whole job (reload-safe)
+        try:
+            if job.data is None:
+                if self.supervisor is None:
+                    raise NoSource("no frame source configured (source.spec = none): POST an image to /score instead")
+                t0 = time.perf_counter()
+                try:
+                    frame = self.supervisor.capture()
+                finally:
+                    self.on_state()
+                timings["capture"] = (time.perf_counter() - t0) * 1e3
+                image, reference, ts = frame.image, frame.monotonic, frame.timestamp
+                source = f"{self.supervisor.spec}/{frame.name}" if "#" not in frame.name else frame.name
+            else:
+                t0 = time.perf_counter()
+                image = decode_image(job.data, job.name)
+                timings["decode"] = (time.perf_counter() - t0) * 1e3
+                reference, ts, source = job.received, job.received_wall, job.name
+            result = model.score(image, with_map=self._wants_map(job))
+        except Exception as exc:
+            kind = {"ImageError": "decode", "NoSource": "no_source", "SourceUnavailable": "capture",
+                    "CaptureError": "capture"}.get(type(exc).__name__, "inference")
+            self.metrics.errors.labels(kind).inc()
+            raise
+        reject = bool(result.is_anomaly)
+        if reject and self.line is not None and (job.actuate or job.data is None):
+            if not self.line.pulse_reject(reference):
+                self.metrics.late_pulses.inc()
+            self.metrics.pulses.inc()
+        stage = dict(result.timings_ms)
+        stage["inference"] = stage.pop("total", sum(stage.values()))
+        stage.pop("decode", None)  # the service decodes; a model-side decode would be double-counted
+        timings.update(stage)
+
+        store_image = job.heatmap or (reject and self.config.inspection.save_rejects)
+        if not reject:
+            self._good_seen += 1
+            every = self.config.inspection.save_good_every
+            store_image = store_image or (every > 0 and self._good_seen % every == 0)
+        identity = self.holder.identity()
+        t_log = time.perf_counter()
+        record = Record(ts=ts, origin=job.origin, source=source, score=float(result.score),
+                        normalized_score=float(result.normalized_score), threshold=float(result.threshold),
+                        decision=result.decision, model_name=identity["name"], model_version=identity["version"],
+                        model_sha256=identity["sha256"], latency_ms=timings)
+        rid: int | None = None
+        try:
+            rid = self.store.record(record, image if store_image else None,
+                                    result.anomaly_map if store_image else None)
+        except Exception:  # a full/broken disk must not stop the line: the decision still goes out
+            log.exception("inspection log: cannot record a result")
+            self.metrics.log_errors.inc()
+        timings["log"] = (time.perf_counter() - t_log) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3 + timings["queue"]
+        self.metrics.observe_result(result.decision, job.origin, float(result.normalized_score), timings)
+        self.consecutive_rejects = self.consecutive_rejects + 1 if reject else 0
+        self.on_state()
+        return Outcome(id=rid, timestamp=ts, origin=job.origin, source=source, result=result,
+                       latency_ms={k: round(v, 3) for k, v in timings.items()}, model=identity,
+                       image_stored=store_image and rid is not None,
+                       heatmap_stored=store_image and rid is not None and result.anomaly_map is not None)
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)

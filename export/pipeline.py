@@ -1,0 +1,233 @@
+"""`edgead export`: good images -> fitted, exported, quantized, calibrated, checksummed artifact."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import edgead
+from edgead.artifact import ArtifactWriter, pack_tar
+from edgead.errors import EdgeadError
+from edgead.images import list_images, read_image, resolve_train_folder
+from edgead.metrics_math import auroc, f1_optimal_threshold, spearman, threshold_from_good
+from edgead.model import InspectionModel
+from edgead.preprocess import PreprocessConfig
+from export.backbones import build_backbone, default_taps
+from export.extract import extract_features, load_batches
+from export.feature_graph import PatchFeatureGraph
+from export.fit import fit_padim, fit_patchcore, padim_channel_index
+from export.onnx_export import export_onnx, quantize_int8
+
+METHODS = ("patchcore", "padim")
+INT8_MIN_SPEARMAN = 0.98
+INT8_MAX_AUROC_DROP = 0.005
+
+
+@dataclass
+class ExportConfig:
+    """Everything `edgead export` can set."""
+
+    data: Path
+    out: Path
+    method: str = "patchcore"
+    backbone: str = "efficientnet-lite0"
+    taps: list | None = None
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    coreset: float = 0.1
+    proj_dim: int | None = 128
+    num_neighbors: int = 9
+    target_dim: int | None = None
+    padim_dim: int = 100
+    padim_dtype: str = "float16"
+    bank_dtype: str = "float16"
+    holdout: float = 0.1
+    min_holdout: int = 5
+    val_defects: Path | None = None
+    calib_images: int = 64
+    hnsw: str = "auto"  # auto | yes | no
+    seed: int = 0
+    threads: int = 2
+    tar: bool = False
+    progress: bool = True
+    name: str | None = None
+    map_sigma: float = 4.0
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def split_holdout(paths: list[Path], share: float, minimum: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """Seeded split of the good images into (fit, held-out)."""
+    n_hold = max(minimum, int(round(share * len(paths))))
+    if len(paths) - n_hold < 2:
+        raise EdgeadError(
+            f"{len(paths)} good images: need at least {n_hold + 2} ({n_hold} are held out to calibrate the threshold)"
+        )
+    order = np.random.default_rng(seed).permutation(len(paths))
+    hold = sorted(order[:n_hold])
+    fit = sorted(order[n_hold:])
+    return [paths[i] for i in fit], [paths[i] for i in hold]
+
+
+def build_graph(cfg: ExportConfig, fit_paths: list[Path]) -> tuple[PatchFeatureGraph, dict]:
+    taps = cfg.taps or default_taps(cfg.backbone)
+    backbone = build_backbone(cfg.backbone, taps)
+    with torch.no_grad():
+        tap_channels = [m.shape[1] for m in backbone(torch.zeros(1, 3, *cfg.preprocess.input_size))]
+    channel_index = None
+    if cfg.method == "padim":
+        channel_index = padim_channel_index(sum(tap_channels), cfg.padim_dim, cfg.seed)
+    graph = PatchFeatureGraph(backbone, cfg.method, tap_channels, target_dim=cfg.target_dim,
+                              channel_index=channel_index).eval()
+    d, h, w = graph.feature_dim(cfg.preprocess.input_size)
+    info = {"name": cfg.backbone, "taps": list(taps), "tap_channels": tap_channels,
+            "feature_grid": [h, w], "aggregation": 3 if cfg.method == "patchcore" else 1,
+            "target_dim": cfg.target_dim, "channel_index": channel_index}
+    return graph, info
+
+
+def score_images(model: InspectionModel, paths: list[Path]) -> np.ndarray:
+    return np.array([model.score(read_image(p), with_map=False).score for p in paths])
+
+
+def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, paths: list[Path]) -> np.ndarray:
+    """Scores with torch features and the runtime scorer: checks the exported graph."""
+    scores = []
+    with torch.no_grad():
+        for batch in load_batches(paths, model.preprocess_cfg, batch_size=1):
+            feats = graph(torch.from_numpy(batch)).numpy()[0]
+            scores.append(model.score_features(feats, with_map=False)[0])
+    return np.array(scores)
+
+
+def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict) -> None:
+    if cfg.method == "patchcore":
+        log(f"coreset: {feats.shape[0] * feats.shape[2] * feats.shape[3]} patches -> {cfg.coreset}")
+        fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress)
+        bank = fit.bank.astype(cfg.bank_dtype)
+        np.save(writer.path("memory.npy"), bank)
+        manifest["patchcore"] = {
+            "num_neighbors": cfg.num_neighbors, "coreset": cfg.coreset, "projection_dim": cfg.proj_dim,
+            "training_patches": fit.patches, "covering_radius": fit.covering_radius,
+            "coreset_seconds": round(fit.coreset_seconds, 2), "bank_dtype": cfg.bank_dtype,
+        }
+        manifest["bank_size"] = int(bank.shape[0])
+        log(f"memory bank: {bank.shape[0]} x {bank.shape[1]} ({bank.nbytes / 1e6:.2f} MB {cfg.bank_dtype}), "
+            f"covering radius {fit.covering_radius:.4f}, coreset {fit.coreset_seconds:.1f} s")
+        from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER, build_hnsw_index
+
+        if cfg.hnsw == "yes" or (cfg.hnsw == "auto" and bank.shape[0] > EXACT_HNSW_CROSSOVER):
+            manifest["patchcore"]["hnsw"] = build_hnsw_index(bank.astype(np.float32), writer.path("hnsw.bin"), seed=cfg.seed)
+    else:
+        mean, precision = fit_padim(feats, dtype=cfg.padim_dtype)
+        np.savez(writer.path("gaussian.npz"), mean=mean, precision=precision)
+        size = mean.nbytes + precision.nbytes
+        manifest["padim"] = {"d": int(mean.shape[1]), "positions": int(mean.shape[0]), "eps": 0.01,
+                             "precision_dtype": cfg.padim_dtype, "bytes": int(size)}
+        manifest["bank_size"] = int(mean.shape[0])
+        log(f"PaDiM Gaussians: {mean.shape[0]} positions x d={mean.shape[1]}: "
+            f"{size / 1e6:.2f} MB ({cfg.padim_dtype} precision matrices; grows with positions x d^2)")
+
+
+def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: list[Path],
+              defects: list[Path]) -> dict:
+    """Per-precision thresholds, parity report and the default precision."""
+    report: dict = {"thresholds": {}, "score_stats": {}, "parity": {}}
+    scores = {}
+    for precision in ("fp32", "int8"):
+        model = InspectionModel(staging, precision=precision, threads=cfg.threads, search="exact")
+        good = score_images(model, hold)
+        bad = score_images(model, defects) if defects else np.array([])
+        scores[precision] = (good, bad)
+        if precision == "fp32":
+            ref = torch_reference_scores(graph, model, hold)
+            report["parity"]["fp32_vs_torch_max_rel_diff"] = float(np.max(np.abs(good - ref) / np.maximum(np.abs(ref), 1e-12)))
+        if defects:
+            labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
+            thr, f1 = f1_optimal_threshold(labels, np.r_[good, bad])
+            report["threshold_rule"] = "F1-optimal on held-out good + --val-defects images"
+        else:
+            thr = threshold_from_good(good)
+            report["threshold_rule"] = "max(held-out good max, mean + 3 std) of held-out good scores"
+        report["thresholds"][precision] = thr
+        report["score_stats"][precision] = {
+            "good_mean": float(good.mean()), "good_std": float(good.std()), "good_max": float(good.max()),
+            **({"defect_mean": float(bad.mean()), "defect_min": float(bad.min())} if defects else {}),
+        }
+    g32, b32 = scores["fp32"]
+    g8, b8 = scores["int8"]
+    rho = spearman(np.r_[g32, b32], np.r_[g8, b8])
+    parity = report["parity"]
+    parity["int8_vs_fp32_spearman"] = rho
+    parity["images"] = len(hold) + len(defects)
+    drop = 0.0
+    if defects:
+        labels = np.r_[np.zeros(len(g32)), np.ones(len(b32))]
+        a32, a8 = auroc(labels, np.r_[g32, b32]), auroc(labels, np.r_[g8, b8])
+        drop = a32 - a8
+        parity.update(auroc_fp32=a32, auroc_int8=a8, auroc_drop=drop)
+    int8_ok = bool(rho >= INT8_MIN_SPEARMAN and drop <= INT8_MAX_AUROC_DROP)
+    parity["int8_ok"] = int8_ok
+    report["default_precision"] = "int8" if int8_ok else "fp32"
+    if not int8_ok:
+        log(f"WARNING: INT8 parity failed (spearman {rho:.4f} < {INT8_MIN_SPEARMAN} or AUROC drop "
+            f"{drop * 100:.2f} pt > {INT8_MAX_AUROC_DROP * 100:.1f} pt): FP32 stays the default precision")
+    return report
+
+
+def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
+    """Run the whole export; returns (artifact dir, manifest)."""
+    if cfg.method not in METHODS:
+        raise EdgeadError(f"unknown method {cfg.method!r}: choose {' or '.join(METHODS)}")
+    t_start = time.time()
+    torch.set_num_threads(max(1, cfg.threads))
+    paths = list_images(resolve_train_folder(cfg.data))
+    defects = list_images(cfg.val_defects) if cfg.val_defects else []
+    fit_paths, hold = split_holdout(paths, cfg.holdout, cfg.min_holdout, cfg.seed)
+    log(f"{len(paths)} good images: {len(fit_paths)} to fit, {len(hold)} held out for the threshold"
+        + (f", {len(defects)} validation defects" if defects else ""))
+    for p in hold + defects:  # fail early on unreadable files
+        read_image(p)
+    graph, backbone_info = build_graph(cfg, fit_paths)
+    feats = extract_features(graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features")
+    d = int(feats.shape[1])
+    manifest = {
+        "name": cfg.name or Path(cfg.out).name,
+        "edgead_version": edgead.__version__,
+        "model_version": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        "method": cfg.method,
+        "backbone": backbone_info,
+        "preprocess": cfg.preprocess.to_dict(),
+        "feature_dim": d,
+        "map_sigma": cfg.map_sigma,
+        "training_images": len(fit_paths),
+        "holdout_images": len(hold),
+        "validation_defect_images": len(defects),
+        "seed": cfg.seed,
+        "threshold": 1.0,
+    }
+    with ArtifactWriter(cfg.out) as writer:
+        write_scorer_files(cfg, writer, feats, manifest)
+        del feats
+        export_onnx(graph, cfg.preprocess.input_size, writer.path("backbone.onnx"))
+        calib = list(load_batches(fit_paths[: cfg.calib_images], cfg.preprocess, batch_size=1))
+        manifest["quantization"] = quantize_int8(writer.path("backbone.onnx"), writer.path("backbone.int8.onnx"), calib)
+        writer.write_manifest(manifest)
+        report = calibrate(cfg, writer.staging, graph, hold, defects)
+        manifest.update(
+            thresholds=report["thresholds"], threshold=report["thresholds"][report["default_precision"]],
+            threshold_rule=report["threshold_rule"], score_stats=report["score_stats"],
+            parity=report["parity"], default_precision=report["default_precision"],
+            export_seconds=round(time.time() - t_start, 1),
+        )
+        out = writer.commit(manifest)
+    if cfg.tar:
+        pack_tar(out, out.with_suffix(".tar"))
+    return out, json.loads((out / "manifest.json").read_text())

@@ -1,0 +1,71 @@
+"""Shared fixtures: a synthetic MVTec-style dataset and small artifacts exported from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EDGEAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+SYNTH_SIZE = 128
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    from edgead.synthetic import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("synth") / "washer", n_train=30, n_test_good=10,
+                         n_test_bad=12, size=SYNTH_SIZE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_images(synth_root) -> dict[str, list[Path]]:
+    good = sorted((synth_root / "test" / "good").glob("*.png"))
+    bad = sorted(p for p in (synth_root / "test").glob("*/*.png") if p.parent.name != "good")
+    return {"good": good, "bad": bad}
+
+
+def _export(synth_root: Path, out: Path, method: str, **kw) -> Path:
+    pytest.importorskip("torch")
+    from edgead.preprocess import PreprocessConfig
+    from export.pipeline import ExportConfig, export_model
+
+    cfg = ExportConfig(data=synth_root, out=out, method=method, preprocess=PreprocessConfig(input_size=(SYNTH_SIZE, SYNTH_SIZE)),
+                       coreset=0.1, progress=False, threads=2, calib_images=16, **kw)
+    return export_model(cfg)[0]
+
+
+@pytest.fixture(scope="session")
+def model_dir(synth_root, tmp_path_factory) -> Path:
+    """A PatchCore artifact (Lite0, 128 px) exported from the synthetic good parts."""
+    return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-patchcore", "patchcore")
+
+
+@pytest.fixture(scope="session")
+def padim_model_dir(synth_root, tmp_path_factory) -> Path:
+    return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-padim", "padim", padim_dim=64)
+
+
+@pytest.fixture()
+def tampered_model_dir(model_dir, tmp_path) -> Path:
+    """A copy of model_dir with one byte of the memory bank changed."""
+    import shutil
+
+    copy = tmp_path / "tampered"
+    shutil.copytree(model_dir, copy)
+    bank = copy / "memory.npy"
+    data = bytearray(bank.read_bytes())
+    data[-7] ^= 0x01
+    bank.write_bytes(bytes(data))
+    return copy
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not present at {SHARED_DATA}")
+    return SHARED_DATA

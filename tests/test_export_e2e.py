@@ -1,0 +1,173 @@
+"""End to end on synthetic parts: export -> score -> eval, both methods and precisions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgead.cli import main as cli_main
+from edgead.errors import ArtifactError
+from edgead.model import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_manifest_and_files(model_dir):
+    m = json.loads((model_dir / "manifest.json").read_text())
+    for key in ("schema_version", "edgead_version", "method", "backbone", "preprocess", "feature_dim",
+                "bank_size", "threshold", "thresholds", "score_stats", "training_images", "files", "created", "parity"):
+        assert key in m, key
+    assert m["method"] == "patchcore"
+    assert m["backbone"]["name"] == "efficientnet-lite0" and m["backbone"]["tap_channels"] == [40, 112]
+    assert m["feature_dim"] == 152
+    assert set(m["files"]) >= {"backbone.onnx", "backbone.int8.onnx", "memory.npy"}
+    bank = np.load(model_dir / "memory.npy")
+    assert bank.dtype == np.float16 and bank.shape == (m["bank_size"], 152)
+    assert m["training_images"] == 25 and m["holdout_images"] == 5
+    assert m["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
+    assert not list(model_dir.parent.glob(f".{model_dir.name}.tmp-*"))  # staging cleaned up
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("fixture", ["model_dir", "padim_model_dir"])
+def test_eval_auroc_is_perfect_on_easy_set(request, fixture, precision, synth_root, capsys):
+    model = request.getfixturevalue(fixture)
+    rc = cli_main(["eval", "--model", str(model), "--data", str(synth_root), "--precision", precision, "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["image_auroc"] == 1.0
+    assert result["pixel_auroc"] > 0.9
+    assert result["images"] == 22 and result["defective"] == 12
+    assert result["precision"] == precision
+
+
+def test_score_cli_json_lines(model_dir, synthetic_images, capsys):
+    good, bad = synthetic_images["good"][0], synthetic_images["bad"][0]
+    assert cli_main(["score", "--model", str(model_dir), "--precision", "fp32", str(good), str(bad)]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l["is_anomaly"] for l in lines] == [False, True]
+    assert lines[1]["normalized_score"] > 1.0 > lines[0]["normalized_score"]
+    assert lines[0]["normalized_score"] == pytest.approx(lines[0]["score"] / lines[0]["threshold"])
+    assert set(lines[0]["latency_ms"]) >= {"preprocess", "backbone", "search", "score", "total"}
+
+
+def test_runtime_never_imports_torch(model_dir, synthetic_images):
+    code = (
+        "import sys; from edgead.model import load_model; from edgead.images import read_image;"
+        f"m = load_model({str(model_dir)!r});"
+        f"r = m.score(read_image({str(synthetic_images['bad'][0])!r}));"
+        "assert r.anomaly_map is not None;"
+        "bad = [k for k in sys.modules if k == 'torch' or k.startswith('torch.') or k == 'export' or k.startswith('export.')];"
+        "assert not bad, bad; print('ok', r.score)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
+
+
+def test_anomaly_map_locates_defect(model_dir, synth_root):
+    import cv2
+
+    model = load_model(model_dir, precision="fp32")
+    img = cv2.imread(str(synth_root / "test" / "blob" / "001.png"))
+    mask = cv2.imread(str(synth_root / "ground_truth" / "blob" / "001_mask.png"), cv2.IMREAD_GRAYSCALE)
+    res = model.score(img)
+    assert res.anomaly_map.shape == img.shape[:2]
+    peak = np.unravel_index(np.argmax(res.anomaly_map), res.anomaly_map.shape)
+    ys, xs = np.nonzero(mask)
+    assert abs(peak[0] - ys.mean()) < 16 and abs(peak[1] - xs.mean()) < 16
+
+
+def test_tampered_artifact_refused(tampered_model_dir, capsys):
+    with pytest.raises(ArtifactError, match="memory.npy: sha256 mismatch"):
+        load_model(tampered_model_dir)
+    assert cli_main(["info", str(tampered_model_dir)]) == 2
+    assert "memory.npy" in capsys.readouterr().err
+
+
+def test_truncated_and_unknown_schema_refused(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    onnx = copy / "backbone.int8.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="backbone.int8.onnx: size"):
+        load_model(copy)
+    m = json.loads((model_dir / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="schema version 99"):
+        load_model(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="manifest.json: missing"):
+        load_model(copy)
+
+
+def test_interrupted_export_leaves_previous_artifact(synth_root, model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import export.pipeline as pipeline
+    from edgead.preprocess import PreprocessConfig
+
+    out = tmp_path / "model"
+    shutil.copytree(model_dir, out)
+    before = (out / "manifest.json").read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed during quantization")
+
+    monkeypatch.setattr(pipeline, "quantize_int8", boom)
+    cfg = pipeline.ExportConfig(data=synth_root, out=out, preprocess=PreprocessConfig(input_size=(128, 128)), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export_model(cfg)
+    assert (out / "manifest.json").read_bytes() == before
+    load_model(out)  # still verifies
+    assert not list(tmp_path.glob(".model.tmp-*"))
+
+
+def test_user_errors_name_the_file(model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert cli_main(["score", "--model", str(model_dir), str(bad)]) == 2
+    assert "bad.png" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["export", "--data", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "no images found" in capsys.readouterr().err
+    assert cli_main(["info", str(tmp_path / "nope")]) == 2
+    assert "model directory not found" in capsys.readouterr().err
+
+
+def test_unknown_backbone_is_a_clear_error(synth_root, tmp_path, capsys):
+    rc = cli_main(["export", "--data", str(synth_root), "--out", str(tmp_path / "o"), "--backbone", "vgg99", "--no-progress"])
+    assert rc == 2
+    assert "unknown backbone 'vgg99'" in capsys.readouterr().err
+
+
+def test_info_and_tar(model_dir, tmp_path, capsys):
+    from edgead.artifact import pack_tar, unpack_tar
+
+    assert cli_main(["info", str(model_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["checksums"] == "ok" and info["method"] == "patchcore"
+    tar = pack_tar(model_dir, tmp_path / "m.tar")
+    restored = unpack_tar(tar, tmp_path / "x")
+    assert load_model(restored).sha256 == load_model(model_dir).sha256
+
+
+def test_precisions_agree(model_dir, synthetic_images):
+    from edgead.images import read_image
+    from edgead.metrics_math import spearman
+
+    paths = synthetic_images["good"] + synthetic_images["bad"]
+    fp32 = load_model(model_dir, precision="fp32")
+    int8 = load_model(model_dir, precision="int8")
+    s32 = [fp32.score(read_image(p), with_map=False).score for p in paths]
+    s8 = [int8.score(read_image(p), with_map=False).score for p in paths]
+    assert spearman(s32, s8) > 0.9

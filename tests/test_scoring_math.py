@@ -1,0 +1,81 @@
+"""Scoring formulas against hand computations and scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgead.metrics_math import auroc, f1_optimal_threshold, spearman, threshold_from_good
+from edgead.scorer.padim import mahalanobis_map
+from edgead.scorer.patchcore import PatchCoreScorer, softmax_reweight
+
+
+def test_softmax_reweight_hand_computed():
+    # distances of m_test* to N_b(m*) = [m*, n1, n2] = [1, 2, 3]
+    # softmax(d)[0] = e^1 / (e^1 + e^2 + e^3) = 0.09003057...
+    assert softmax_reweight([1.0, 2.0, 3.0]) == pytest.approx(1 - 0.0900305732, abs=1e-9)
+    # equal distances: weight 1 - 1/b
+    assert softmax_reweight([2.0] * 9) == pytest.approx(1 - 1 / 9)
+
+
+def test_patchcore_image_score_hand_computed():
+    # 1-D bank: 0, 1, 3 ; test patches: 0.1 and 5.0 (the anomalous one)
+    bank = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
+    scorer = PatchCoreScorer(bank, num_neighbors=2, backend="exact")
+    feats = np.array([0.1, 5.0], dtype=np.float32).reshape(1, 1, 2)  # (D, h, w)
+    dist, idx, patches = scorer.patch_scores(feats)
+    np.testing.assert_allclose(dist.ravel(), [0.1, 2.0], atol=1e-6)
+    # m* = 3 (bank row 2); its 2 nearest bank rows: itself (3) and 1 -> distances from 5: [2, 4]
+    expected = (1 - np.exp(2) / (np.exp(2) + np.exp(4))) * 2.0
+    assert scorer.image_score(dist, idx, patches) == pytest.approx(expected, rel=1e-6)
+    # with b = 1 the score is the plain max distance
+    plain = PatchCoreScorer(bank, num_neighbors=1, backend="exact")
+    assert plain.image_score(*plain.patch_scores(feats)) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_padim_mahalanobis_matches_scipy():
+    from scipy.spatial.distance import mahalanobis
+
+    rng = np.random.default_rng(0)
+    d, h, w = 6, 3, 4
+    feats = rng.normal(size=(d, h, w)).astype(np.float32)
+    mean = rng.normal(size=(h * w, d)).astype(np.float32)
+    a = rng.normal(size=(h * w, d, d))
+    precision = np.linalg.inv(a @ a.transpose(0, 2, 1) + 0.01 * np.eye(d)).astype(np.float32)
+    got = mahalanobis_map(feats, mean, precision)
+    x = feats.reshape(d, -1).T
+    want = np.array([mahalanobis(x[p], mean[p], precision[p]) for p in range(h * w)]).reshape(h, w)
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def test_padim_fit_matches_numpy_cov():
+    pytest.importorskip("torch")
+    from export.fit import fit_padim
+
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(40, 5, 2, 3)).astype(np.float32)
+    mean, precision = fit_padim(feats, dtype="float32")
+    x = feats[:, :, 1, 2]  # position (1, 2) -> index 5
+    cov = np.cov(x, rowvar=False) + 0.01 * np.eye(5)
+    np.testing.assert_allclose(mean[5], x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(precision[5], np.linalg.inv(cov), rtol=1e-3, atol=1e-4)
+
+
+def test_auroc_and_f1():
+    labels = np.array([0, 0, 0, 1, 1])
+    assert auroc(labels, np.array([0.1, 0.2, 0.3, 0.4, 0.5])) == 1.0
+    assert auroc(labels, np.array([0.5, 0.4, 0.3, 0.2, 0.1])) == 0.0
+    assert auroc(labels, np.array([1, 1, 1, 1, 1])) == 0.5
+    # one negative above one positive: 5/6
+    assert auroc(labels, np.array([0.1, 0.2, 0.45, 0.4, 0.5])) == pytest.approx(5 / 6)
+    thr, f1 = f1_optimal_threshold(labels, np.array([0.1, 0.2, 0.3, 0.4, 0.5]))
+    assert f1 == 1.0 and 0.3 < thr < 0.4
+
+
+def test_spearman_and_threshold_rule():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    s = np.array([1.0, 1.1, 0.9, 1.0, 1.05])
+    assert threshold_from_good(s) == pytest.approx(s.mean() + 3 * s.std(ddof=1))
+    outlier = np.array([1.0, 1.0, 1.0, 1.0, 5.0])
+    assert threshold_from_good(outlier) >= 5.0
