@@ -66,6 +66,12 @@ def _parse_args(argv=None) -> argparse.Namespace:
                    help="threads for building the index (queries always use one)")
     p.add_argument("--blas-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real-bank", default=None, metavar="NPY",
+                   help="real bank features (N, D), rows in coreset order (prefixes = smaller banks)")
+    p.add_argument("--real-normal", default=None, metavar="NPY",
+                   help="per-image features of good test images (n, P, D)")
+    p.add_argument("--real-anomalous", default=None, metavar="NPY",
+                   help="per-image features of defective test images (n, P, D)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write results as JSON to PATH ('-' or no value: stdout)")
     return p.parse_args(argv)
@@ -156,6 +162,33 @@ def make_frames(mix: Mixture, bank: np.ndarray, n_frames: int, patches: int, out
 
 
 # ---------------------------------------------------------------------------------------------
+# real features (optional)
+
+
+def load_real(args, rng) -> tuple[np.ndarray, list]:
+    """Bank rows (in coreset order: a prefix of n rows is the n-row coreset) and frames built from
+    per-image patch features (n_images, P, D): ceil(--patches / P) images per frame, each image a
+    separate segment for the image score."""
+    bank = np.load(args.real_bank, mmap_mode="r")
+    frames = []
+    for kind, path in (("normal", args.real_normal), ("anomalous", args.real_anomalous)):
+        if not path:
+            continue
+        imgs = np.load(path).astype(np.float32)
+        per = max(1, -(-args.patches // imgs.shape[1]))
+        order = rng.permutation(len(imgs))
+        for s0 in range(0, len(order) - per + 1, per):
+            sel = imgs[order[s0:s0 + per]]
+            segs = [(j * sel.shape[1], (j + 1) * sel.shape[1]) for j in range(per)]
+            frames.append((kind, np.ascontiguousarray(sel.reshape(-1, sel.shape[-1])), segs))
+    # interleave kinds, cap the count
+    normal = [f for f in frames if f[0] == "normal"]
+    anom = [f for f in frames if f[0] == "anomalous"]
+    mixed = [f for pair in zip(normal, anom) for f in pair] + normal[len(anom):] + anom[len(normal):]
+    return bank, mixed[: args.frames]
+
+
+# ---------------------------------------------------------------------------------------------
 # measurement
 
 
@@ -165,110 +198,148 @@ def _time(fn, q) -> tuple[float, tuple]:
     return (time.perf_counter() - t0) * 1e3, out
 
 
+def _score_errors(d: np.ndarray, dref: np.ndarray, segs) -> list[float]:
+    out = []
+    for a, b in segs:
+        s_ref, s = float(dref[a:b].max()), float(d[a:b].max())
+        out.append(abs(s - s_ref) / s_ref)
+    return out
+
+
 def measure(bank: np.ndarray, frames, ef_values, args, tmpdir: Path) -> dict:
+    """frames: list of (kind, queries (Q, D) float32, segments [(start, stop), ...])."""
+    bank = np.ascontiguousarray(bank, dtype=np.float32)
     rows = len(bank)
     exact = ExactSearch(bank)
     t0 = time.perf_counter()
     hnsw = HnswSearch(bank, M=args.M, ef_construction=args.ef_construction,
-                      ef_search=max(ef_values), threads=args.build_threads, seed=args.seed)
+                      ef_search=max(ef_values), threads=args.build_threads, seed=args.seed,
+                      exact_max=False)
     build_s = time.perf_counter() - t0
     idx_path = tmpdir / f"bank{rows}.hnsw"
     hnsw.save(idx_path)
     index_mb = idx_path.stat().st_size / 2**20
-    # reload as the runtime does, single-threaded queries
-    hnsw = HnswSearch(bank, idx_path, ef_search=max(ef_values), threads=1)
+    del hnsw
+    # reload as the runtime does: single-threaded queries
+    hnsw = HnswSearch(bank, idx_path, ef_search=max(ef_values), threads=1, exact_max=True)
     idx_path.unlink()
 
-    ref = []
-    ex_ms = []
+    ref, ex_ms = [], []
     exact.query(frames[0][1])  # warm-up
-    for kind, q in frames:
+    for kind, q, _ in frames:
         ms, (d, i) = _time(lambda x: exact.query(x, k=1), q)
         ex_ms.append(ms)
-        ref.append((kind, d[:, 0], i[:, 0]))
+        ref.append((d[:, 0], i[:, 0]))
 
     res = {"rows": rows, "exact_ms": float(np.median(ex_ms)), "hnsw_build_s": build_s,
            "hnsw_index_mib": index_mb, "hnsw": {}}
     for ef in ef_values:
         hnsw.index.set_ef(ef)
-        hnsw.query(frames[0][1])  # warm-up
-        times, hits, total, patch_err = [], 0, 0, []
-        score_err = {"normal": [], "anomalous": []}
-        for (kind, q), (_, dref, iref) in zip(frames, ref):
-            ms, (d, i) = _time(lambda x: hnsw.query(x, k=1), q)
-            times.append(ms)
-            d, i = d[:, 0], i[:, 0]
-            # a different index at (numerically) the same distance is not a miss
-            hits += int(np.sum((i == iref) | (d <= dref * (1 + 1e-6))))
-            total += len(i)
-            patch_err.append(np.mean((d - dref) / np.maximum(dref, 1e-12)))
-            s_ref, s = float(dref.max()), float(d.max())
-            score_err[kind].append(abs(s - s_ref) / s_ref)
-        hms = float(np.median(times))
-        res["hnsw"][str(ef)] = {
-            "ms": hms,
-            "speedup": res["exact_ms"] / hms,
-            "recall_at_1": hits / total,
-            "score_rel_err_max": max(score_err["normal"] + score_err["anomalous"]),
-            "score_rel_err_normal_max": max(score_err["normal"], default=0.0),
-            "score_rel_err_anomalous_max": max(score_err["anomalous"], default=0.0),
-            "patch_dist_rel_err_mean": float(np.mean(patch_err)),
-        }
+        row = {}
+        for variant, certify in (("raw", False), ("exact_max", True)):
+            hnsw.exact_max = certify
+            hnsw.query(frames[0][1])  # warm-up
+            times, hits, total, patch_err, refined = [], 0, 0, [], []
+            score_err = {"normal": [], "anomalous": []}
+            for (kind, q, segs), (dref, iref) in zip(frames, ref):
+                ms, (d, i) = _time(lambda x: hnsw.query(x, k=1), q)
+                times.append(ms)
+                refined.append(hnsw.last_refined if certify else 0)
+                d, i = d[:, 0], i[:, 0]
+                # a different row at (numerically) the same distance is not a miss
+                hits += int(np.sum((i == iref) | (d <= dref * (1 + 1e-6))))
+                total += len(i)
+                patch_err.append(np.mean((d - dref) / np.maximum(dref, 1e-12)))
+                score_err[kind] += _score_errors(d, dref, segs)
+            ms = float(np.median(times))
+            row[variant] = {
+                "ms": ms,
+                "speedup": res["exact_ms"] / ms,
+                "recall_at_1": hits / total,
+                "score_rel_err_max": max(score_err["normal"] + score_err["anomalous"]),
+                "score_rel_err_normal_max": max(score_err["normal"], default=0.0),
+                "score_rel_err_anomalous_max": max(score_err["anomalous"], default=0.0),
+                "patch_dist_rel_err_mean": float(np.mean(patch_err)),
+                "refined_per_frame_mean": float(np.mean(refined)),
+                "refined_per_frame_max": int(np.max(refined)),
+            }
+        res["hnsw"][str(ef)] = row
     return res
 
 
-def crossover(sizes, ef, args, mix, rng, tmpdir) -> dict:
+def crossover(banks_frames, ef, args, tmpdir) -> dict:
     points = []
-    for rows in sizes:
-        bank = make_bank(mix, rows)
-        frames = make_frames(mix, bank, max(4, args.frames // 2), args.patches, args.outliers,
-                             args.noise, rng)
+    for bank, frames in banks_frames:
         r = measure(bank, frames, [ef], args, tmpdir)
-        points.append({"rows": rows, "exact_ms": r["exact_ms"], "hnsw_ms": r["hnsw"][str(ef)]["ms"]})
-        print(f"  crossover sweep: {rows:>7} rows  exact {r['exact_ms']:8.1f} ms  "
-              f"hnsw(ef={ef}) {r['hnsw'][str(ef)]['ms']:7.1f} ms", file=sys.stderr, flush=True)
-    cross = None
-    for a, b in zip(points, points[1:]):
-        da, db = a["exact_ms"] - a["hnsw_ms"], b["exact_ms"] - b["hnsw_ms"]
-        if da <= 0 < db:  # linear interpolation of the time difference
-            cross = a["rows"] + (b["rows"] - a["rows"]) * (-da) / (db - da)
-            break
-    if cross is None and points and points[0]["exact_ms"] > points[0]["hnsw_ms"]:
-        cross = float(points[0]["rows"])  # hnsw already faster at the smallest size
-    return {"ef_search": ef, "points": points, "crossover_rows": cross}
+        h = r["hnsw"][str(ef)]
+        points.append({"rows": r["rows"], "exact_ms": r["exact_ms"], "hnsw_ms": h["raw"]["ms"],
+                       "hnsw_exact_max_ms": h["exact_max"]["ms"]})
+        print(f"  crossover sweep: {r['rows']:>7} rows  exact {r['exact_ms']:8.1f} ms  "
+              f"hnsw(ef={ef}) {h['raw']['ms']:7.1f} ms  +exact max {h['exact_max']['ms']:7.1f} ms",
+              file=sys.stderr, flush=True)
+    out = {"ef_search": ef, "points": points}
+    for key in ("hnsw_ms", "hnsw_exact_max_ms"):
+        cross = None
+        for a, b in zip(points, points[1:]):
+            da, db = a["exact_ms"] - a[key], b["exact_ms"] - b[key]
+            if da <= 0 < db:  # linear interpolation of the time difference
+                cross = a["rows"] + (b["rows"] - a["rows"]) * (-da) / (db - da)
+                break
+        if cross is None and points and points[0]["exact_ms"] > points[0][key]:
+            cross = float(points[0]["rows"])  # already faster at the smallest size
+        out["crossover_rows_" + key[:-3]] = cross
+    return out
 
 
 def main() -> int:
     args = ARGS or _parse_args()
     rng = np.random.default_rng(args.seed)
-    mix = Mixture(args.dim, args.clusters, args.intrinsic_dim, rng)
     default_ef = args.default_ef or DEFAULT_HNSW_PARAMS["ef_search"]
     ef_values = sorted(set(args.ef) | {default_ef})
-    import hnswlib  # noqa: F401
+    real = bool(args.real_bank)
+
+    if real:
+        real_bank, real_frames = load_real(args, rng)
+        if not real_frames:
+            sys.exit("--real-bank needs --real-normal and/or --real-anomalous")
+        dim = real_bank.shape[1]
+
+        def data(rows):
+            return np.asarray(real_bank[:rows], dtype=np.float32), real_frames
+    else:
+        mix = Mixture(args.dim, args.clusters, args.intrinsic_dim, rng)
+        dim = args.dim
+
+        def data(rows):
+            bank = make_bank(mix, rows)
+            frames = make_frames(mix, bank, args.frames, args.patches, args.outliers, args.noise,
+                                 rng)
+            return bank, [(k, q, [(0, len(q))]) for k, q in frames]
 
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor()
                     or platform.machine(), "cpu_count": os.cpu_count(),
                     "numpy": np.__version__, "blas_threads": args.blas_threads,
                     "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
-        "setup": {"dim": args.dim, "patches_per_frame": args.patches, "k": 1,
+        "setup": {"data": f"real: {args.real_bank}" if real else "synthetic mixture",
+                  "dim": dim, "patches_per_frame": args.patches, "k": 1,
                   "frames": args.frames, "outliers": args.outliers, "clusters": args.clusters,
                   "intrinsic_dim": args.intrinsic_dim, "noise": args.noise, "M": args.M,
                   "ef_construction": args.ef_construction, "seed": args.seed},
         "results": [],
     }
+    sizes = [n for n in args.sizes if not real or n <= len(real_bank)]
     with tempfile.TemporaryDirectory() as td:
         tmpdir = Path(td)
-        for rows in args.sizes:
-            bank = make_bank(mix, rows)
-            frames = make_frames(mix, bank, args.frames, args.patches, args.outliers, args.noise,
-                                 rng)
+        for rows in sizes:
+            bank, frames = data(rows)
             r = measure(bank, frames, ef_values, args, tmpdir)
             out["results"].append(r)
             print(f"  measured {rows} rows (build {r['hnsw_build_s']:.1f} s with "
                   f"{args.build_threads} threads)", file=sys.stderr, flush=True)
         if not args.no_crossover:
-            out["crossover"] = crossover(args.crossover_sizes, default_ef, args, mix, rng, tmpdir)
+            cs = [n for n in args.crossover_sizes if not real or n <= len(real_bank)]
+            out["crossover"] = crossover((data(n) for n in cs), default_ef, args, tmpdir)
 
     _print_table(out, default_ef)
     if args.json:
@@ -283,27 +354,40 @@ def main() -> int:
 def _print_table(out: dict, default_ef: int) -> None:
     s = out["setup"]
     print(f"\nNN search, one thread, frame = {s['patches_per_frame']} x D={s['dim']}, k=1, "
-          f"M={s['M']}, ef_construction={s['ef_construction']}  ({out['machine']['processor']})")
-    hdr = (f"{'rows':>8} {'ef':>4} {'exact ms':>9} {'hnsw ms':>8} {'speed-up':>8} {'recall@1':>8} "
-           f"{'score err max':>13} {'(normal/anom.)':>17} {'patch err':>9}")
+          f"M={s['M']}, ef_construction={s['ef_construction']}; data: {s['data']}  "
+          f"({out['machine']['processor']})")
+    print("hnsw = plain hnswlib; +max = HnswSearch default (exact_max: the frame's largest distance "
+          "re-checked exactly)")
+    hdr = (f"{'rows':>7} {'ef':>4} {'exact ms':>8} | {'hnsw ms':>7} {'x':>5} {'recall@1':>8} "
+           f"{'score err':>9} {'(norm/anom)':>15} {'patch err':>9} | {'+max ms':>7} {'x':>5} "
+           f"{'refined':>9} {'score err':>9}")
     print(hdr)
     print("-" * len(hdr))
     for r in out["results"]:
         for ef, h in r["hnsw"].items():
+            raw, cm = h["raw"], h["exact_max"]
             mark = "*" if int(ef) == default_ef else " "
-            print(f"{r['rows']:>8} {ef:>3}{mark} {r['exact_ms']:>9.1f} {h['ms']:>8.1f} "
-                  f"{h['speedup']:>7.1f}x {h['recall_at_1']:>8.4f} {100 * h['score_rel_err_max']:>12.3f}% "
-                  f"{100 * h['score_rel_err_normal_max']:>7.3f}/{100 * h['score_rel_err_anomalous_max']:<7.3f}% "
-                  f"{100 * h['patch_dist_rel_err_mean']:>8.3f}%")
-        print(f"{'':>8} build {r['hnsw_build_s']:.1f} s, index {r['hnsw_index_mib']:.1f} MiB")
+            print(f"{r['rows']:>7} {ef:>3}{mark} {r['exact_ms']:>8.1f} | {raw['ms']:>7.1f} "
+                  f"{raw['speedup']:>4.1f}x {raw['recall_at_1']:>8.4f} "
+                  f"{100 * raw['score_rel_err_max']:>8.3f}% "
+                  f"{100 * raw['score_rel_err_normal_max']:>7.2f}/{100 * raw['score_rel_err_anomalous_max']:<6.2f}% "
+                  f"{100 * raw['patch_dist_rel_err_mean']:>8.3f}% | {cm['ms']:>7.1f} "
+                  f"{cm['speedup']:>4.1f}x {cm['refined_per_frame_mean']:>5.1f}/{cm['refined_per_frame_max']:<3d} "
+                  f"{100 * cm['score_rel_err_max']:>8.3f}%")
+        print(f"{'':>7} build {r['hnsw_build_s']:.1f} s, index {r['hnsw_index_mib']:.1f} MiB")
     c = out.get("crossover")
     if c:
         print(f"\ncrossover (ef_search={c['ef_search']}):")
         for p in c["points"]:
-            print(f"  {p['rows']:>8} rows  exact {p['exact_ms']:8.1f} ms  hnsw {p['hnsw_ms']:7.1f} ms")
-        cr = c["crossover_rows"]
-        print(f"  hnsw faster above ~{cr:,.0f} rows" if cr else "  hnsw never faster in this range")
-    print("* = default ef_search")
+            print(f"  {p['rows']:>8} rows  exact {p['exact_ms']:8.1f} ms  hnsw {p['hnsw_ms']:7.1f} ms"
+                  f"  hnsw+max {p['hnsw_exact_max_ms']:7.1f} ms")
+        for key, label in (("crossover_rows_hnsw", "hnsw"),
+                           ("crossover_rows_hnsw_exact_max", "hnsw+max")):
+            cr = c[key]
+            print(f"  {label} faster above ~{cr:,.0f} rows" if cr else
+                  f"  {label} never faster in this range")
+    print("* = default ef_search; refined = queries re-searched exactly per frame (mean/max); "
+          "score err = worst |hnsw - exact| / exact image score (max patch distance) over frames")
 
 
 if __name__ == "__main__":

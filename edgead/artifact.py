@@ -86,6 +86,7 @@ class ArtifactWriter:
     def commit(self, manifest: dict) -> Path:
         """Write the final manifest and move the staged artifact to ``out``."""
         self.write_manifest(manifest)
+        os.chmod(self.staging, 0o755)  # mkdtemp makes it 0700; the daemon's user must read it
         old = None
         if self.out.exists():
             old = self.out.parent / f".{self.out.name}.old-{os.getpid()}-{time.time_ns()}"

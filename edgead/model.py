@@ -16,11 +16,12 @@ from edgead.backbone import Backbone
 from edgead.decision import Decision
 from edgead.errors import ArtifactError, ConfigError
 from edgead.images import decode_image
-from edgead.preprocess import PreprocessConfig, map_to_frame, preprocess
+from edgead.preprocess import PreprocessConfig
 from edgead.result import ScoreResult
 from edgead.scorer.anomaly_map import upsample_and_smooth
 from edgead.scorer.padim import PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
+from edgead.tiling import TilingConfig, frame_inputs, merge_maps
 
 PRECISIONS = ("int8", "fp32")
 BACKBONE_FILES = {"fp32": "backbone.onnx", "int8": "backbone.int8.onnx"}
@@ -33,13 +34,27 @@ def _load_npy(path: Path) -> np.ndarray:
         raise ArtifactError(f"{path}: unreadable array ({exc})") from None
 
 
-def _load_scorer(model_dir: Path, manifest: dict, search: str, threads: int):
+def scorer_files(method: str, tile: int | None = None) -> dict[str, str]:
+    """File names of one scorer: the shared one (tile None) or tile position ``tile``'s."""
+    tag = "" if tile is None else f".t{tile}"
+    if method == "patchcore":
+        return {"bank": f"memory{tag}.npy", "index": f"hnsw{tag}.bin"}
+    return {"gaussian": f"gaussian{tag}.npz"}
+
+
+def _load_scorers(model_dir: Path, manifest: dict, tiling: TilingConfig, search: str, threads: int) -> list:
+    """One scorer (shared by every tile) or one per tile position."""
+    tiles = [None] if tiling.bank_count == 1 else list(range(tiling.count))
+    return [_load_scorer(model_dir, manifest, scorer_files(manifest["method"], t), search, threads) for t in tiles]
+
+
+def _load_scorer(model_dir: Path, manifest: dict, files: dict[str, str], search: str, threads: int):
     method = manifest["method"]
     if method == "patchcore":
         pc = manifest.get("patchcore", {})
-        index = model_dir / "hnsw.bin"
+        index = model_dir / files["index"]
         return PatchCoreScorer(
-            _load_npy(model_dir / "memory.npy"),
+            _load_npy(model_dir / files["bank"]),
             num_neighbors=pc.get("num_neighbors", 9),
             backend=search,
             index_path=index if index.is_file() else None,
@@ -48,10 +63,10 @@ def _load_scorer(model_dir: Path, manifest: dict, search: str, threads: int):
         )
     if method == "padim":
         try:
-            with np.load(model_dir / "gaussian.npz", allow_pickle=False) as g:
+            with np.load(model_dir / files["gaussian"], allow_pickle=False) as g:
                 return PadimScorer(g["mean"], g["precision"])
         except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"{model_dir / 'gaussian.npz'}: unreadable ({exc})") from None
+            raise ArtifactError(f"{model_dir / files['gaussian']}: unreadable ({exc})") from None
     raise ArtifactError(f"{model_dir / 'manifest.json'}: unknown method {method!r}")
 
 
@@ -59,7 +74,8 @@ class InspectionModel:
     """Scores frames with one exported artifact. Not re-entrant: serialise calls (the daemon
     runs one inference worker); a lock guards against accidental concurrent use."""
 
-    def __init__(self, path: str | Path, precision: str | None = None, threads: int = 1, search: str = "auto"):
+    def __init__(self, path: str | Path, precision: str | None = None, threads: int = 1, search: str = "auto",
+                 batch_tiles: bool = True):
         self.path = Path(path)
         self.manifest = verify_artifact(self.path)
         self.sha256 = manifest_sha256(self.path)
@@ -71,12 +87,15 @@ class InspectionModel:
             raise ArtifactError(f"{onnx_file}: this artifact has no {precision} backbone")
         self.precision = precision
         self.preprocess_cfg = PreprocessConfig.from_dict(self.manifest["preprocess"])
+        self.tiling = TilingConfig.from_dict(self.manifest.get("tiling"))
+        self.batch_tiles = batch_tiles  # tiles through onnxruntime as one batch (False: one run per tile)
         self.backbone = Backbone(onnx_file, threads=threads)
-        self.scorer = _load_scorer(self.path, self.manifest, search, threads)
+        self.scorers = _load_scorers(self.path, self.manifest, self.tiling, search, threads)
+        self.scorer = self.scorers[0]
         thresholds = self.manifest.get("thresholds", {})
         self.decision = Decision(float(thresholds.get(precision, self.manifest["threshold"])))
         self.map_sigma = float(self.manifest.get("map_sigma", 4.0))
-        self._input = np.empty((1, 3, *self.preprocess_cfg.input_size), dtype=np.float32)
+        self._input = np.empty((self.tiling.count, 3, *self.preprocess_cfg.input_size), dtype=np.float32)
         self._lock = threading.Lock()
 
     # -- identity -------------------------------------------------------------------------
@@ -105,39 +124,63 @@ class InspectionModel:
         return search.name if search is not None else "mahalanobis"
 
     # -- scoring ----------------------------------------------------------------------------
-    def features(self, image: np.ndarray) -> tuple[np.ndarray, object, dict]:
-        """Frame -> (patch features (D, h, w), geometry, timings)."""
+    def inputs(self, image: np.ndarray) -> tuple[np.ndarray, list]:
+        """Frame -> (backbone batch (tiles, 3, H, W), one geometry per tile): the export's own function."""
+        return frame_inputs(image, self.preprocess_cfg, self.tiling, out=self._input)
+
+    def features(self, image: np.ndarray) -> tuple[np.ndarray, list, dict]:
+        """Frame -> (patch features (tiles, D, h, w), geometries, timings)."""
         t0 = time.perf_counter()
-        batch, geometry = preprocess(image, self.preprocess_cfg, out=self._input)
+        batch, geometries = self.inputs(image)
         t1 = time.perf_counter()
-        feats = self.backbone(batch)[0]
+        if self.batch_tiles or len(batch) == 1:
+            feats = self.backbone(batch)
+        else:
+            feats = np.concatenate([self.backbone(batch[i : i + 1]) for i in range(len(batch))])
         t2 = time.perf_counter()
-        return feats, geometry, {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3}
+        return feats, geometries, {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3}
+
+    def _patchcore_tiles(self, feats: np.ndarray) -> list[tuple]:
+        """Per tile: (scorer, patch distances (h, w), NN indices, patches); a shared bank is
+        searched once for all tiles' patches."""
+        n, d, h, w = feats.shape
+        if len(self.scorers) > 1:
+            return [(s, *s.patch_scores(f)) for s, f in zip(self.scorers, feats)]
+        stacked = feats[0] if n == 1 else feats.transpose(1, 0, 2, 3).reshape(d, n * h, w)
+        dist, idx, patches = self.scorer.patch_scores(stacked)
+        dist, idx, patches = dist.reshape(n, h, w), idx.reshape(n, h * w), patches.reshape(n, h * w, d)
+        return [(self.scorer, dist[i], idx[i], patches[i]) for i in range(n)]
 
     def score_features(self, feats: np.ndarray, with_map: bool = True) -> tuple[float, np.ndarray | None, dict]:
-        """Patch features (D, h, w) -> (image score, anomaly map at input size or None, timings)."""
+        """Patch features (tiles, D, h, w) or (D, h, w) -> (image score = max over tiles,
+        anomaly maps at input size (tiles, H, W) or None, timings)."""
+        feats = feats[None] if feats.ndim == 3 else feats
         t0 = time.perf_counter()
         if isinstance(self.scorer, PatchCoreScorer):
-            patch_dist, nn_idx, patches = self.scorer.patch_scores(feats)
+            tiles = self._patchcore_tiles(feats)
             t1 = time.perf_counter()
-            score = self.scorer.image_score(patch_dist, nn_idx, patches)
-            amap = upsample_and_smooth(patch_dist, self.input_size, self.map_sigma) if with_map else None
+            score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
+            dists = [t[1] for t in tiles] if with_map else None
         else:
-            patch_dist = self.scorer.patch_scores(feats)
+            scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
+            dists = [s.patch_scores(f) for s, f in zip(scorers, feats)]
             t1 = time.perf_counter()
-            amap = upsample_and_smooth(patch_dist, self.input_size, self.map_sigma)
-            score = float(amap.max())
+        maps = None
+        if dists is not None:
+            maps = np.stack([upsample_and_smooth(dist, self.input_size, self.map_sigma) for dist in dists])
+        if not isinstance(self.scorer, PatchCoreScorer):
+            score = float(maps.max())
         t2 = time.perf_counter()
-        return score, amap, {"search": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
+        return score, maps, {"search": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
 
     def score(self, image: np.ndarray, with_map: bool = True) -> ScoreResult:
         """Score one frame (BGR uint8 HxWx3 or grey HxW, any size)."""
         with self._lock:
             t_start = time.perf_counter()
-            feats, geometry, timings = self.features(image)
-            score, amap, score_timings = self.score_features(feats, with_map)
+            feats, geometries, timings = self.features(image)
+            score, maps, score_timings = self.score_features(feats, with_map)
             t0 = time.perf_counter()
-            frame_map = map_to_frame(amap, geometry) if amap is not None else None
+            frame_map = merge_maps(maps, geometries, self.tiling.merge) if maps is not None else None
             timings.update(score_timings)
             timings["score"] += (time.perf_counter() - t0) * 1e3
             timings["total"] = (time.perf_counter() - t_start) * 1e3
@@ -152,6 +195,7 @@ class InspectionModel:
         return result
 
 
-def load_model(path: str | Path, precision: str | None = None, threads: int = 1, search: str = "auto") -> InspectionModel:
+def load_model(path: str | Path, precision: str | None = None, threads: int = 1, search: str = "auto",
+               batch_tiles: bool = True) -> InspectionModel:
     """Load and verify an artifact directory; ArtifactError names the file and problem."""
-    return InspectionModel(path, precision=precision, threads=threads, search=search)
+    return InspectionModel(path, precision=precision, threads=threads, search=search, batch_tiles=batch_tiles)

@@ -74,7 +74,7 @@ class Geometry:
     """Where the model input came from in the frame."""
 
     frame_shape: tuple[int, int]  # (H, W) of the full frame
-    roi_box: tuple[int, int, int, int]  # (x, y, w, h) in frame pixels
+    roi_box: tuple[int, int, int, int]  # (x, y, w, h) in frame pixels of the region (ROI, or one tile of it)
     content_box: tuple[int, int, int, int]  # (x, y, w, h) of the ROI inside the model input
 
 
@@ -102,7 +102,7 @@ def _content_box(cfg: PreprocessConfig, roi_w: int, roi_h: int) -> tuple[int, in
     return (iw - cw) // 2, (ih - ch) // 2, cw, ch
 
 
-def _as_bgr(image: np.ndarray) -> np.ndarray:
+def as_bgr(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.ndim == 3 and image.shape[2] == 4:
@@ -112,11 +112,13 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     raise ConfigError(f"image of shape {image.shape}: expected HxW, HxWx3 or HxWx4")
 
 
-def resize_to_input(image: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, Geometry]:
-    """Crop the ROI and resize it into the model input (uint8 BGR, input_size)."""
-    image = _as_bgr(image)
+def resize_to_input(image: np.ndarray, cfg: PreprocessConfig,
+                    box: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, Geometry]:
+    """Crop the ROI (or ``box``, frame pixels, e.g. one tile of it) and resize it into the
+    model input (uint8 BGR, input_size)."""
+    image = as_bgr(image)
     frame_shape = image.shape[:2]
-    x, y, w, h = roi_box(cfg, frame_shape)
+    x, y, w, h = roi_box(cfg, frame_shape) if box is None else box
     crop = image[y : y + h, x : x + w]
     ih, iw = cfg.input_size
     cx, cy, cw, ch = _content_box(cfg, w, h)
@@ -151,13 +153,18 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None 
     return normalize(resized, cfg, out), geometry
 
 
+def map_to_box(input_map: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """An anomaly map at model input size -> the (h, w) map of its box in the frame."""
+    cx, cy, cw, ch = geometry.content_box
+    _, _, w, h = geometry.roi_box
+    return cv2.resize(input_map[cy : cy + ch, cx : cx + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def map_to_frame(input_map: np.ndarray, geometry: Geometry) -> np.ndarray:
     """An anomaly map at model input size -> frame-sized map (zero outside the ROI)."""
-    cx, cy, cw, ch = geometry.content_box
     x, y, w, h = geometry.roi_box
-    content = input_map[cy : cy + ch, cx : cx + cw]
     fh, fw = geometry.frame_shape
-    roi_map = cv2.resize(content, (w, h), interpolation=cv2.INTER_LINEAR)
+    roi_map = map_to_box(input_map, geometry)
     if (x, y, w, h) == (0, 0, fw, fh):
         return roi_map
     full = np.zeros((fh, fw), dtype=np.float32)

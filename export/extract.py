@@ -10,25 +10,32 @@ import numpy as np
 import torch
 
 from edgead.images import read_image
-from edgead.preprocess import PreprocessConfig, preprocess
+from edgead.preprocess import PreprocessConfig
+from edgead.tiling import TilingConfig, frame_inputs
+
+UNTILED = TilingConfig()
 
 
-def load_batches(paths: list[Path], cfg: PreprocessConfig, batch_size: int = 8) -> Iterator[np.ndarray]:
-    """Preprocessed N x 3 x H x W float32 batches (same function as the Pi runtime)."""
+def load_batches(paths: list[Path], cfg: PreprocessConfig, batch_size: int = 8,
+                 tiling: TilingConfig = UNTILED) -> Iterator[np.ndarray]:
+    """Preprocessed (images x tiles) x 3 x H x W float32 batches, image-major (the Pi runtime's
+    own function, ``frame_inputs``)."""
     for i in range(0, len(paths), batch_size):
-        yield np.concatenate([preprocess(read_image(p), cfg)[0] for p in paths[i : i + batch_size]])
+        yield np.concatenate([frame_inputs(read_image(p), cfg, tiling)[0] for p in paths[i : i + batch_size]])
 
 
 @torch.no_grad()
 def extract_features(graph: torch.nn.Module, paths: list[Path], cfg: PreprocessConfig,
-                     batch_size: int = 8, progress: bool = False, desc: str = "features") -> np.ndarray:
-    """(N, D, h, w) float32 patch features from the torch graph."""
+                     batch_size: int = 8, progress: bool = False, desc: str = "features",
+                     tiling: TilingConfig = UNTILED) -> np.ndarray:
+    """(images x tiles, D, h, w) float32 patch features from the torch graph, image-major."""
     from tqdm import tqdm
 
     out = []
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, file=sys.stderr)
-    for batch in load_batches(paths, cfg, batch_size):
+    images_per_batch = max(1, batch_size // tiling.count)
+    for i, batch in enumerate(load_batches(paths, cfg, images_per_batch, tiling)):
         out.append(graph(torch.from_numpy(batch)).numpy())
-        bar.update(len(batch))
+        bar.update(min(images_per_batch, len(paths) - i * images_per_batch))
     bar.close()
     return np.concatenate(out)

@@ -18,11 +18,14 @@ class PatchCoreFit:
 
 
 def fit_patchcore(features: np.ndarray, coreset: float | int = 0.1, proj_dim: int | None = 128,
-                  seed: int = 0, progress: bool = False) -> PatchCoreFit:
-    """features (N, D, h, w) -> coreset-subsampled memory bank of patch features."""
+                  seed: int = 0, progress: bool = False, max_size: int | None = None) -> PatchCoreFit:
+    """features (N, D, h, w) -> coreset-subsampled memory bank of patch features, at most
+    ``max_size`` rows (the absolute cap keeps banks of tiled / high-resolution models bounded)."""
     n, d, h, w = features.shape
     patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d), dtype=np.float32)
     size = coreset_size(len(patches), coreset)
+    if max_size is not None:
+        size = min(size, max(1, int(max_size)))
     result = greedy_coreset(patches, size, proj_dim=proj_dim, seed=seed, progress=progress)
     bank = patches[np.sort(result.indices)]
     return PatchCoreFit(bank, len(patches), result.covering_radius, result.seconds)

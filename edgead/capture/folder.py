@@ -41,7 +41,7 @@ class FolderSource(FrameSource):
             path = self._files[self._pos]
             self._pos += 1
             try:
-                return Frame(read_image(path), name=path.name)
+                return Frame(read_image(path), name=str(path))
             except ImageError as exc:
                 log.warning("skipping %s", exc)
         raise CaptureError(f"{self.spec}: none of the {len(self._files)} images can be read")

@@ -81,6 +81,15 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """A committed row: its id and the stored files (relative paths, None when not stored)."""
+
+    id: int
+    image_path: str | None = None
+    heatmap_path: str | None = None
+
+
+@dataclass(frozen=True)
 class Retention:
     """Limits enforced after each insert; 0 means unlimited."""
 
@@ -148,9 +157,9 @@ class InspectionLog:
             log.info("inspection log: removed %d orphaned image file(s)", removed)
 
     # -- writing -------------------------------------------------------------------------------
-    def record(self, rec: Record, image: np.ndarray | None = None, anomaly_map: np.ndarray | None = None) -> int:
-        """Commit one result (with its image and map when given) and return its id. The row is
-        durable against a process kill when this returns."""
+    def record(self, rec: Record, image: np.ndarray | None = None, anomaly_map: np.ndarray | None = None) -> Stored:
+        """Commit one result (with its image and map when given). The row is durable against a
+        process kill when this returns."""
         with self._write_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -162,17 +171,17 @@ class InspectionLog:
                      json.dumps({k: round(float(v), 3) for k, v in rec.latency_ms.items()})),
                 )
                 rid = int(cur.lastrowid)
-                if image is not None:
-                    self._store_images(rid, rec, image, anomaly_map)
+                files = self._store_images(rid, rec, image, anomaly_map) if image is not None else (None, None)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._rows += 1
             self._enforce_retention()
-            return rid
+            return Stored(rid, *files)
 
-    def _store_images(self, rid: int, rec: Record, image: np.ndarray, anomaly_map: np.ndarray | None) -> None:
+    def _store_images(self, rid: int, rec: Record, image: np.ndarray,
+                      anomaly_map: np.ndarray | None) -> tuple[str | None, str | None]:
         """Write the frame (and the map as a grey PNG scaled to 2 x threshold) and point the row at
         them. An unwritable disk costs the images, never the row."""
         folder = f"{rid // 1000:06d}"
@@ -186,11 +195,12 @@ class InspectionLog:
                                       encode(map_to_u8(anomaly_map, vmax, self.map_max_side), "png"))
         except (OSError, ValueError) as exc:
             log.warning("inspection log: images of result %d not stored (%s)", rid, exc)
-            return
+            return None, None
         self._db.execute("UPDATE results SET image_path = ?, heatmap_path = ?, map_vmax = ?, image_bytes = ? WHERE id = ?",
                          (image_rel, map_rel, vmax, size, rid))
         self._images += 1
         self._image_bytes += size
+        return image_rel, map_rel
 
     def _enforce_retention(self) -> None:
         """Drop the oldest images beyond the count/size limits, then the oldest rows beyond

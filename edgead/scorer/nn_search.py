@@ -77,6 +77,9 @@ _HNSW_PARAM_KEYS = ("M", "ef_construction", "ef_search", "seed")
 # of MiB on a 1 GB Pi.
 _EXACT_BLOCK_BYTES = 4 << 20
 
+# HnswSearch(exact_max=True): queries re-searched exactly in the first certification round.
+_REFINE_FIRST = 16
+
 
 @runtime_checkable
 class NearestNeighbourSearch(Protocol):
@@ -176,12 +179,17 @@ class ExactSearch:
         if int(chunk) < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.chunk = int(chunk)
-        if block is None:
-            block = max(256, _EXACT_BLOCK_BYTES // (4 * self.chunk))
-        self.block = int(min(max(1, int(block)), self.rows))
+        if block is not None and int(block) < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
+        self.block = None if block is None else int(min(int(block), self.rows))
+        if self.block is None:  # per call: as many bank rows as fit the scratch for that many queries
+            scratch = max(_EXACT_BLOCK_BYTES // 4, self.chunk * 256)
+        else:
+            scratch = self.chunk * self.block
+        scratch = min(scratch, self.chunk * self.rows)
         # 0.5*||m||^2: argmin_m ||q-m||^2 == argmin_m (0.5*||m||^2 - q.m), one pass less per block
         self._half_norms = 0.5 * np.einsum("ij,ij->i", self.bank, self.bank, dtype=np.float32)
-        self._buf = np.empty((self.chunk, self.block), dtype=np.float32)
+        self._buf = np.empty(scratch, dtype=np.float32)
         self._best_val = np.empty(self.chunk, dtype=np.float32)
         self._best_idx = np.empty(self.chunk, dtype=np.int64)
         self._mask = np.empty(self.chunk, dtype=bool)
@@ -218,10 +226,16 @@ class ExactSearch:
         return _direct_distances(q, self.bank[r])
 
     # -- internals ------------------------------------------------------------------------------
+    def _block_rows(self, n: int) -> int:
+        """Bank rows per block for a chunk of ``n`` queries (the scratch holds n x block)."""
+        if self.block is not None:
+            return self.block
+        return int(min(self.rows, max(1, self._buf.size // max(1, n))))
+
     def _block_scores(self, qc: np.ndarray, c0: int, c1: int) -> np.ndarray:
         """(n, c1-c0) float32 scores 0.5||m||^2 - q.m for bank rows [c0, c1), in the scratch buffer."""
         n, m = qc.shape[0], c1 - c0
-        buf = self._buf.reshape(-1)[: n * m].reshape(n, m)  # contiguous, as BLAS wants it
+        buf = self._buf[: n * m].reshape(n, m)  # contiguous, as BLAS wants it
         np.matmul(qc, self.bank[c0:c1].T, out=buf)
         np.subtract(self._half_norms[c0:c1], buf, out=buf)
         return buf
@@ -232,8 +246,9 @@ class ExactSearch:
         best_v.fill(np.inf)
         best_i.fill(0)
         ar = self._arange[:n]
-        for c0 in range(0, self.rows, self.block):
-            c1 = min(self.rows, c0 + self.block)
+        block = self._block_rows(n)
+        for c0 in range(0, self.rows, block):
+            c1 = min(self.rows, c0 + block)
             buf = self._block_scores(qc, c0, c1)
             a = buf.argmin(axis=1)
             v = buf[ar, a]
@@ -247,8 +262,9 @@ class ExactSearch:
         n = qc.shape[0]
         run_v = np.full((n, k), np.inf, dtype=np.float32)
         run_i = np.zeros((n, k), dtype=np.int64)
-        for c0 in range(0, self.rows, self.block):
-            c1 = min(self.rows, c0 + self.block)
+        block = self._block_rows(n)
+        for c0 in range(0, self.rows, block):
+            c1 = min(self.rows, c0 + block)
             buf = self._block_scores(qc, c0, c1)
             if c1 - c0 > k:
                 cand = np.argpartition(buf, k - 1, axis=1)[:, :k]
@@ -282,7 +298,7 @@ def _read_hnsw_header(path: Path) -> dict:
         raise ArtifactError(f"cannot read HNSW index {path}: {exc.strerror or exc}") from exc
     if len(raw) < _HNSW_HEADER.size:
         raise ArtifactError(f"HNSW index {path} is truncated or not an hnswlib index ({size} bytes)")
-    (off0, max_el, count, per_el, label_off, data_off, maxlevel, _entry, max_m, max_m0, m, _mult,
+    (off0, max_el, count, per_el, label_off, data_off, maxlevel, entry, max_m, max_m0, m, _mult,
      efc) = _HNSW_HEADER.unpack(raw)
     ok = (
         off0 == 0
@@ -294,12 +310,65 @@ def _read_hnsw_header(path: Path) -> dict:
         and max_m == m
         and 0 < m < 10_000
         and 0 <= maxlevel < 64
-        and size >= _HNSW_HEADER.size + count * per_el
+        and entry < count
+        and size >= _HNSW_HEADER.size + count * (per_el + 4)
     )
     if not ok:
         raise ArtifactError(f"HNSW index {path} is corrupt or not an hnswlib index (bad header)")
     return {"count": int(count), "data_bytes": int(label_off - data_off), "M": int(m),
-            "ef_construction": int(efc)}
+            "maxM0": int(max_m0), "per_element": int(per_el), "maxlevel": int(maxlevel),
+            "ef_construction": int(efc), "size": int(size)}
+
+
+def _check_hnsw_links(path: Path, h: dict) -> None:
+    """Check the graph structure of an hnswlib file before hnswlib reads it: link-list sizes and
+    every neighbour id in range.  hnswlib itself does not check the ids, and an out-of-range id
+    in a damaged file would make queries read out of bounds (crash) instead of failing here."""
+    n, m, m0, per = h["count"], h["M"], h["maxM0"], h["per_element"]
+    bad = ArtifactError(f"HNSW index {path} is corrupt (inconsistent graph links)")
+    start1 = _HNSW_HEADER.size + n * per
+    try:
+        level0 = np.memmap(path, dtype=np.uint8, mode="r", offset=_HNSW_HEADER.size,
+                           shape=(n, per))
+        links0 = np.ascontiguousarray(level0[:, : 4 + 4 * m0]).view("<u4")  # (n, 1 + maxM0)
+        del level0
+        with open(path, "rb") as f:
+            f.seek(start1)
+            tail = f.read()
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read HNSW index {path}: {exc}") from exc
+    cnt0 = links0[:, 0] & 0xFFFF  # low 16 bits: neighbour count (byte 2: deleted mark)
+    if (cnt0 > m0).any():
+        raise bad
+    used = np.arange(m0)[None, :] < cnt0[:, None]
+    if (links0[:, 1:][used] >= n).any():
+        raise bad
+    del links0, used
+    # upper levels: per element a uint32 byte size, then `level` blocks of (count, maxM ids)
+    block = 4 + 4 * m
+    starts, off, unpack = [], 0, struct.Struct("<I").unpack_from
+    try:
+        for _ in range(n):
+            sz = unpack(tail, off)[0]
+            off += 4
+            if sz:
+                if sz % block or sz // block > h["maxlevel"]:
+                    raise bad
+                starts.extend(range(off, off + sz, block))
+                off += sz
+    except struct.error:
+        raise bad from None
+    if off != len(tail):
+        raise bad
+    if starts:
+        words = np.frombuffer(tail, dtype="<u4")
+        first = np.asarray(starts, dtype=np.int64) // 4
+        cnt = words[first] & 0xFFFF
+        if (cnt > m).any():
+            raise bad
+        ids = words[first[:, None] + 1 + np.arange(m)[None, :]]
+        if (ids[np.arange(m)[None, :] < cnt[:, None]] >= n).any():
+            raise bad
 
 
 class HnswSearch:
@@ -320,7 +389,8 @@ class HnswSearch:
                  M: int = DEFAULT_HNSW_PARAMS["M"],
                  ef_construction: int = DEFAULT_HNSW_PARAMS["ef_construction"],
                  ef_search: int = DEFAULT_HNSW_PARAMS["ef_search"],
-                 threads: int = 1, seed: int = DEFAULT_HNSW_PARAMS["seed"]):
+                 threads: int = 1, seed: int = DEFAULT_HNSW_PARAMS["seed"],
+                 exact_max: bool = True):
         import hnswlib  # runtime dependency; imported lazily so exact-only use does not need it
 
         arr = np.asarray(bank)
@@ -335,23 +405,27 @@ class HnswSearch:
         self.ef_search = int(ef_search)
         self.index = hnswlib.Index(space="l2", dim=d)
 
+        self.exact_max = bool(exact_max)
+        self.last_refined = 0  # queries re-searched exactly by the last query() call
+        bank32 = _as_bank(arr)  # validates; float32 copy if the bank is float16
         if index_path is not None:
             path = Path(index_path)
             self.index_path: Path | None = path
-            self._load(path, arr)
+            self._load(path, bank32)
             self.M = self._header["M"]
             self.ef_construction = self._header["ef_construction"]
             self.seed = None  # not stored in the file
         else:
             self.index_path = None
-            bank32 = _as_bank(arr)  # validates; transient copy if the bank is float16
             self.M, self.ef_construction, self.seed = int(M), int(ef_construction), int(seed)
             self.index.init_index(max_elements=n, M=self.M, ef_construction=self.ef_construction,
                                   random_seed=self.seed)
             self.index.add_items(bank32, np.arange(n, dtype=np.int64), num_threads=self.threads)
-            del bank32
         self.index.set_ef(self.ef_search)
         self.index.set_num_threads(self.threads)
+        # exact re-check of the largest distances (see query); needs the float32 bank
+        self._exact = ExactSearch(bank32) if exact_max else None
+        del bank32
 
     @property
     def params(self) -> dict:
@@ -368,6 +442,7 @@ class HnswSearch:
         if header["data_bytes"] != 4 * self.dim:
             raise ArtifactError(f"HNSW index {path} has dimension {header['data_bytes'] / 4:g} but "
                                 f"the memory bank has dimension {self.dim}")
+        _check_hnsw_links(path, header)
         try:
             self.index.load_index(str(path), max_elements=self.rows)
         except (RuntimeError, OSError, MemoryError, ValueError) as exc:
@@ -411,13 +486,43 @@ class HnswSearch:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         labels, sq = self.index.knn_query(q, k=k, num_threads=self.threads)
         dist = np.sqrt(np.maximum(sq, 0.0, dtype=np.float32)).astype(np.float32, copy=False)
-        return dist, labels.astype(np.int64, copy=False)
+        idx = labels.astype(np.int64, copy=False)
+        if k == 1 and self.exact_max and self._exact is not None:
+            self.last_refined = self._certify_max(q, dist[:, 0], idx[:, 0])
+        return dist, idx
+
+    def _certify_max(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray) -> int:
+        """Make the largest of the batch's NN distances exact (in place); return how many queries
+        were re-searched exactly.
+
+        An HNSW distance is the distance to *some* bank row, so it is an upper bound of the true
+        NN distance.  Re-search the queries with the largest HNSW distances exactly, in growing
+        batches, until the largest exact distance found is >= the largest HNSW distance left:
+        then no other query can exceed it and max(dist) -- the PatchCore image score, and its
+        argmax patch -- is exactly what brute force would give.
+        """
+        n = dist.shape[0]
+        upper = dist.copy()
+        order = np.argsort(-upper, kind="stable")
+        done, todo, best = 0, min(n, _REFINE_FIRST), -np.inf
+        while True:
+            sel = order[done:todo]
+            d_e, i_e = self._exact.query(q[sel], k=1)
+            dist[sel] = d_e[:, 0]
+            idx[sel] = i_e[:, 0]
+            best = max(best, float(d_e.max()))
+            done = todo
+            if done >= n or best >= upper[order[done]]:
+                return done
+            todo = min(n, done * 4)
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         q = _as_queries(query, self.dim)[0]
         r = _as_rows(rows, self.rows)
         if r.size == 0:
             return np.empty(0, np.float32)
+        if self._exact is not None:
+            return _direct_distances(q, self._exact.bank[r])
         vec = np.asarray(self.index.get_items(r), dtype=np.float32)
         return _direct_distances(q, vec)
 

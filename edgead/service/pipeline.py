@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
 from edgead.capture.base import CaptureError
 from edgead.capture.supervisor import SourceSupervisor
 from edgead.images import decode_image
@@ -78,7 +76,7 @@ class Inspector:
                     self.on_state()
                 timings["capture"] = (time.perf_counter() - t0) * 1e3
                 image, reference, ts = frame.image, frame.monotonic, frame.timestamp
-                source = f"{self.supervisor.spec}/{frame.name}" if "#" not in frame.name else frame.name
+                source = frame.name
             else:
                 t0 = time.perf_counter()
                 image = decode_image(job.data, job.name)
@@ -111,10 +109,10 @@ class Inspector:
                         normalized_score=float(result.normalized_score), threshold=float(result.threshold),
                         decision=result.decision, model_name=identity["name"], model_version=identity["version"],
                         model_sha256=identity["sha256"], latency_ms=timings)
-        rid: int | None = None
+        stored = None
         try:
-            rid = self.store.record(record, image if store_image else None,
-                                    result.anomaly_map if store_image else None)
+            stored = self.store.record(record, image if store_image else None,
+                                       result.anomaly_map if store_image else None)
         except Exception:  # a full/broken disk must not stop the line: the decision still goes out
             log.exception("inspection log: cannot record a result")
             self.metrics.log_errors.inc()
@@ -123,11 +121,7 @@ class Inspector:
         self.metrics.observe_result(result.decision, job.origin, float(result.normalized_score), timings)
         self.consecutive_rejects = self.consecutive_rejects + 1 if reject else 0
         self.on_state()
-        return Outcome(id=rid, timestamp=ts, origin=job.origin, source=source, result=result,
-                       latency_ms={k: round(v, 3) for k, v in timings.items()}, model=identity,
-                       image_stored=store_image and rid is not None,
-                       heatmap_stored=store_image and rid is not None and result.anomaly_map is not None)
-
-
-def as_bgr(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+        return Outcome(id=stored.id if stored else None, timestamp=ts, origin=job.origin, source=source,
+                       result=result, latency_ms={k: round(v, 3) for k, v in timings.items()}, model=identity,
+                       image_stored=bool(stored and stored.image_path),
+                       heatmap_stored=bool(stored and stored.heatmap_path))

@@ -1,0 +1,189 @@
+"""Builds the daemon's parts from the config and runs them: model holder, frame source
+supervisor, inspection log, GPIO, metrics, the inference worker and the trigger loops."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from edgead.capture.base import FrameSource, SourceOptions, parse_source
+from edgead.capture.supervisor import SourceSupervisor
+from edgead.errors import ConfigError
+from edgead.outputs.gpio import GpioSettings, LineIO, make_pin_factory
+from edgead.outputs.inspection_log import InspectionLog, Retention
+from edgead.outputs.metrics import ServiceMetrics
+from edgead.service.config import EdgeadConfig
+from edgead.service.model_holder import ModelHolder, ModelLoader
+from edgead.service.pipeline import Inspector
+from edgead.service.triggers import ContinuousTrigger, GpioTrigger
+from edgead.service.worker import InferenceWorker, Job
+
+log = logging.getLogger(__name__)
+
+_UNSET = object()
+
+
+def _default_loader(path: Any, **kwargs: Any) -> Any:
+    from edgead.model import load_model
+
+    return load_model(path, **kwargs)
+
+
+def source_options(config: EdgeadConfig, model: Any) -> SourceOptions:
+    """Source settings; a Pi camera defaults to delivering the model's input size (the ISP scales
+    for free), unless the artifact crops a ROI in frame pixels: then set source.width/height to
+    the size of the training frames."""
+    s = config.source
+    size: tuple[int, int] | None = None
+    if s.width is not None and s.height is not None:
+        size = (s.width, s.height)
+    elif s.spec.startswith("picamera2"):
+        preprocess = (getattr(model, "manifest", None) or {}).get("preprocess") or {}
+        if preprocess.get("roi") is not None and preprocess.get("roi_units", "px") == "px":
+            log.warning("the model crops a ROI in pixels: set source.width/height to the training frame size")
+        h, w = model.input_size
+        size = (w, h)
+    return SourceOptions(size=size, roi=s.roi, mode=s.mode, controls=s.controls, flush_frames=s.flush_frames,
+                         loop=s.loop, timeout_s=s.timeout_s)
+
+
+def gpio_settings(config: EdgeadConfig) -> GpioSettings:
+    g = config.gpio
+    pull = {"up": True, "down": False, "none": None}[g.trigger_pull]
+    return GpioSettings(reject_pin=g.reject_pin, reject_active_high=g.reject_active_high, pulse_ms=g.reject_pulse_ms,
+                        delay_ms=g.reject_delay_ms, ready_pin=g.ready_pin, ready_active_high=g.ready_active_high,
+                        alarm_pin=g.alarm_pin, alarm_active_high=g.alarm_active_high, trigger_pin=g.trigger_pin,
+                        trigger_pull_up=pull, trigger_active_high=g.trigger_active_high,
+                        trigger_bounce_ms=g.trigger_bounce_ms or None)
+
+
+class Runtime:
+    """Everything the HTTP layer talks to. ``start``/``stop`` bracket the server's lifetime."""
+
+    def __init__(self, config: EdgeadConfig, *, model: Any = None, model_loader: ModelLoader | None = None,
+                 source: FrameSource | None | object = _UNSET, pin_factory: Any = None,
+                 metrics: ServiceMetrics | None = None):
+        self.config = config
+        self.token = config.token  # read once (token_file) at start
+        self.started_at = time.monotonic()
+        self.state = "starting"
+        loader = model_loader or _default_loader
+        precision = None if config.model.precision == "auto" else config.model.precision
+        if model is None:
+            if config.model.path is None:
+                raise ConfigError("model.path is required (--model DIR, [model] path = ... or EDGEAD_MODEL__PATH)")
+            model = loader(config.model.path, precision=precision, threads=config.model.threads,
+                           search=config.model.search)
+        self.metrics = metrics or ServiceMetrics()
+        c = config.inspection
+        self.store = InspectionLog(c.data_dir, synchronous=c.synchronous, image_format=c.image_format,
+                                   jpeg_quality=c.jpeg_quality,
+                                   retention=Retention(c.max_results, c.max_images, int(c.max_image_mb * 1024 * 1024)))
+        self.holder = ModelHolder(model, loader, precision=precision, threads=config.model.threads,
+                                  search=config.model.search, log_store=self.store,
+                                  config_threshold=config.model.threshold, reload_roots=config.model.reload_roots)
+        if source is _UNSET:
+            source = parse_source(config.source.spec, source_options(config, model))
+        self.supervisor = (SourceSupervisor(source, config.source.reopen_initial_s, config.source.reopen_max_s)
+                           if source is not None else None)
+        self.line: LineIO | None = None
+        if config.gpio.enabled:
+            factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio.pin_factory)
+            self.line = LineIO(gpio_settings(config), factory)
+        self.inspector = Inspector(config, self.holder, self.supervisor, self.store, self.line, self.metrics,
+                                   on_state=self.update_outputs)
+        self.worker = InferenceWorker(self.inspector, maxsize=config.inference.queue_size)
+        self.continuous: ContinuousTrigger | None = None
+        self.gpio_trigger: GpioTrigger | None = None
+        self.metrics.attach_state(self.snapshot)
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.worker.start()
+        if self.supervisor is not None:
+            if self.supervisor.start():
+                log.info("source %s open", self.supervisor.spec)
+        mode = self.config.trigger.mode
+        if mode == "continuous":
+            self.continuous = ContinuousTrigger(self.submit, self.config.trigger.rate_hz,
+                                                lambda: self.metrics.dropped_triggers.labels("continuous").inc())
+            self.continuous.start()
+        elif mode == "gpio" and self.line is not None:
+            self.gpio_trigger = GpioTrigger(self.submit, lambda: self.metrics.dropped_triggers.labels("gpio").inc())
+            self.line.on_trigger(self.gpio_trigger)
+        self.state = "running"
+        self.update_outputs()
+
+    def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.state = "stopping"
+        if self.line is not None:
+            self.line.on_trigger(None)
+            self.line.set_ready(False)
+        if self.continuous is not None:
+            self.continuous.stop()
+        self.worker.stop()
+        if self.supervisor is not None:
+            self.supervisor.close()
+        if self.line is not None:
+            self.line.close()
+        self.store.close()
+        self.state = "stopped"
+
+    def submit(self, job: Job) -> Future:
+        return self.worker.submit(job)
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def source_ok(self) -> bool:
+        return self.supervisor is None or self.supervisor.state == "ok"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "running" and self.worker.alive and self.source_ok
+
+    def update_outputs(self) -> None:
+        """Drive the ready and alarm outputs from the current state."""
+        if self.line is None:
+            return
+        self.line.set_ready(self.ready)
+        n = self.config.gpio.alarm_after_rejects
+        self.line.set_alarm(not self.source_ok or (n > 0 and self.inspector.consecutive_rejects >= n))
+
+    def watchdog_ok(self, stall_limit: float) -> bool:
+        """For the systemd watchdog: the worker thread lives and no job hangs."""
+        return self.worker.alive and self.worker.busy_for() < stall_limit
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "queue_depth": self.worker.depth,
+            "queue_capacity": self.worker.capacity,
+            "threshold": float(self.holder.model.threshold),
+            "model": self.holder.identity(),
+            "source": self.supervisor.status() if self.supervisor is not None else None,
+        }
+
+    def health(self) -> dict[str, Any]:
+        ready = self.ready
+        status = "ok" if ready else ("degraded" if self.state == "running" else self.state)
+        return {
+            "status": status,
+            "live": self.worker.alive,
+            "ready": ready,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "model": {"loaded": True, **self.holder.identity(), "threshold": float(self.holder.model.threshold)},
+            "source": self.supervisor.status() if self.supervisor is not None else None,
+            "trigger": self.config.trigger.mode,
+            "queue": {"depth": self.worker.depth, "capacity": self.worker.capacity},
+            "worker": {"alive": self.worker.alive, "busy_s": round(self.worker.busy_for(), 3),
+                       "jobs": self.worker.jobs_done},
+            "gpio": self.line.status() if self.line is not None else None,
+            "inspection_log": self.store.stats(),
+        }
+
