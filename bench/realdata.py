@@ -4,7 +4,8 @@
         --config "size=224 coreset=0.1" --config "size=320 coreset=0.1"
 
 Each config is space-separated key=value pairs of ExportConfig fields (size=HxW or N,
-method, coreset, resize, roi=x,y,w,h, backbone, taps=4,10, target_dim). Both precisions are evaluated.
+method, coreset, coreset_max, resize, roi=x,y,w,h or roi=auto, tiles=RxC, overlap, banks=shared|per_tile,
+merge=mean|max, backbone, taps=4,10, target_dim). Both precisions are evaluated (latency: one thread).
 """
 
 from __future__ import annotations
@@ -19,38 +20,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgead.cli_common import parse_roi, parse_size  # noqa: E402
 from edgead.evaluate import evaluate  # noqa: E402
 from edgead.model import load_model  # noqa: E402
-from edgead.preprocess import PreprocessConfig  # noqa: E402
+from export.auto import apply_spec  # noqa: E402
 from export.pipeline import ExportConfig, export_model  # noqa: E402
 
 
-def parse_config(text: str) -> dict:
-    out = {}
-    for item in text.split():
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
+def make_export_config(data: Path, out: Path, spec: str) -> ExportConfig:
+    """A config spec (export.auto's syntax) on top of the bench defaults: 224 px, coreset 0.1."""
+    return apply_spec(ExportConfig(data=data, out=out, progress=False), spec)
 
 
-def make_export_config(data: Path, out: Path, conf: dict) -> ExportConfig:
-    pre = {"input_size": parse_size(conf.get("size", "224")), "resize_mode": conf.get("resize", "stretch")}
-    if "roi" in conf:
-        pre["roi"], pre["roi_units"] = parse_roi(conf["roi"])
-    kw = {"preprocess": PreprocessConfig(**pre), "progress": False}
-    if "method" in conf:
-        kw["method"] = conf["method"]
-    if "coreset" in conf:
-        c = float(conf["coreset"])
-        kw["coreset"] = int(c) if c > 1 else c
-    if "backbone" in conf:
-        kw["backbone"] = conf["backbone"]
-    if "taps" in conf:
-        kw["taps"] = [int(t) if t.isdigit() else t for t in conf["taps"].split(",")]
-    if "target_dim" in conf:
-        kw["target_dim"] = int(conf["target_dim"])
-    return ExportConfig(data=data, out=out, **kw)
+def markdown_table(rows: list[dict]) -> str:
+    """Result rows (the --json lines) as a Markdown table, last row winning for repeated keys."""
+    unique = {(r["dataset"], r["config"], r["precision"]): r for r in rows}
+    lines = ["| dataset | config | precision | image AUROC | pixel AUROC | F1 @ thr | p50 ms (1 thread) | bank rows | artifact MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in unique.values():
+        pa = "–" if r["pixel_auroc"] is None else f"{r['pixel_auroc']:.4f}"
+        lines.append(f"| {r['dataset']} | `{r['config']}` | {r['precision']} | {r['image_auroc']:.4f} | {pa} | "
+                     f"{r['f1_at_threshold']:.3f} | {r['latency_ms_p50']:.1f} | {r['bank_size']} | {r['artifact_mb']:.2f} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -60,20 +50,24 @@ def main() -> int:
     ap.add_argument("--config", action="append", default=None)
     ap.add_argument("--json", type=Path, default=None, help="append result rows to this JSON-lines file")
     ap.add_argument("--keep", type=Path, default=None, help="keep artifacts under this folder")
+    ap.add_argument("--precisions", default="fp32,int8", help="evaluate these precisions (default fp32,int8)")
+    ap.add_argument("--markdown", type=Path, default=None, help="only print this JSON-lines file as a Markdown table")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown_table([json.loads(line) for line in args.markdown.read_text().splitlines() if line.strip()]))
+        return 0
     configs = args.config or ["size=224 coreset=0.1"]
     rows = []
     for name in args.datasets.split(","):
         data = args.root / name
         for conf_text in configs:
-            conf = parse_config(conf_text)
             with tempfile.TemporaryDirectory() as tmp:
                 base = args.keep or Path(tmp)
                 out = base / f"{name}-{conf_text.replace(' ', '_').replace('=', '').replace(',', '-')}"
                 t0 = time.time()
-                _, manifest = export_model(make_export_config(data, out, conf))
+                _, manifest = export_model(make_export_config(data, out, conf_text))
                 export_s = time.time() - t0
-                for precision in ("fp32", "int8"):
+                for precision in args.precisions.split(","):
                     r = evaluate(load_model(out, precision=precision, threads=1), data)
                     row = {
                         "dataset": name, "config": conf_text, "precision": precision,

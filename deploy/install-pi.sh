@@ -50,7 +50,8 @@ fi
 say "apt packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip python3-numpy \
+# g++/python3-dev: pip builds wheels missing for aarch64 (e.g. hnswlib) from source
+apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip python3-dev python3-numpy g++ \
     python3-picamera2 python3-lgpio python3-gpiozero curl
 
 say "user edgead"
@@ -62,7 +63,7 @@ for group in video gpio; do
         echo "install-pi: warning: group $group missing (camera/GPIO access may fail)" >&2; fi
 done
 if [ -n "$ADMIN" ] && id "$ADMIN" >/dev/null 2>&1; then
-    usermod -aG edgead "$ADMIN"   # push-model.sh: write models/, read the token
+    usermod -aG edgead "$ADMIN"   # push-model.sh: write models/, read the token (effective at next login)
 fi
 
 say "venv $VENV (with the system's picamera2/lgpio/numpy)"
@@ -99,7 +100,9 @@ if [ -n "$MODEL" ]; then
     rm -rf "${STATE:?}/models/$VERSION"
     mv "$STATE/models/.incoming" "$STATE/models/$VERSION"
     ln -sfn "$VERSION" "$STATE/models/current.tmp" && mv -T "$STATE/models/current.tmp" "$STATE/models/current"
-    chown -R edgead:edgead "$STATE/models"
+    chown -R edgead:edgead "$STATE/models/$VERSION"
+    chmod -R g+rwX "$STATE/models/$VERSION"   # push-model.sh (group edgead) may prune it later
+    find "$STATE/models/$VERSION" -type d -exec chmod g+s {} +
 fi
 
 say "systemd unit"

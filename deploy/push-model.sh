@@ -13,12 +13,15 @@
 # service is (re)started with sudo.
 #
 # Needs ssh access as a user in group `edgead` (install-pi.sh --admin USER) and rsync or scp.
+# Non-standard installs: EDGEAD_REMOTE_MODELS, EDGEAD_REMOTE_TOKEN, EDGEAD_REMOTE_BIN, EDGEAD_REMOTE_CONFIG.
 set -euo pipefail
 
 PORT=8080
 KEEP=3
-MODELS=/var/lib/edgead/models
-EDGEAD=/opt/edgead/venv/bin/edgead
+MODELS="${EDGEAD_REMOTE_MODELS:-/var/lib/edgead/models}"
+TOKEN_FILE="${EDGEAD_REMOTE_TOKEN:-/etc/edgead/token}"
+EDGEAD="${EDGEAD_REMOTE_BIN:-/opt/edgead/venv/bin/edgead}"
+CONFIG="${EDGEAD_REMOTE_CONFIG:-/etc/edgead/edgead.toml}"
 
 die() { echo "push-model: $*" >&2; exit 1; }
 
@@ -26,7 +29,7 @@ while getopts "p:k:h" opt; do
     case "$opt" in
         p) PORT="$OPTARG" ;;
         k) KEEP="$OPTARG" ;;
-        h) sed -n '2,18p' "$0"; exit 0 ;;
+        h) sed -n '2,19p' "$0"; exit 0 ;;
         *) die "usage: $0 [-p API_PORT] [-k KEEP] MODEL_DIR [user@]pi-host" ;;
     esac
 done
@@ -54,14 +57,14 @@ ssh "$HOST" "chmod -R g+rX '$INCOMING' && rm -rf '$TARGET' && mv '$INCOMING' '$T
 
 echo "==> switching the daemon to $VERSION"
 # runs on the Pi: the API listens on loopback by default
-ssh "$HOST" bash -s -- "$PORT" "$TARGET" "$MODELS" "$VERSION" "$KEEP" "$EDGEAD" <<'REMOTE'
+ssh "$HOST" bash -s -- "$PORT" "$TARGET" "$MODELS" "$VERSION" "$KEEP" "$EDGEAD" "$TOKEN_FILE" "$CONFIG" <<'REMOTE'
 set -euo pipefail
-PORT="$1"; TARGET="$2"; MODELS="$3"; VERSION="$4"; KEEP="$5"; EDGEAD="$6"
+PORT="$1"; TARGET="$2"; MODELS="$3"; VERSION="$4"; KEEP="$5"; EDGEAD="$6"; TOKEN_FILE="$7"; CONFIG="$8"
 API="http://127.0.0.1:$PORT"
 flip() { ln -sfn "$VERSION" "$MODELS/current.tmp" && mv -T "$MODELS/current.tmp" "$MODELS/current"; }
 
 if curl -fsS -o /dev/null "$API/health/live" 2>/dev/null; then
-    TOKEN="$(cat /etc/edgead/token 2>/dev/null || true)"
+    TOKEN="$(cat "$TOKEN_FILE" 2>/dev/null || true)"
     AUTH=()
     [ -n "$TOKEN" ] && AUTH=(-H "Authorization: Bearer $TOKEN")
     BODY="$(mktemp)"; trap 'rm -f "$BODY"' EXIT
@@ -76,7 +79,7 @@ if curl -fsS -o /dev/null "$API/health/live" 2>/dev/null; then
     echo "reloaded: $(cat "$BODY")" | cut -c1-400
 else
     echo "daemon not answering on $API: checking the artifact and (re)starting the service"
-    "$EDGEAD" serve --config /etc/edgead/edgead.toml --model "$TARGET" --check
+    "$EDGEAD" serve --config "$CONFIG" --model "$TARGET" --check
     flip
     sudo systemctl restart edgead.service
 fi
@@ -88,7 +91,7 @@ ls -1dt "$MODELS"/*/ 2>/dev/null | sed 's:/$::' | while read -r dir; do
     [ "$name" = "current" ] && continue
     echo "$name"
 done | tail -n +"$((KEEP + 1))" | while read -r old; do
-    [ "$old" = "$CURRENT" ] || rm -rf "${MODELS:?}/$old"
+    [ "$old" = "$CURRENT" ] || rm -rf "${MODELS:?}/$old" || echo "push-model: warning: cannot remove $old" >&2
 done
 echo "current -> $CURRENT"
 REMOTE

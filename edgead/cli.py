@@ -86,6 +86,7 @@ def cmd_info(argv: list[str]) -> int:
         "name": m.get("name"), "method": m["method"], "backbone": m["backbone"].get("name"),
         "taps": m["backbone"].get("taps"), "input_size": m["preprocess"]["input_size"],
         "resize_mode": m["preprocess"].get("resize_mode"), "roi": m["preprocess"].get("roi"),
+        "tiling": m.get("tiling"),
         "feature_dim": m["feature_dim"], "bank_size": m.get("bank_size"),
         "threshold": m["threshold"], "thresholds": m.get("thresholds"),
         "default_precision": m.get("default_precision"), "training_images": m.get("training_images"),

@@ -21,6 +21,7 @@ from edgead.result import ScoreResult
 from edgead.scorer.anomaly_map import upsample_and_smooth
 from edgead.scorer.padim import PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
+from edgead.threads import limit_threads
 from edgead.tiling import TilingConfig, frame_inputs, merge_maps
 
 PRECISIONS = ("int8", "fp32")
@@ -89,6 +90,7 @@ class InspectionModel:
         self.preprocess_cfg = PreprocessConfig.from_dict(self.manifest["preprocess"])
         self.tiling = TilingConfig.from_dict(self.manifest.get("tiling"))
         self.batch_tiles = batch_tiles  # tiles through onnxruntime as one batch (False: one run per tile)
+        limit_threads(threads)  # BLAS (exact search) and OpenCV: the same budget as onnxruntime
         self.backbone = Backbone(onnx_file, threads=threads)
         self.scorers = _load_scorers(self.path, self.manifest, self.tiling, search, threads)
         self.scorer = self.scorers[0]
@@ -151,6 +153,9 @@ class InspectionModel:
         dist, idx, patches = dist.reshape(n, h, w), idx.reshape(n, h * w), patches.reshape(n, h * w, d)
         return [(self.scorer, dist[i], idx[i], patches[i]) for i in range(n)]
 
+    def _maps(self, patch_dists: list[np.ndarray]) -> np.ndarray:
+        return np.stack([upsample_and_smooth(d, self.input_size, self.map_sigma) for d in patch_dists])
+
     def score_features(self, feats: np.ndarray, with_map: bool = True) -> tuple[float, np.ndarray | None, dict]:
         """Patch features (tiles, D, h, w) or (D, h, w) -> (image score = max over tiles,
         anomaly maps at input size (tiles, H, W) or None, timings)."""
@@ -160,15 +165,12 @@ class InspectionModel:
             tiles = self._patchcore_tiles(feats)
             t1 = time.perf_counter()
             score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
-            dists = [t[1] for t in tiles] if with_map else None
+            maps = self._maps([t[1] for t in tiles]) if with_map else None
         else:
             scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
             dists = [s.patch_scores(f) for s, f in zip(scorers, feats)]
             t1 = time.perf_counter()
-        maps = None
-        if dists is not None:
-            maps = np.stack([upsample_and_smooth(dist, self.input_size, self.map_sigma) for dist in dists])
-        if not isinstance(self.scorer, PatchCoreScorer):
+            maps = self._maps(dists)
             score = float(maps.max())
         t2 = time.perf_counter()
         return score, maps, {"search": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}

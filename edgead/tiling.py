@@ -113,3 +113,16 @@ def merge_maps(maps: np.ndarray, geometries: list[Geometry], mode: str = "mean")
     if count is not None:
         np.divide(acc, count, out=acc, where=count > 0)
     return acc
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """'2x3' (rows x cols) or '2' (2x2) -> (rows, cols); ConfigError otherwise."""
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        raise ConfigError(f"tile grid {text!r}: expected RxC, e.g. 2x2") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ConfigError(f"tile grid {text!r}: expected RxC with rows and columns >= 1, e.g. 2x2")
+    return parts[0], parts[1]

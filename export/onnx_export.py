@@ -19,14 +19,16 @@ TAIL_OPS = ("AveragePool", "Resize", "Concat", "Gather")
 
 
 def export_onnx(graph: torch.nn.Module, input_size: tuple[int, int], path: Path) -> Path:
-    """Trace the graph to ONNX (dynamic batch axis) and check it."""
+    """Trace the graph to ONNX and check it. Batch, height and width are free axes: the
+    runtime feeds ``input_size`` (the manifest's), `edgead bench --resolutions` other sizes."""
     dummy = torch.zeros(1, 3, *input_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph, (dummy,), str(path),
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                          OUTPUT_NAME: {0: "batch", 2: "grid_height", 3: "grid_width"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
     model = onnx.load(str(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,10 @@ from edgead.artifact import ArtifactWriter, pack_tar
 from edgead.errors import EdgeadError
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc, f1_optimal_threshold, spearman, threshold_from_good
-from edgead.model import InspectionModel
+from edgead.model import InspectionModel, scorer_files
 from edgead.preprocess import PreprocessConfig
+from edgead.roi import propose_roi
+from edgead.tiling import TilingConfig
 from edgead.synthetic import pseudo_defect
 from export.backbones import build_backbone, default_taps
 from export.extract import extract_features, load_batches
@@ -26,6 +28,8 @@ from export.fit import fit_padim, fit_patchcore, padim_channel_index
 from export.onnx_export import export_onnx, quantize_int8
 
 METHODS = ("patchcore", "padim")
+DEFAULT_CORESET_MAX = 20_000  # absolute cap on memory-bank rows (all tile banks together)
+ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
 INT8_MIN_SPEARMAN = 0.98
 INT8_MAX_AUROC_DROP = 0.005
 
@@ -40,7 +44,10 @@ class ExportConfig:
     backbone: str = "efficientnet-lite0"
     taps: list | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    roi_auto: bool = False  # propose the ROI from the training images (edgead.roi.propose_roi)
     coreset: float = 0.1
+    coreset_max: int | None = DEFAULT_CORESET_MAX
     proj_dim: int | None = 128
     num_neighbors: int = 9
     target_dim: int | None = None
@@ -110,39 +117,87 @@ def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, pat
     """Scores with torch features and the runtime scorer: checks the exported graph."""
     scores = []
     with torch.no_grad():
-        for batch in load_batches(paths, model.preprocess_cfg, batch_size=1):
-            feats = graph(torch.from_numpy(batch)).numpy()[0]
+        for batch in load_batches(paths, model.preprocess_cfg, batch_size=1, tiling=model.tiling):
+            feats = graph(torch.from_numpy(batch)).numpy()
             scores.append(model.score_features(feats, with_map=False)[0])
     return np.array(scores)
 
 
-def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict) -> None:
-    if cfg.method == "patchcore":
-        log(f"coreset: {feats.shape[0] * feats.shape[2] * feats.shape[3]} patches -> {cfg.coreset}")
-        fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress)
-        bank = fit.bank.astype(cfg.bank_dtype)
-        np.save(writer.path("memory.npy"), bank)
-        manifest["patchcore"] = {
-            "num_neighbors": cfg.num_neighbors, "coreset": cfg.coreset, "projection_dim": cfg.proj_dim,
-            "training_patches": fit.patches, "covering_radius": fit.covering_radius,
-            "coreset_seconds": round(fit.coreset_seconds, 2), "bank_dtype": cfg.bank_dtype,
-        }
-        manifest["bank_size"] = int(bank.shape[0])
-        log(f"memory bank: {bank.shape[0]} x {bank.shape[1]} ({bank.nbytes / 1e6:.2f} MB {cfg.bank_dtype}), "
-            f"covering radius {fit.covering_radius:.4f}, coreset {fit.coreset_seconds:.1f} s")
-        from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER, build_hnsw_index
+def tile_groups(feats: np.ndarray, tiling: TilingConfig) -> list[tuple[int | None, np.ndarray]]:
+    """Training features (images x tiles, D, h, w) -> [(tile position or None, its features)]:
+    one group for a shared bank, one per tile position otherwise."""
+    if tiling.bank_count == 1:
+        return [(None, feats)]
+    per_image = feats.reshape(-1, tiling.count, *feats.shape[1:])
+    return [(t, per_image[:, t]) for t in range(tiling.count)]
 
-        if cfg.hnsw == "yes" or (cfg.hnsw == "auto" and bank.shape[0] > EXACT_HNSW_CROSSOVER):
-            manifest["patchcore"]["hnsw"] = build_hnsw_index(bank.astype(np.float32), writer.path("hnsw.bin"), seed=cfg.seed)
+
+def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict) -> None:
+    groups = tile_groups(feats, cfg.tiling)
+    if cfg.method == "patchcore":
+        _write_patchcore(cfg, writer, groups, manifest)
     else:
+        _write_padim(cfg, writer, groups, manifest)
+
+
+def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
+    from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER, build_hnsw_index
+    from edgead.scorer.hnsw_file import strip_vectors
+
+    cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // len(groups))
+    patches = sum(f.shape[0] * f.shape[2] * f.shape[3] for _, f in groups)
+    log(f"coreset: {patches} patches -> {cfg.coreset}" + (f", at most {cfg.coreset_max} rows" if cap else "")
+        + (f" ({len(groups)} banks, one per tile position)" if len(groups) > 1 else ""))
+    pc = manifest["patchcore"] = {
+        "num_neighbors": cfg.num_neighbors, "coreset": cfg.coreset, "coreset_max": cfg.coreset_max,
+        "projection_dim": cfg.proj_dim, "training_patches": patches, "covering_radius": 0.0,
+        "coreset_seconds": 0.0, "bank_dtype": cfg.bank_dtype,
+    }
+    rows = 0
+    for tile, feats in groups:
+        files = scorer_files("patchcore", tile)
+        fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
+        bank = fit.bank.astype(cfg.bank_dtype)
+        np.save(writer.path(files["bank"]), bank)
+        rows += bank.shape[0]
+        pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
+        pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
+        log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {bank.shape[0]} x {bank.shape[1]} "
+            f"({bank.nbytes / 1e6:.2f} MB {cfg.bank_dtype}), covering radius {fit.covering_radius:.4f}, "
+            f"coreset {fit.coreset_seconds:.1f} s")
+        if cfg.hnsw == "yes" or (cfg.hnsw == "auto" and bank.shape[0] > EXACT_HNSW_CROSSOVER):
+            pc["hnsw"] = build_hnsw_index(bank.astype(np.float32), writer.path(files["index"]), seed=cfg.seed)
+            strip_vectors(writer.path(files["index"]), bank)  # the bank is in memory.npy already
+            pc["hnsw_file"] = "links-only"
+    manifest["bank_size"] = int(rows)
+
+
+def _write_padim(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
+    size = positions = 0
+    for tile, feats in groups:
         mean, precision = fit_padim(feats, dtype=cfg.padim_dtype)
-        np.savez(writer.path("gaussian.npz"), mean=mean, precision=precision)
-        size = mean.nbytes + precision.nbytes
-        manifest["padim"] = {"d": int(mean.shape[1]), "positions": int(mean.shape[0]), "eps": 0.01,
-                             "precision_dtype": cfg.padim_dtype, "bytes": int(size)}
-        manifest["bank_size"] = int(mean.shape[0])
-        log(f"PaDiM Gaussians: {mean.shape[0]} positions x d={mean.shape[1]}: "
-            f"{size / 1e6:.2f} MB ({cfg.padim_dtype} precision matrices; grows with positions x d^2)")
+        np.savez(writer.path(scorer_files("padim", tile)["gaussian"]), mean=mean, precision=precision)
+        size += mean.nbytes + precision.nbytes
+        positions += mean.shape[0]
+    manifest["padim"] = {"d": int(mean.shape[1]), "positions": int(positions), "eps": 0.01,
+                         "precision_dtype": cfg.padim_dtype, "bytes": int(size)}
+    manifest["bank_size"] = int(positions)
+    log(f"PaDiM Gaussians: {positions} positions x d={mean.shape[1]}: "
+        f"{size / 1e6:.2f} MB ({cfg.padim_dtype} precision matrices; grows with positions x d^2)")
+
+
+def resolve_roi(cfg: ExportConfig, fit_paths: list[Path]) -> ExportConfig:
+    """--roi auto: the ROI proposed from (a sample of) the training images."""
+    if not cfg.roi_auto:
+        return cfg
+    step = max(1, len(fit_paths) // ROI_SAMPLE_IMAGES)
+    proposal = propose_roi([read_image(p) for p in fit_paths[::step][:ROI_SAMPLE_IMAGES]])
+    if proposal is None:
+        log("roi auto: the part fills the frame, no ROI")
+        return replace(cfg, preprocess=replace(cfg.preprocess, roi=None))
+    box, units = proposal
+    log(f"roi auto: {','.join(f'{v:g}' for v in box)} ({units})")
+    return replace(cfg, preprocess=replace(cfg.preprocess, roi=box, roi_units=units))
 
 
 def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: list[Path],
@@ -204,8 +259,10 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         + (f", {len(defects)} validation defects" if defects else ""))
     for p in hold + defects:  # fail early on unreadable files
         read_image(p)
+    cfg = resolve_roi(cfg, fit_paths)
     graph, backbone_info = build_graph(cfg, fit_paths)
-    feats = extract_features(graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features")
+    feats = extract_features(graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features",
+                             tiling=cfg.tiling)
     d = int(feats.shape[1])
     manifest = {
         "name": cfg.name or Path(cfg.out).name,
@@ -214,6 +271,8 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         "method": cfg.method,
         "backbone": backbone_info,
         "preprocess": cfg.preprocess.to_dict(),
+        "roi_source": "auto" if cfg.roi_auto else ("user" if cfg.preprocess.roi is not None else None),
+        "tiling": cfg.tiling.to_dict(),
         "feature_dim": d,
         "map_sigma": cfg.map_sigma,
         "training_images": len(fit_paths),
@@ -226,7 +285,8 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         write_scorer_files(cfg, writer, feats, manifest)
         del feats
         export_onnx(graph, cfg.preprocess.input_size, writer.path("backbone.onnx"))
-        calib = list(load_batches(fit_paths[: cfg.calib_images], cfg.preprocess, batch_size=1))
+        calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
+                                  batch_size=1, tiling=cfg.tiling))
         manifest["quantization"] = quantize_int8(writer.path("backbone.onnx"), writer.path("backbone.int8.onnx"), calib)
         writer.write_manifest(manifest)
         report = calibrate(cfg, writer.staging, graph, hold, defects)

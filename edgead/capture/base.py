@@ -97,7 +97,8 @@ def split_spec(spec: str) -> tuple[str, str] | None:
         raise ConfigError(f"source {spec!r}: unknown kind {kind!r}; {SPEC_HELP}")
     arg = arg.strip()
     if kind in ("folder", "opencv") and not arg:
-        raise ConfigError(f"source {spec!r}: missing {'directory' if kind == 'folder' else 'index or url'}; {SPEC_HELP}")
+        what = "directory" if kind == "folder" else "index or url"
+        raise ConfigError(f"source {spec!r}: missing {what}; {SPEC_HELP}")
     if kind == "picamera2" and arg and not arg.isdigit():
         raise ConfigError(f"source {spec!r}: the camera number must be an integer; {SPEC_HELP}")
     return kind, arg

@@ -22,6 +22,7 @@ class FolderSource(FrameSource):
         self.spec = f"folder:{self.folder}"
         self._files: list[Path] = []
         self._pos = 0
+        self._warned: set[Path] = set()
 
     def open(self) -> None:
         try:
@@ -43,7 +44,9 @@ class FolderSource(FrameSource):
             try:
                 return Frame(read_image(path), name=str(path))
             except ImageError as exc:
-                log.warning("skipping %s", exc)
+                if path not in self._warned:  # once per file, not on every replay loop
+                    self._warned.add(path)
+                    log.warning("skipping %s", exc)
         raise CaptureError(f"{self.spec}: none of the {len(self._files)} images can be read")
 
     def close(self) -> None:

@@ -18,8 +18,9 @@ class Picamera2Source(FrameSource):
     byte order is BGR as OpenCV and the model expect; ``roi`` sets the sensor crop (ScalerCrop,
     sensor pixels). Each read is one ``capture_request`` -> ``make_array`` -> ``release``."""
 
-    def __init__(self, camera: int = 0, size: tuple[int, int] | None = None, roi: tuple[int, int, int, int] | None = None,
-                 mode: str = "video", controls: dict[str, Any] | None = None):
+    def __init__(self, camera: int = 0, size: tuple[int, int] | None = None,
+                 roi: tuple[int, int, int, int] | None = None, mode: str = "video",
+                 controls: dict[str, Any] | None = None):
         if mode not in ("still", "video"):
             raise CaptureError(f"picamera2 mode {mode!r}: expected 'still' or 'video'")
         self.camera = camera

@@ -40,6 +40,7 @@ class SourceSupervisor:
         self.frames = 0
         self.failures = 0
         self.reconnects = 0
+        self._streak = 0  # failures since the last good frame
 
     @property
     def spec(self) -> str:
@@ -73,6 +74,7 @@ class SourceSupervisor:
             self.frames += 1
             self.last_frame_at = self._clock()
             self._backoff = self.backoff_initial
+            self._streak = 0
             return frame
 
     def retry_in(self) -> float:
@@ -108,7 +110,8 @@ class SourceSupervisor:
     def _open_locked(self) -> None:
         wait = self._next_attempt - self._clock()
         if wait > 0:
-            raise SourceUnavailable(f"{self.spec}: unavailable, next attempt in {wait:.1f} s (last error: {self.last_error})", wait)
+            raise SourceUnavailable(
+                f"{self.spec}: unavailable, next attempt in {wait:.1f} s (last error: {self.last_error})", wait)
         self._state = CONNECTING
         try:
             self.source.open()
@@ -125,6 +128,7 @@ class SourceSupervisor:
     def _fail_locked(self, exc: BaseException):
         """Close the source, schedule the next attempt, raise SourceUnavailable."""
         self.failures += 1
+        self._streak += 1
         self.last_error = str(exc) or type(exc).__name__
         self._close_locked()
         self._state = FAILED
@@ -132,7 +136,9 @@ class SourceSupervisor:
         self._next_attempt = self._clock() + delay
         self._backoff = min(self._backoff * 2, self.backoff_max)
         message = self.last_error if self.last_error.startswith(self.spec) else f"{self.spec}: {self.last_error}"
-        log.warning("%s; retrying in %.1f s", message, delay)
+        # the first failure and every 10th of an outage: a camera down for hours must not flood the journal
+        level = logging.WARNING if self._streak % 10 == 1 else logging.DEBUG
+        log.log(level, "%s; retrying in %.1f s (failure %d in a row)", message, delay, self._streak)
         raise SourceUnavailable(message, delay) from None
 
     def _close_locked(self) -> None:

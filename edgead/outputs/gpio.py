@@ -173,8 +173,8 @@ class LineIO:
                                                  initial_value=False, pin_factory=pin_factory)
             if s.trigger_pin is not None:
                 bounce = s.trigger_bounce_ms / 1000.0 if s.trigger_bounce_ms else None
-                self.trigger = DigitalInputDevice(s.trigger_pin, pull_up=s.trigger_pull_up,
-                                                  active_state=s.trigger_active_high if s.trigger_pull_up is None else None,
+                active = s.trigger_active_high if s.trigger_pull_up is None else None  # a pull implies it
+                self.trigger = DigitalInputDevice(s.trigger_pin, pull_up=s.trigger_pull_up, active_state=active,
                                                   bounce_time=bounce, pin_factory=pin_factory)
         except Exception as exc:
             self.close()

@@ -120,7 +120,8 @@ class InspectionLog:
         self._db = self._connect(synchronous)
         self._migrate()
         self._reader = self._connect(synchronous)
-        row = self._db.execute("SELECT COUNT(*), COUNT(image_path), COALESCE(SUM(image_bytes), 0) FROM results").fetchone()
+        row = self._db.execute(
+            "SELECT COUNT(*), COUNT(image_path), COALESCE(SUM(image_bytes), 0) FROM results").fetchone()
         self._rows, self._images, self._image_bytes = int(row[0]), int(row[1]), int(row[2])
         self._sweep_orphans()
 
@@ -196,8 +197,9 @@ class InspectionLog:
         except (OSError, ValueError) as exc:
             log.warning("inspection log: images of result %d not stored (%s)", rid, exc)
             return None, None
-        self._db.execute("UPDATE results SET image_path = ?, heatmap_path = ?, map_vmax = ?, image_bytes = ? WHERE id = ?",
-                         (image_rel, map_rel, vmax, size, rid))
+        self._db.execute(
+            "UPDATE results SET image_path = ?, heatmap_path = ?, map_vmax = ?, image_bytes = ? WHERE id = ?",
+            (image_rel, map_rel, vmax, size, rid))
         self._images += 1
         self._image_bytes += size
         return image_rel, map_rel
@@ -207,7 +209,8 @@ class InspectionLog:
         max_results. Rows are updated and committed before files are unlinked."""
         r = self.retention
         doomed: list[str] = []
-        if (r.max_images and self._images > r.max_images) or (r.max_image_bytes and self._image_bytes > r.max_image_bytes):
+        too_many = bool(r.max_images and self._images > r.max_images)
+        if too_many or (r.max_image_bytes and self._image_bytes > r.max_image_bytes):
             excess = max(self._images - r.max_images if r.max_images else 0, 0)
             rows = self._db.execute(
                 "SELECT id, image_path, heatmap_path, image_bytes FROM results WHERE image_path IS NOT NULL ORDER BY id"

@@ -64,8 +64,8 @@ class ServiceMetrics:
         self.normalized_score = Histogram("edgead_normalized_score", "Score / threshold (1.0 = decision boundary)",
                                           buckets=SCORE_BUCKETS, registry=r)
         self.errors = Counter("edgead_errors", "Failed score requests by cause", ["kind"], registry=r)
-        self.rejected_requests = Counter("edgead_busy_rejections", "Requests refused with 503 because the queue was full",
-                                         registry=r)
+        self.rejected_requests = Counter("edgead_busy_rejections",
+                                         "Requests refused with 503 because the queue was full", registry=r)
         self.dropped_triggers = Counter("edgead_dropped_triggers", "Continuous/GPIO triggers dropped (queue full)",
                                         ["origin"], registry=r)
         self.reloads = Counter("edgead_model_reloads", "Model reload attempts", ["outcome"], registry=r)

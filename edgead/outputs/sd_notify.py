@@ -19,6 +19,7 @@ def notify(*fields: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)  # never stall the event loop on a listener that does not read
             sock.sendto("\n".join(fields).encode(), address)
         return True
     except OSError:

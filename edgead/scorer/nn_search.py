@@ -160,9 +160,12 @@ def _direct_distances(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 class ExactSearch:
     """Brute-force nearest neighbours with float32 BLAS.
 
-    ``chunk`` is the number of queries processed per GEMM (one 784-patch frame fits in the
-    default 1024, which matters: each GEMM streams the whole bank).  The bank is walked in blocks
-    of ``block`` rows (default: as many as fit a 4 MiB scratch buffer with ``chunk`` queries).
+    Queries are processed ``chunk`` at a time (one 784-patch frame fits in the default 1024,
+    which matters: each chunk streams the whole bank through the cache once).  Within a chunk
+    the bank is walked in blocks of ``block`` rows; by default as many rows as fit a 4 MiB
+    scratch buffer for the actual number of queries (1337 rows for a 784-patch frame, the whole
+    bank for a handful of queries), so the scratch stays cache-sized instead of
+    ``queries x bank``.  k=1 keeps a running argmin over the blocks, k>1 a running argpartition.
     Scratch buffers are allocated once here and reused; a lock makes :meth:`query` safe to call
     from several threads (calls are serialised).
 
@@ -435,6 +438,15 @@ class HnswSearch:
     def _load(self, path: Path, bank: np.ndarray) -> None:
         if not path.is_file():
             raise ArtifactError(f"HNSW index {path} does not exist")
+        from edgead.scorer.hnsw_file import expanded_index  # links-only files (export's default)
+
+        with expanded_index(path, bank) as full:
+            try:
+                self._load_full(full, bank)
+            except ArtifactError as exc:  # name the artifact's file, not the temporary copy
+                raise ArtifactError(str(exc).replace(str(full), str(path))) from None
+
+    def _load_full(self, path: Path, bank: np.ndarray) -> None:
         header = _read_hnsw_header(path)
         if header["count"] != self.rows:
             raise ArtifactError(f"HNSW index {path} holds {header['count']} vectors but the memory "

@@ -24,10 +24,13 @@ class PatchCoreScorer:
 
     def __init__(self, bank: np.ndarray, *, num_neighbors: int = 9, backend: str = "auto",
                  index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1):
+        # one float32 copy, shared with the search (ExactSearch takes a float32 bank as a view), so
+        # the stored float16 array can be freed: one bank in memory instead of two
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.search: NearestNeighbourSearch = make_search(
             bank, backend=backend, index_path=index_path, hnsw_params=hnsw_params, threads=threads
         )
-        self.bank = bank  # as stored (float16 by default); the search holds its own float32 copy
+        self.bank = bank
         self.bank_rows = int(bank.shape[0])
         self.num_neighbors = max(1, min(int(num_neighbors), self.bank_rows))
 
@@ -47,7 +50,7 @@ class PatchCoreScorer:
         if self.num_neighbors == 1:
             return s_star
         m_star = int(nn_index[i_star])
-        _, support = self.search.query(self.bank[m_star : m_star + 1].astype(np.float32), k=self.num_neighbors)
+        _, support = self.search.query(self.bank[m_star : m_star + 1], k=self.num_neighbors)
         support = support[0]
         # m* first (it is its own nearest neighbour unless duplicates tie)
         support = np.concatenate(([m_star], support[support != m_star]))[: self.num_neighbors]

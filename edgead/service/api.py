@@ -150,8 +150,8 @@ async def score_upload(request: Request, heatmap: bool = Query(False, descriptio
     else:
         got = media or "no Content-Type"
         raise ApiError(415, "unsupported_media_type",
-                       f"{got}: send image/jpeg or image/png (curl -H 'Content-Type: image/png' --data-binary @part.png)"
-                       " or multipart/form-data (curl -F file=@part.png)")
+                       f"{got}: send image/jpeg or image/png (curl -H 'Content-Type: image/png' "
+                       "--data-binary @part.png) or multipart/form-data (curl -F file=@part.png)")
     if not data:
         raise ApiError(400, "bad_image", "empty image body")
     actuate = rt.config.gpio.reject_on_upload
@@ -206,7 +206,8 @@ def reload_model(request: Request, body: ReloadIn | None = Body(None)) -> dict[s
         raise ApiError(409, "reload_in_progress", str(exc)) from None
     except (ArtifactError, ConfigError) as exc:
         rt.metrics.reloads.labels("error").inc()
-        raise ApiError(422, "bad_artifact", f"{exc} (still serving {previous['name']} {previous['sha256'][:12]})") from None
+        serving = f"{previous['name']} {previous['sha256'][:12]}"
+        raise ApiError(422, "bad_artifact", f"{exc} (still serving {serving})") from None
     rt.metrics.reloads.labels("ok").inc()
     return {"reloaded": True, "previous": previous, "model": rt.holder.describe()}
 
@@ -258,7 +259,8 @@ def result_image(request: Request, result_id: int):
     return FileResponse(path, media_type=MEDIA.get(path.suffix.lstrip("."), "application/octet-stream"))
 
 
-@router.get("/results/{result_id}/heatmap.png", tags=["results"], responses={404: _E, 200: {"content": {"image/png": {}}}})
+@router.get("/results/{result_id}/heatmap.png", tags=["results"],
+            responses={404: _E, 200: {"content": {"image/png": {}}}})
 def result_heatmap(request: Request, result_id: int,
                    overlay_image: bool = Query(True, alias="overlay", description="draw over the frame")) -> Response:
     """The anomaly map (blue = 0, middle = threshold, red >= 2 x threshold) over the frame."""

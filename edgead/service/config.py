@@ -201,9 +201,12 @@ class EdgeadConfig(BaseSettings):
     inspection: InspectionConfig = Field(default_factory=InspectionConfig)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init) > environment > the TOML file; no .env or secrets directory."""
         return init_settings, env_settings, InitSettingsSource(settings_cls, _FILE_DATA.get())
 
     @model_validator(mode="before")
@@ -296,5 +299,6 @@ def load_config(config_file: str | Path | None = None, overrides: dict | None = 
         try:
             config.token
         except OSError as exc:
-            raise ConfigError(f"server.token_file {config.server.token_file}: cannot read ({exc.strerror or exc})") from None
+            reason = exc.strerror or exc
+            raise ConfigError(f"server.token_file {config.server.token_file}: cannot read ({reason})") from None
     return config

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,7 +29,8 @@ class ApiError(Exception):
 
 class BodyTooLarge(ApiError):
     def __init__(self, limit: int):
-        super().__init__(413, "payload_too_large", f"request body over the limit of {limit} bytes (server.max_body_bytes)")
+        super().__init__(413, "payload_too_large",
+                         f"request body over the limit of {limit} bytes (server.max_body_bytes)")
 
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

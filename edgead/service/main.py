@@ -69,7 +69,8 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
         if config.model.path is None:
             raise ConfigError("no model: pass --model DIR or set [model] path in the config")
         # a decompression bomb must fail to decode instead of exhausting a 1 GB Pi (read at first decode)
-        os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.server.max_image_pixels))
+        if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip():  # an empty value aborts OpenCV
+            os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(config.server.max_image_pixels)
         from edgead.model import load_model
 
         precision = None if config.model.precision == "auto" else config.model.precision

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 ModelLoader = Callable[..., Any]
 
 
+def identity_of(model: Any) -> dict[str, str]:
+    """What a result records about the model that scored it."""
+    return {"name": model.name, "version": model.version, "sha256": model.sha256, "precision": model.precision}
+
+
 class ReloadInProgress(Exception):
     """Another reload is running."""
 
@@ -81,14 +86,11 @@ class ModelHolder:
             except Exception as exc:  # e.g. a runtime error deep in onnxruntime: still the artifact's fault
                 raise ArtifactError(f"{target}: cannot load ({type(exc).__name__}: {exc})") from None
             base = float(new.threshold)
-            previous_source = self.threshold_source
-            self._apply_threshold(new, None)
+            self._apply_threshold(new, None)  # a persisted override for this sha256, else the artifact's
             self.base_threshold, self.loaded_at = base, time.time()
             old, self.model = self.model, new  # the atomic swap
-            log.info("model reloaded: %s %s (%s) -> %s %s (%s)", old.name, old.version, old.sha256[:12],
-                     new.name, new.version, new.sha256[:12])
-            if previous_source == "config" and self.threshold_source == "artifact":
-                log.info("model.threshold from the config applied to the first model only; using the artifact's")
+            log.info("model reloaded: %s %s (%s) -> %s %s (%s), threshold %.6g (%s)", old.name, old.version,
+                     old.sha256[:12], new.name, new.version, new.sha256[:12], new.threshold, self.threshold_source)
             return new
         finally:
             self._reload_lock.release()
@@ -110,8 +112,7 @@ class ModelHolder:
         return previous, float(model.threshold)
 
     def identity(self) -> dict[str, Any]:
-        m = self.model
-        return {"name": m.name, "version": m.version, "sha256": m.sha256, "precision": m.precision}
+        return identity_of(self.model)
 
     def describe(self) -> dict[str, Any]:
         m = self.model

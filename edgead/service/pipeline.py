@@ -4,24 +4,49 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
+
+import cv2
 
 from edgead.capture.base import CaptureError
 from edgead.capture.supervisor import SourceSupervisor
+from edgead.errors import ImageError
 from edgead.images import decode_image
 from edgead.outputs.gpio import LineIO
 from edgead.outputs.inspection_log import InspectionLog, Record
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.config import EdgeadConfig
-from edgead.service.model_holder import ModelHolder
+from edgead.service.model_holder import ModelHolder, identity_of
 from edgead.service.worker import Job
 
 log = logging.getLogger(__name__)
 
 
+def _decode(data: bytes, name: str):
+    """decode_image, with OpenCV's own exceptions (e.g. the OPENCV_IO_MAX_IMAGE_PIXELS guard
+    against decompression bombs) turned into ImageError -> HTTP 400."""
+    try:
+        return decode_image(data, name)
+    except cv2.error as exc:
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageError(f"{name}: image too large (over server.max_image_pixels pixels)") from None
+        raise ImageError(f"{name}: not a decodable image ({str(exc).strip().splitlines()[-1][:200]})") from None
+
+
 class NoSource(CaptureError):
     """The daemon has no frame source configured."""
+
+
+def _error_kind(exc: Exception) -> str:
+    """The ``kind`` label of edgead_errors_total."""
+    if isinstance(exc, ImageError):
+        return "decode"
+    if isinstance(exc, NoSource):
+        return "no_source"
+    if isinstance(exc, CaptureError):
+        return "capture"
+    return "inference"
 
 
 @dataclass
@@ -37,7 +62,6 @@ class Outcome:
     model: dict[str, str]
     image_stored: bool = False
     heatmap_stored: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Inspector:
@@ -79,17 +103,15 @@ class Inspector:
                 source = frame.name
             else:
                 t0 = time.perf_counter()
-                image = decode_image(job.data, job.name)
+                image = _decode(job.data, job.name)
                 timings["decode"] = (time.perf_counter() - t0) * 1e3
                 reference, ts, source = job.received, job.received_wall, job.name
             result = model.score(image, with_map=self._wants_map(job))
         except Exception as exc:
-            kind = {"ImageError": "decode", "NoSource": "no_source", "SourceUnavailable": "capture",
-                    "CaptureError": "capture"}.get(type(exc).__name__, "inference")
-            self.metrics.errors.labels(kind).inc()
+            self.metrics.errors.labels(_error_kind(exc)).inc()
             raise
         reject = bool(result.is_anomaly)
-        if reject and self.line is not None and (job.actuate or job.data is None):
+        if reject and self.line is not None and job.actuate:
             if not self.line.pulse_reject(reference):
                 self.metrics.late_pulses.inc()
             self.metrics.pulses.inc()
@@ -103,7 +125,7 @@ class Inspector:
             self._good_seen += 1
             every = self.config.inspection.save_good_every
             store_image = store_image or (every > 0 and self._good_seen % every == 0)
-        identity = self.holder.identity()
+        identity = identity_of(model)  # the model that scored this job, even if a reload swapped it since
         t_log = time.perf_counter()
         record = Record(ts=ts, origin=job.origin, source=source, score=float(result.score),
                         normalized_score=float(result.normalized_score), threshold=float(result.threshold),

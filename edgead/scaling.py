@@ -1,0 +1,264 @@
+"""How latency and memory grow with the input side (``edgead bench --resolutions``).
+
+Each side is benched in its own child process (``python -m edgead.bench``), so each peak RSS
+belongs to that configuration alone. The artifact for a side is either
+
+* refitted on the given images (``edgead export`` at that size; needs the workstation extra,
+  i.e. torch), or
+* the base artifact with a synthetic memory bank of the shape a refit would give (rows =
+  coreset ratio x training images x patches per image, capped as export caps it; values
+  resampled from the real bank), which needs a backbone exported with a free input size.
+
+Runtime and memory are fitted with least squares as ``a + b*s + c*s^2`` of the side ``s``
+(the compute of a CNN and of the patch search grows with the pixel count, s^2) and evaluated
+at the side of a square frame with a 5 MP sensor's pixel count (2592 x 1944).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgead.errors import ConfigError, EdgeadError
+
+SENSOR_5MP = (1944, 2592)  # (height, width) of a 5 MP camera (e.g. OV5647)
+CHILD_FRAMES = 20  # frames per side (large sides are slow: the search grows with s^2 x bank)
+FITTED = ("total_p50_ms", "backbone_p50_ms", "search_p50_ms", "peak_rss_mib")
+
+
+def parse_sides(text: str) -> list[int]:
+    try:
+        sides = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise ConfigError(f"--resolutions {text!r}: expected comma-separated sides, e.g. 224,320,448") from None
+    if not sides or any(s <= 0 or s % 32 for s in sides):
+        raise ConfigError(f"--resolutions {text!r}: sides must be positive multiples of 32")
+    return sides
+
+
+def quadratic_fit(sides: list[float], values: list[float]) -> dict[str, float]:
+    """Least-squares ``a + b*s + c*s^2`` (needs three sides or more) and its R^2."""
+    s, y = np.asarray(sides, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    c, b, a = np.polyfit(s, y, 2)
+    residual = y - (a + b * s + c * s * s)
+    spread = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((residual**2).sum()) / spread if spread > 0 else 1.0
+    return {"a": float(a), "b": float(b), "c": float(c), "r2": r2}
+
+
+def evaluate_fit(fit: dict[str, float], side: float) -> float:
+    return fit["a"] + fit["b"] * side + fit["c"] * side * side
+
+
+def equivalent_side(shape: tuple[int, int]) -> float:
+    """Side of the square input with the same pixel count as ``shape``."""
+    return math.sqrt(shape[0] * shape[1])
+
+
+def export_available() -> bool:
+    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("export") is not None
+
+
+def backbone_accepts_any_size(model_dir: Path, manifest: dict) -> bool:
+    import onnxruntime as ort
+
+    from edgead.model import BACKBONE_FILES
+
+    name = BACKBONE_FILES.get(manifest.get("default_precision", "fp32"), "backbone.onnx")
+    session = ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
+    return not all(isinstance(d, int) for d in session.get_inputs()[0].shape[2:])
+
+
+def _tile_count(manifest: dict) -> int:
+    rows, cols = (manifest.get("tiling") or {}).get("grid", [1, 1])
+    return int(rows) * int(cols)
+
+
+def refit_bank_rows(manifest: dict, side: int) -> int:
+    """Memory-bank rows an export of the same images at ``side`` would give."""
+    pc = manifest.get("patchcore", {})
+    grid = manifest["backbone"]["feature_grid"]
+    stride = manifest["preprocess"]["input_size"][0] / grid[0]
+    tiles = _tile_count(manifest)
+    patches = int(manifest.get("training_images", 1)) * tiles * round(side / stride) ** 2
+    coreset = float(pc.get("coreset", 0.1))
+    rows = int(coreset) if coreset > 1 else max(1, math.ceil(coreset * patches))
+    cap = pc.get("coreset_max")
+    return min(rows, int(cap)) if cap else rows
+
+
+def _synthetic_scorer(model_dir: Path, manifest: dict, side: int, writer, seed: int, hnsw: str) -> None:
+    """Write a PatchCore bank / PaDiM Gaussians of the right shape for ``side``; ``hnsw``
+    (yes | auto | no) says when to build an index, as export's --hnsw."""
+    rng = np.random.default_rng(seed)
+    stride = manifest["preprocess"]["input_size"][0] / manifest["backbone"]["feature_grid"][0]
+    if manifest["method"] == "patchcore":
+        base = np.load(model_dir / "memory.npy")
+        rows = refit_bank_rows(manifest, side)
+        pick = rng.integers(0, len(base), rows)
+        noise = rng.normal(0, 1, (rows, base.shape[1])) * (0.1 * base.astype(np.float32).std(axis=0))
+        bank = np.clip(base[pick].astype(np.float32) + noise, 0, None).astype(base.dtype)
+        np.save(writer.path("memory.npy"), bank)
+        manifest["bank_size"] = rows
+        from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER, build_hnsw_index
+
+        if hnsw == "yes" or (hnsw == "auto" and rows > EXACT_HNSW_CROSSOVER):
+            manifest["patchcore"]["hnsw"] = build_hnsw_index(bank.astype(np.float32), writer.path("hnsw.bin"),
+                                                                 threads=os.cpu_count() or 1)
+        return
+    with np.load(model_dir / "gaussian.npz") as g:
+        mean, precision = g["mean"], g["precision"]
+    positions = round(side / stride) ** 2
+    idx = np.resize(np.arange(len(mean)), positions)
+    np.savez(writer.path("gaussian.npz"), mean=mean[idx], precision=precision[idx])
+    manifest["bank_size"] = positions
+
+
+def write_synthetic_artifact(model_dir: Path, side: int, out: Path, search: str = "auto", seed: int = 0) -> Path:
+    """The base artifact at input ``side`` with a synthetic bank (its backbone files linked)."""
+    from edgead.artifact import ArtifactWriter, read_manifest
+    from edgead.model import BACKBONE_FILES
+
+    manifest = read_manifest(model_dir)
+    if _tile_count(manifest) > 1:
+        raise ConfigError("--resolutions with a synthetic bank: tiled artifacts are not supported; pass --images "
+                          "with the export extra installed to refit instead")
+    manifest = json.loads(json.dumps(manifest))
+    manifest.pop("files")
+    stride = manifest["preprocess"]["input_size"][0] / manifest["backbone"]["feature_grid"][0]
+    manifest["preprocess"]["input_size"] = [side, side]
+    manifest["backbone"]["feature_grid"] = [round(side / stride)] * 2
+    from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER
+
+    base_index = manifest["method"] == "patchcore" and manifest["patchcore"].pop("hnsw", None) is not None
+    # the base was exported with --hnsw yes when it has an index below the crossover
+    hnsw = "no" if search == "exact" else ("yes" if base_index and manifest["bank_size"] <= EXACT_HNSW_CROSSOVER
+                                            else "auto")
+    with ArtifactWriter(out) as writer:
+        for name in BACKBONE_FILES.values():
+            if (model_dir / name).is_file():
+                os.symlink((model_dir / name).resolve(), writer.path(name))
+        _synthetic_scorer(model_dir, manifest, side, writer, seed, hnsw)
+        manifest["synthetic_bank"] = True
+        return writer.commit(manifest)
+
+
+def write_refit_artifact(manifest: dict, images: Path, side: int, out: Path, threads: int) -> Path:
+    """Export on ``images`` at ``side`` with the base artifact's settings (workstation: torch)."""
+    from dataclasses import replace
+
+    pipeline = importlib.import_module("export.pipeline")
+    from edgead.preprocess import PreprocessConfig
+    from edgead.tiling import TilingConfig
+
+    pc, pre = manifest.get("patchcore", {}), PreprocessConfig.from_dict(manifest["preprocess"])
+    cfg = pipeline.ExportConfig(
+        data=images, out=out, method=manifest["method"], backbone=manifest["backbone"]["name"],
+        taps=manifest["backbone"].get("taps"), preprocess=replace(pre, input_size=(side, side)),
+        tiling=TilingConfig.from_dict(manifest.get("tiling")), coreset=pc.get("coreset", 0.1),
+        proj_dim=pc.get("projection_dim", 128), num_neighbors=pc.get("num_neighbors", 9),
+        target_dim=manifest["backbone"].get("target_dim"), seed=int(manifest.get("seed", 0)),
+        threads=threads, progress=False,
+    )
+    if "coreset_max" in pc:
+        cfg.coreset_max = pc["coreset_max"]
+    if manifest["method"] == "padim":
+        cfg.padim_dim = manifest.get("padim", {}).get("d", cfg.padim_dim)
+    return pipeline.export_model(cfg)[0]
+
+
+def bench_child(model_dir: Path, args, precision: str | None, n: int) -> dict:
+    """One ``edgead bench --json`` in a fresh process (its own peak RSS)."""
+    cmd = [sys.executable, "-m", "edgead.bench", "--model", str(model_dir), "--n", str(n), "--warmup", "2",
+           "--threads", str(args.threads), "--search", args.search, "--json"]
+    cmd += ["--precision", precision] if precision else []
+    cmd += ["--images", str(args.images)] if args.images else []
+    cmd += ["--no-map"] if args.no_map else []
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EdgeadError(f"bench of {model_dir} failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
+    """Bench every side; fit and extrapolate. ``args``: the parsed ``edgead bench`` arguments."""
+    from edgead.artifact import read_manifest
+
+    manifest = read_manifest(args.model)
+    precision = args.precision or manifest.get("default_precision")
+    if args.images is not None and export_available():
+        mode = "refit"
+    elif backbone_accepts_any_size(args.model, manifest):
+        mode = "synthetic-bank"
+    elif export_available():
+        raise ConfigError("--resolutions: this artifact's backbone was exported for one input size; pass --images "
+                          "DIR to refit it at each size (or re-export it with this edgead: free input size)")
+    else:
+        raise ConfigError(
+            "--resolutions: this artifact's backbone was exported for one input size and torch (the export extra) "
+            "is not installed here, so it can neither be refitted nor run at other sizes; run the study on the "
+            "workstation with --images, or re-export the model with this edgead (free input size)")
+    note = None if mode == "refit" else (
+        "synthetic bank: the base artifact's backbone with a memory bank of the size a refit would give"
+        + ("" if args.images is None else " (the export extra is not installed here, so no refit)"))
+    points = []
+    n = max(3, min(args.n, CHILD_FRAMES))
+    with tempfile.TemporaryDirectory(prefix="edgead-scaling-") as tmp:
+        for side in sides:
+            if progress:
+                print(f"resolution {side}: {'exporting' if mode == 'refit' else 'synthetic bank'}...",
+                      file=sys.stderr, flush=True)
+            out = Path(tmp) / f"side{side}"
+            if mode == "refit":
+                write_refit_artifact(manifest, args.images, side, out, args.threads)
+            else:
+                write_synthetic_artifact(args.model, side, out, args.search)
+            r = bench_child(out, args, precision, n)
+            lat = r["latency_ms"]
+            points.append({"side": side, "bank_size": r["bank_size"], "search": r["search"], "frames": n,
+                           "total_p50_ms": lat["total"]["p50"], "total_p99_ms": lat["total"]["p99"],
+                           "preprocess_p50_ms": lat["preprocess"]["p50"], "backbone_p50_ms": lat["backbone"]["p50"],
+                           "search_p50_ms": lat["search"]["p50"], "score_p50_ms": lat["score"]["p50"],
+                           "peak_rss_mib": r["memory_mib"]["peak_rss"],
+                           "artifact_loaded_bytes": r["artifact_bytes"]["loaded"]})
+    study = {"mode": mode, "note": note, "precision": precision, "points": points}
+    if len(points) >= 3:
+        s5 = equivalent_side(SENSOR_5MP)
+        fits = {key: quadratic_fit([p["side"] for p in points], [p[key] for p in points]) for key in FITTED}
+        study["fit"] = fits
+        study["extrapolation"] = {
+            "sensor": list(SENSOR_5MP[::-1]), "equivalent_side": s5,
+            **{key: evaluate_fit(fit, s5) for key, fit in fits.items()},
+            "caveat": "extrapolated far outside the measured sides; the bank is capped by coreset_max, so the "
+                      "search stops growing with s^2 x bank once the cap is reached",
+        }
+    else:
+        study["fit"] = None
+        study["note"] = ((note + "; ") if note else "") + "three or more sides are needed for the quadratic fit"
+    return study
+
+
+def format_scaling(study: dict) -> str:
+    lines = [f"resolution study ({study['mode']}, {study['precision']}, {study['points'][0]['frames']} frames per side)"]
+    if study.get("note"):
+        lines.append(f"  {study['note']}")
+    lines.append(f"  {'side':>5} {'bank':>7} {'search':>6} {'total p50':>10} {'backbone':>9} {'NN search':>10} {'peak RSS':>9}")
+    for p in study["points"]:
+        lines.append(f"  {p['side']:>5} {p['bank_size']:>7} {p['search']:>6} {p['total_p50_ms']:>8.1f}ms "
+                     f"{p['backbone_p50_ms']:>7.1f}ms {p['search_p50_ms']:>8.1f}ms {p['peak_rss_mib']:>6.1f}MiB")
+    if study.get("fit"):
+        for key, unit in (("total_p50_ms", "ms"), ("peak_rss_mib", "MiB")):
+            f = study["fit"][key]
+            lines.append(f"  fit {key}: {f['a']:.4g} + {f['b']:.4g}*s + {f['c']:.4g}*s^2 (R^2 {f['r2']:.3f})")
+        e = study["extrapolation"]
+        lines.append(f"  5 MP ({e['sensor'][0]}x{e['sensor'][1]}, as a {e['equivalent_side']:.0f} px square): "
+                     f"~{e['total_p50_ms']:.0f} ms per frame, ~{e['peak_rss_mib']:.0f} MiB peak RSS (extrapolated)")
+    return "\n".join(lines)

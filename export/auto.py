@@ -1,0 +1,209 @@
+"""`edgead export --auto`: export a few candidate configurations, keep the best within a latency budget.
+
+Each candidate (input size, tiling, coreset, ...) is exported in full, then judged on the
+held-out good images (the export's own seeded split) plus ``--val-defects`` when given. Without
+real defects the AUROC is against *pseudo-defects* (small blobs and scratches drawn on the
+held-out good images): a proxy, and the report says so. Latency is the p50 of one-thread
+scoring on this machine times ``PI_CPU_FACTOR``; the best AUROC within ``--budget-ms`` wins
+(ties within ``AUROC_TIE`` go to the faster candidate).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgead.artifact import update_manifest
+from edgead.cli_common import parse_roi
+from edgead.errors import ConfigError
+from edgead.images import list_images, read_image, resolve_train_folder
+from edgead.metrics_math import auroc
+from edgead.model import InspectionModel
+from edgead.preprocess import PreprocessConfig, roi_box
+from edgead.tiling import TilingConfig, parse_grid
+from export.pipeline import ExportConfig, export_model, log, split_holdout
+
+# Pi 5 (Cortex-A76, 2.4 GHz) one-thread time / this workstation's one-thread time for the
+# INT8 backbone + search: an estimate from public onnxruntime CPU figures (A76 ~4-6x slower than
+# a current x86 core on INT8 convolutions); refine it with `edgead bench` on the target and pass
+# --pi-factor (a Pi 4, Cortex-A72 1.5 GHz, is roughly 2.5x slower again).
+PI_CPU_FACTOR = 5.0
+AUROC_TIE = 0.002
+LATENCY_IMAGES = 10
+DEFAULT_CANDIDATES = (
+    "size=224",
+    "size=320",
+    "size=448",
+    "size=224 tiles=2x2",
+    "size=320 tiles=2x2",
+)
+SPEC_KEYS = ("size", "resize", "roi", "tiles", "overlap", "merge", "banks", "coreset", "coreset_max",
+             "method", "backbone", "taps", "target_dim")
+
+
+def parse_spec(text: str) -> dict[str, str]:
+    """'size=320 tiles=2x2 coreset=0.01' -> {key: value}; ConfigError on unknown keys."""
+    out = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or key not in SPEC_KEYS:
+            raise ConfigError(f"configuration {text!r}: {item!r} is not key=value with key one of {', '.join(SPEC_KEYS)}")
+        out[key] = value
+    return out
+
+
+def apply_spec(base: ExportConfig, spec: str | dict) -> ExportConfig:
+    """``base`` with the fields a candidate spec names replaced (the syntax bench/realdata.py uses)."""
+    from edgead.cli_common import parse_size
+
+    conf = parse_spec(spec) if isinstance(spec, str) else spec
+    pre, kw = {}, {}
+    try:
+        if "size" in conf:
+            pre["input_size"] = parse_size(conf["size"])
+        if "roi" in conf:
+            if conf["roi"] == "auto":
+                kw["roi_auto"] = True
+            else:
+                pre["roi"], pre["roi_units"] = parse_roi(conf["roi"])
+    except Exception as exc:  # argparse.ArgumentTypeError from the shared parsers
+        raise ConfigError(str(exc)) from None
+    if "resize" in conf:
+        pre["resize_mode"] = conf["resize"]
+    tiling = {}
+    if "tiles" in conf:
+        tiling["grid"] = parse_grid(conf["tiles"])
+        tiling.setdefault("overlap", 0.25 if tiling["grid"] != (1, 1) else 0.0)
+    for key, cast in (("overlap", float), ("merge", str), ("banks", str)):
+        if key in conf:
+            tiling[key] = cast(conf[key])
+    if "coreset" in conf:
+        c = float(conf["coreset"])
+        kw["coreset"] = int(c) if c > 1 else c
+    if "coreset_max" in conf:
+        kw["coreset_max"] = int(conf["coreset_max"]) or None
+    for key in ("method", "backbone"):
+        if key in conf:
+            kw[key] = conf[key]
+    if "taps" in conf:
+        kw["taps"] = [int(t) if t.isdigit() else t for t in conf["taps"].split(",")]
+    if "target_dim" in conf:
+        kw["target_dim"] = int(conf["target_dim"])
+    return replace(base, preprocess=replace(base.preprocess, **pre), tiling=replace(base.tiling, **tiling), **kw)
+
+
+def small_pseudo_defect(image: np.ndarray, rng: np.random.Generator, pre: PreprocessConfig) -> np.ndarray:
+    """A copy of ``image`` with one *small* blob or scratch (1.5-4 % of the short side) drawn in its
+    ROI, in a grey level far from the local one: the kind of defect resolution and tiling are for
+    (edgead.synthetic.pseudo_defect's large CutPaste patches only spread scores for INT8 parity)."""
+    img = image.copy()
+    x, y, w, h = roi_box(pre, img.shape[:2])
+    side = min(w, h)
+    cx = int(x + w * rng.uniform(0.15, 0.85))
+    cy = int(y + h * rng.uniform(0.15, 0.85))
+    r = max(2, int(side * rng.uniform(0.015, 0.04)))
+    local = float(img[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r].mean())
+    level = local - 90 if local > 128 else local + 90
+    colour = (int(np.clip(level, 0, 255)),) * 3 if img.ndim == 3 else int(np.clip(level, 0, 255))
+    if rng.random() < 0.5:
+        cv2.ellipse(img, (cx, cy), (r, max(1, r // 2)), float(rng.uniform(0, 180)), 0, 360, colour, -1)
+    else:
+        a = rng.uniform(0, np.pi)
+        d = 2.5 * r
+        p0 = (int(cx - d * np.cos(a)), int(cy - d * np.sin(a)))
+        p1 = (int(cx + d * np.cos(a)), int(cy + d * np.sin(a)))
+        cv2.line(img, p0, p1, colour, max(1, side // 150))
+    return img
+
+
+def judge(model: InspectionModel, hold: list[Path], defects: list[Path], seed: int) -> dict:
+    """AUROC (real or pseudo defects) and one-thread latency p50 of one candidate artifact."""
+    rng = np.random.default_rng(seed)
+    good_scores, bad_scores, latencies = [], [], []
+    for p in hold:
+        img = read_image(p)
+        res = model.score(img, with_map=False)
+        good_scores.append(res.score)
+        latencies.append(res.timings_ms["total"])
+        if not defects:
+            bad_scores.append(model.score(small_pseudo_defect(img, rng, model.preprocess_cfg), with_map=False).score)
+    for p in defects:
+        bad_scores.append(model.score(read_image(p), with_map=False).score)
+    for p in hold[: max(0, LATENCY_IMAGES - len(hold))]:
+        latencies.append(model.score(read_image(p), with_map=False).timings_ms["total"])
+    labels = np.r_[np.zeros(len(good_scores)), np.ones(len(bad_scores))]
+    return {"auroc": auroc(labels, np.r_[good_scores, bad_scores]),
+            "latency_ms_p50": float(np.percentile(latencies[1:] or latencies, 50))}
+
+
+def choose(results: list[dict], budget_ms: float | None) -> tuple[dict, bool]:
+    """(winner, within_budget): best AUROC within the budget, ties go to the faster one;
+    the fastest candidate when none fits."""
+    fits = [r for r in results if budget_ms is None or r["pi_ms_estimate"] <= budget_ms]
+    if not fits:
+        return min(results, key=lambda r: r["pi_ms_estimate"]), False
+    best = max(r["auroc"] for r in fits)
+    return min((r for r in fits if r["auroc"] >= best - AUROC_TIE), key=lambda r: r["pi_ms_estimate"]), True
+
+
+def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_ms: float | None = None,
+                pi_factor: float = PI_CPU_FACTOR) -> tuple[Path, dict]:
+    """Export every candidate, write the chosen one to ``base.out`` (its manifest gains ``auto``)."""
+    candidates = list(candidates or DEFAULT_CANDIDATES)
+    if budget_ms is not None and budget_ms <= 0:
+        raise ConfigError(f"--budget-ms {budget_ms}: expected a positive number of milliseconds")
+    if pi_factor <= 0:
+        raise ConfigError(f"--pi-factor {pi_factor}: expected a positive factor")
+    configs = [apply_spec(base, spec) for spec in candidates]  # refuse bad specs before any work
+    out = Path(base.out).resolve()
+    work = out.parent / f".{out.name}.auto"
+    shutil.rmtree(work, ignore_errors=True)
+    paths = list_images(resolve_train_folder(base.data))
+    _, hold = split_holdout(paths, base.holdout, base.min_holdout, base.seed)
+    defects = list_images(base.val_defects) if base.val_defects else []
+    basis = (f"{len(hold)} held-out good + {len(defects)} --val-defects images" if defects else
+             f"GOOD IMAGES ONLY: {len(hold)} held-out good images vs pseudo-defects drawn on them "
+             "(a proxy; pass --val-defects for a choice on real defects)")
+    results = []
+    try:
+        for i, (spec, cfg) in enumerate(zip(candidates, configs)):
+            log(f"auto [{i + 1}/{len(candidates)}]: {spec}")
+            t0 = time.time()
+            artifact, manifest = export_model(replace(cfg, out=work / f"candidate-{i}", name=cfg.name or out.name))
+            model = InspectionModel(artifact, threads=1)
+            r = {"spec": spec, **judge(model, hold, defects, base.seed), "precision": model.precision,
+                 "bank_size": manifest.get("bank_size"), "export_seconds": round(time.time() - t0, 1),
+                 "bytes": sum(v["bytes"] for k, v in manifest["files"].items()), "path": artifact}
+            r["pi_ms_estimate"] = r["latency_ms_p50"] * pi_factor
+            results.append(r)
+            log(f"auto [{i + 1}/{len(candidates)}]: AUROC {r['auroc']:.4f}, {r['latency_ms_p50']:.1f} ms here "
+                f"-> ~{r['pi_ms_estimate']:.0f} ms on the Pi, bank {r['bank_size']}")
+        winner, within = choose(results, budget_ms)
+        if not within:
+            log(f"WARNING: no candidate fits --budget-ms {budget_ms:g} on the Pi (estimate); taking the fastest")
+        _replace_dir(winner["path"], out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "basis": basis, "budget_ms": budget_ms, "pi_factor": pi_factor, "within_budget": within,
+        "chosen": winner["spec"],
+        "candidates": [{k: v for k, v in r.items() if k != "path"} for r in results],
+    }
+    log(f"auto: chose {winner['spec']!r} (AUROC {winner['auroc']:.4f} on {basis})")
+    return out, update_manifest(out, auto=report)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    old = None
+    if dst.exists():
+        old = dst.parent / f".{dst.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(dst, old)
+    os.rename(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,102 @@
+"""`edgead bench` and the two search backends through the whole model. No timed assertions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgead.bench import STAGES
+from edgead.cli import main as cli_main
+
+STAT_KEYS = ("p50", "p95", "p99", "mean", "min", "max")
+
+
+def _bench_json(capsys, *argv: str) -> dict:
+    assert cli_main(["bench", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _check_fields(r: dict) -> None:
+    for stage in STAGES:
+        stats = r["latency_ms"][stage]
+        assert set(STAT_KEYS) <= set(stats)
+        assert 0 <= stats["p50"] <= stats["p95"] <= stats["p99"] <= stats["max"]
+    assert r["latency_ms"]["total"]["p50"] >= r["latency_ms"]["backbone"]["p50"]
+    assert r["memory_mib"]["peak_rss"] > 0
+    sizes = r["artifact_bytes"]
+    assert 0 < sizes["loaded"] <= sizes["total"]
+    assert r["bank_size"] > 0 and r["feature_dim"] > 0
+    assert r["search"] in ("exact", "hnsw") and r["precision"] in ("int8", "fp32")
+    assert {"total_over_backbone_p50", "total_p99_over_p50"} <= set(r["ratios"])
+    assert r["machine"]["cores"] >= 1
+
+
+def test_bench_json_on_images(model_dir, synthetic_images, capsys):
+    folder = synthetic_images["good"][0].parent
+    r = _bench_json(capsys, "--model", str(model_dir), "--images", str(folder), "--n", "6", "--warmup", "1",
+                    "--precision", "fp32")
+    _check_fields(r)
+    assert r["frames"] == 6 and r["precision"] == "fp32" and r["images"] == str(folder)
+    assert "backbone.int8.onnx" not in r["artifact_bytes"]["loaded_files"]
+
+
+def test_bench_synthetic_frames_and_table(model_dir, capsys):
+    r = _bench_json(capsys, "--model", str(model_dir), "--n", "4", "--warmup", "0", "--search", "exact")
+    _check_fields(r)
+    assert r["images"].startswith("synthetic") and r["search"] == "exact"
+    assert cli_main(["bench", "--model", str(model_dir), "--n", "2", "--no-map"]) == 0
+    table = capsys.readouterr().out
+    assert "backbone" in table and "peak RSS" in table and "p99" in table
+
+
+def test_bench_resolutions_synthetic_bank(model_dir, capsys):
+    r = _bench_json(capsys, "--model", str(model_dir), "--n", "3", "--warmup", "0", "--resolutions", "96,128,160")
+    study = r["scaling"]
+    assert study["mode"] == "synthetic-bank"
+    assert [p["side"] for p in study["points"]] == [96, 128, 160]
+    assert study["points"][0]["bank_size"] < study["points"][-1]["bank_size"]
+    assert {"a", "b", "c", "r2"} <= set(study["fit"]["total_p50_ms"])
+    assert study["extrapolation"]["equivalent_side"] == pytest.approx((2592 * 1944) ** 0.5)
+
+
+def test_quadratic_fit_recovers_coefficients():
+    from edgead.scaling import evaluate_fit, quadratic_fit
+
+    sides = [128, 224, 320, 448]
+    fit = quadratic_fit(sides, [3 + 0.5 * s + 0.01 * s * s for s in sides])
+    assert (fit["a"], fit["b"], fit["c"]) == pytest.approx((3, 0.5, 0.01), rel=1e-6, abs=1e-6)
+    assert evaluate_fit(fit, 1000) == pytest.approx(3 + 500 + 10_000)
+
+
+@pytest.fixture(scope="module")
+def hnsw_model_dir(model_dir, tmp_path_factory):
+    """model_dir plus an hnswlib index of its bank, with the manifest's checksums updated."""
+    from edgead.artifact import read_manifest, sha256_file, update_manifest
+    from edgead.scorer.nn_search import build_hnsw_index
+
+    copy = tmp_path_factory.mktemp("hnsw") / "washer-hnsw"
+    shutil.copytree(model_dir, copy)
+    params = build_hnsw_index(np.load(copy / "memory.npy").astype(np.float32), copy / "hnsw.bin")
+    manifest = read_manifest(copy)
+    files = dict(manifest["files"], **{"hnsw.bin": {"sha256": sha256_file(copy / "hnsw.bin"),
+                                                    "bytes": (copy / "hnsw.bin").stat().st_size}})
+    update_manifest(copy, files=files, patchcore=dict(manifest["patchcore"], hnsw=params))
+    return copy
+
+
+def test_exact_and_hnsw_give_the_same_image_scores(hnsw_model_dir, synthetic_images):
+    from edgead.images import read_image
+    from edgead.model import load_model
+
+    exact = load_model(hnsw_model_dir, precision="fp32", search="exact")
+    hnsw = load_model(hnsw_model_dir, precision="fp32", search="hnsw")
+    assert (exact.search_backend, hnsw.search_backend) == ("exact", "hnsw")
+    images = [read_image(p) for p in synthetic_images["good"][:4] + synthetic_images["bad"][:4]]
+    s_exact = np.array([exact.score(im, with_map=False).score for im in images])
+    s_hnsw = np.array([hnsw.score(im, with_map=False).score for im in images])
+    np.testing.assert_allclose(s_hnsw, s_exact, rtol=1e-2)
+    m_exact, m_hnsw = exact.score(images[-1]).anomaly_map, hnsw.score(images[-1]).anomaly_map
+    assert np.corrcoef(m_exact.ravel(), m_hnsw.ravel())[0, 1] > 0.99

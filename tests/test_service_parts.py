@@ -1,0 +1,105 @@
+"""Units of the daemon: heatmap rendering, the metrics registry, the inference worker queue."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from service_harness import wait_for
+
+from edgead.outputs.heatmap import encode, map_to_u8, overlay, render_heatmap
+from edgead.outputs.metrics import ServiceMetrics
+from edgead.service.worker import InferenceWorker, Job, QueueFull, WorkerStopped
+
+
+def test_map_scaling_and_shrinking():
+    amap = np.array([[0.0, 1.0], [2.0, 5.0]], np.float32)
+    assert map_to_u8(amap, vmax=2.0).tolist() == [[0, 127], [255, 255]]
+    big = np.ones((1000, 500), np.float32)
+    assert map_to_u8(big, 2.0, max_side=100).shape == (100, 50)
+    assert map_to_u8(np.array([[np.nan, np.inf]], np.float32), 1.0).tolist() == [[0, 255]]
+    with pytest.raises(ValueError):
+        map_to_u8(amap, vmax=0)
+
+
+def test_overlay_and_encoding():
+    image = np.full((60, 80, 3), 128, np.uint8)
+    amap = np.zeros((30, 40), np.float32)
+    amap[10:20, 10:20] = 10.0  # hot spot in the upper-left quadrant
+    png = render_heatmap(image, amap, vmax=10.0)
+    out = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert out.shape == image.shape
+    hot, cold = out[30, 30], out[55, 75]  # JET: red at the maximum, blue at zero
+    assert hot[2] > hot[0] and cold[0] > cold[2]
+    grey = overlay(np.full((60, 80), 50, np.uint8), map_to_u8(amap, 10.0))
+    assert grey.shape == (60, 80, 3)
+    jpg = encode(image, "jpg", 80)
+    assert jpg[:2] == b"\xff\xd8"
+    with pytest.raises(ValueError):
+        encode(image, "gif")
+
+
+def test_metrics_registry_is_per_app():
+    a, b = ServiceMetrics(), ServiceMetrics()  # two apps in one process: no duplicate registration
+    a.observe_result("reject", "upload", 1.5, {"backbone": 12.0, "total": 20.0, "unknown_stage": 1.0})
+    a.attach_state(lambda: {"ready": True, "queue_depth": 2, "queue_capacity": 4, "threshold": 3.0,
+                            "model": {"name": "m", "version": "1", "sha256": "ab", "precision": "int8"},
+                            "source": {"spec": "folder:x", "ok": False, "reconnects": 3, "failures": 5,
+                                       "last_frame_age_s": 1.5}})
+    content, ctype = a.render()
+    assert ctype.startswith("text/plain")
+    fam = {f.name: f for f in text_string_to_metric_families(content.decode())}
+    backbone = [s for s in fam["edgead_stage_latency_seconds"].samples
+                if s.name.endswith("_sum") and s.labels["stage"] == "backbone"]
+    assert backbone[0].value == pytest.approx(0.012)
+    assert fam["edgead_queue_depth"].samples[0].value == 2
+    assert fam["edgead_source_up"].samples[0].value == 0
+    assert [s.value for s in fam["edgead_source_reconnects"].samples if s.name.endswith("_total")] == [3]
+    assert fam["edgead_model_info"].samples[0].labels["precision"] == "int8"
+    assert b.render()[0].count(b"edgead_results_total{") == 4  # b is untouched: zero series only
+
+
+def test_worker_runs_jobs_in_order_on_one_thread():
+    threads, order = set(), []
+
+    def handler(job):
+        threads.add(threading.get_ident())
+        order.append(job.name)
+        if job.name == "boom":
+            raise RuntimeError("model failed")
+        return job.name.upper()
+
+    w = InferenceWorker(handler, maxsize=8)
+    w.start()
+    futures = [w.submit(Job(origin="upload", data=b"x", name=n)) for n in ("a", "b", "boom", "c")]
+    assert [f.exception(10) is None for f in futures] == [True, True, False, True]
+    assert [f.result() for f in (futures[0], futures[1], futures[3])] == ["A", "B", "C"]
+    assert order == ["a", "b", "boom", "c"] and len(threads) == 1
+    w.stop()
+    with pytest.raises(WorkerStopped):
+        w.submit(Job(origin="upload"))
+
+
+def test_worker_bound_and_shutdown():
+    gate = threading.Event()
+    w = InferenceWorker(lambda job: gate.wait(10), maxsize=2)
+    w.start()
+    running = w.submit(Job(origin="capture"))
+    wait_for(lambda: w.busy_for() > 0)
+    queued = [w.submit(Job(origin="capture")) for _ in range(2)]
+    with pytest.raises(QueueFull) as exc:
+        w.submit(Job(origin="capture"))
+    assert exc.value.retry_after >= 1 and w.depth == 2
+    cancelled = queued[0].cancel()  # a client that went away: skipped, never run
+    stopper = threading.Thread(target=w.stop)
+    stopper.start()
+    gate.set()
+    stopper.join(10)
+    assert running.result(5) is True
+    assert cancelled and queued[0].cancelled()
+    with pytest.raises(WorkerStopped):
+        queued[1].result(5)
+    assert not w.alive

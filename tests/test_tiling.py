@@ -1,0 +1,207 @@
+"""Tiling, ROI proposal and fit/serve preprocessing parity (ROI + letterbox + tiles)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgead.cli import main as cli_main
+from edgead.errors import ConfigError
+from edgead.preprocess import PreprocessConfig, map_to_frame, preprocess
+from edgead.roi import propose_roi
+from edgead.synthetic import make_part
+from edgead.tiling import TilingConfig, frame_inputs, merge_maps, parse_grid, tile_boxes
+
+TILED = dict(pre=PreprocessConfig(input_size=(64, 64), resize_mode="letterbox", roi=(0.05, 0.05, 0.9, 0.9),
+                                  roi_units="fraction"),
+             tiling=TilingConfig(grid=(2, 2), overlap=0.25))
+
+
+# -- geometry and merge (numpy only) -----------------------------------------------------------
+
+def test_tile_boxes_cover_the_region_with_overlap():
+    region = (10, 20, 300, 200)
+    boxes = tile_boxes(region, (2, 3), 0.25)
+    assert len(boxes) == 6
+    covered = np.zeros((240, 320), bool)
+    for x, y, w, h in boxes:
+        assert x >= 10 and y >= 20 and x + w <= 310 and y + h <= 220
+        covered[y : y + h, x : x + w] = True
+    assert covered[20:220, 10:310].all() and covered.sum() == 300 * 200
+    (x0, _, w0, _), (x1, _, _, _) = boxes[0], boxes[1]
+    assert x1 < x0 + w0  # neighbours overlap
+    assert boxes[3][1] > boxes[0][1]  # row-major
+
+
+def test_one_tile_is_the_untiled_preprocess():
+    img = np.random.default_rng(0).integers(0, 255, (90, 150, 3), dtype=np.uint8)
+    pre = TILED["pre"]
+    x, geo = preprocess(img, pre)
+    xt, geos = frame_inputs(img, pre, TilingConfig())
+    np.testing.assert_array_equal(x, xt)
+    assert geos == [geo]
+    amap = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    np.testing.assert_allclose(merge_maps(amap[None], geos), map_to_frame(amap, geo))
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_merge_puts_a_tile_peak_at_its_frame_place(mode):
+    frame = np.zeros((200, 300, 3), np.uint8)
+    pre = PreprocessConfig(input_size=(64, 64))
+    tiling = TilingConfig(grid=(2, 2), overlap=0.25, merge=mode)
+    _, geos = frame_inputs(frame, pre, tiling)
+    maps = np.zeros((4, 64, 64), np.float32)
+    maps[3, 40:44, 20:24] = 1.0  # bottom-right tile, left-of-centre
+    merged = merge_maps(maps, geos, mode)
+    assert merged.shape == (200, 300)
+    y, x = np.unravel_index(np.argmax(merged), merged.shape)
+    tx, ty, tw, th = geos[3].roi_box
+    assert tx + 20 / 64 * tw <= x + 1 and x <= tx + 24 / 64 * tw + 1
+    assert ty + 40 / 64 * th <= y + 1 and y <= ty + 44 / 64 * th + 1
+    ones = merge_maps(np.ones((4, 64, 64), np.float32), geos, mode)
+    np.testing.assert_allclose(ones, 1.0, atol=1e-6)  # overlaps averaged (or maxed), not summed
+
+
+def test_tiling_config_validation_and_roundtrip():
+    cfg = TilingConfig(grid=(2, 3), overlap=0.2, merge="max", banks="per_tile")
+    assert TilingConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TilingConfig.from_dict(None) == TilingConfig()
+    assert parse_grid("3") == (3, 3) and parse_grid("2x4") == (2, 4)
+    for bad in (dict(grid=(0, 2)), dict(overlap=0.95), dict(merge="sum"), dict(banks="many")):
+        with pytest.raises(ConfigError):
+            TilingConfig(**bad)
+    with pytest.raises(ConfigError):
+        parse_grid("2by2")
+
+
+# -- ROI proposal ----------------------------------------------------------------------------
+
+def _part_on_belt(rng, frame=(240, 320), at=(60, 140)) -> np.ndarray:
+    part, _ = make_part(rng, 96)
+    noise = rng.normal(0, 3, (*frame, 3))
+    canvas = np.clip(75 + noise, 0, 255).astype(np.uint8)
+    y, x = at
+    canvas[y : y + 96, x : x + 96] = part
+    return canvas
+
+
+def test_propose_roi_boxes_the_part_with_margin():
+    rng = np.random.default_rng(0)
+    box, units = propose_roi([_part_on_belt(rng) for _ in range(8)])
+    assert units == "px"
+    x, y, w, h = box
+    ring = (140 + 48 - 35, 60 + 48 - 35, 70, 70)  # the washer ring (radius 0.36 * 96) inside the pasted part
+    assert x <= ring[0] and y <= ring[1] and x + w >= ring[0] + ring[2] and y + h >= ring[1] + ring[3]
+    assert w * h < 0.25 * 240 * 320
+
+
+def test_propose_roi_none_when_part_fills_the_frame_and_fraction_for_mixed_sizes():
+    rng = np.random.default_rng(1)
+    fill = [np.clip(rng.normal(128, 40, (100, 100, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
+    assert propose_roi(fill) is None
+    mixed = [_part_on_belt(rng), _part_on_belt(rng, frame=(480, 640), at=(120, 280))]
+    mixed[1] = cv2.resize(_part_on_belt(rng), (640, 480))
+    box, units = propose_roi(mixed)
+    assert units == "fraction" and all(0 <= v <= 1 for v in box)
+
+
+# -- exported tiled models -------------------------------------------------------------------
+
+def _export_tiled(synth_root: Path, out: Path, **kw) -> Path:
+    pytest.importorskip("torch")
+    from export.pipeline import ExportConfig, export_model
+
+    cfg = ExportConfig(data=synth_root, out=out, preprocess=kw.pop("pre", TILED["pre"]),
+                       tiling=kw.pop("tiling", TILED["tiling"]), coreset=0.1, progress=False, threads=2,
+                       calib_images=8, **kw)
+    return export_model(cfg)[0]
+
+
+@pytest.fixture(scope="session")
+def tiled_model_dir(synth_root, tmp_path_factory) -> Path:
+    """PatchCore, 2x2 tiles of 64 px, letterbox, fractional ROI, one shared bank."""
+    return _export_tiled(synth_root, tmp_path_factory.mktemp("models") / "washer-tiled")
+
+
+@pytest.fixture(scope="session")
+def per_tile_model_dir(synth_root, tmp_path_factory) -> Path:
+    """Same, one bank per tile position, ROI proposed, bank capped and indexed with hnswlib."""
+    return _export_tiled(synth_root, tmp_path_factory.mktemp("models") / "washer-per-tile", roi_auto=True,
+                         tiling=TilingConfig(grid=(2, 2), overlap=0.25, banks="per_tile"),
+                         coreset_max=400, hnsw="yes")
+
+
+def test_fit_and_serve_produce_identical_tensors(tiled_model_dir, synthetic_images):
+    from edgead.images import read_image
+    from edgead.model import load_model
+    from export.extract import load_batches
+
+    model = load_model(tiled_model_dir, precision="fp32")
+    assert model.preprocess_cfg == TILED["pre"] and model.tiling == TILED["tiling"]
+    paths = synthetic_images["good"][:2] + synthetic_images["bad"][:2]
+    fit_batches = list(load_batches(paths, model.preprocess_cfg, batch_size=1, tiling=model.tiling))
+    for path, fit in zip(paths, fit_batches):
+        serve, geometries = model.inputs(read_image(path))
+        assert fit.shape == serve.shape == (4, 3, 64, 64)
+        np.testing.assert_array_equal(fit, serve)
+        assert all(g.content_box[2] <= 64 and g.content_box[3] <= 64 for g in geometries)
+
+
+def test_defect_in_a_known_tile_lights_up_its_place(tiled_model_dir):
+    from edgead.model import load_model
+
+    model = load_model(tiled_model_dir, precision="fp32")
+    img, _ = make_part(np.random.default_rng(7), 128)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(mask, (92, 90), 6, 255, -1)  # on the ring, inside the bottom-right tile only
+    img[mask > 0] = (20, 60, 120)
+    feats, geometries, _ = model.features(img)
+    score, maps, _ = model.score_features(feats)
+    tile_peaks = maps.reshape(4, -1).max(1)
+    x, y, w, h = geometries[int(np.argmax(tile_peaks))].roi_box
+    assert x <= 92 < x + w and y <= 90 < y + h
+    frame_map = model.score(img).anomaly_map
+    assert frame_map.shape == img.shape[:2]
+    py, px = np.unravel_index(np.argmax(frame_map), frame_map.shape)
+    assert np.hypot(px - 92, py - 90) <= 10
+    assert score > model.threshold
+
+
+def test_per_tile_banks_roi_auto_and_cap(per_tile_model_dir, synth_root, capsys):
+    m = json.loads((per_tile_model_dir / "manifest.json").read_text())
+    assert m["tiling"]["banks"] == "per_tile" and m["roi_source"] == "auto" and m["preprocess"]["roi"]
+    assert {f"memory.t{i}.npy" for i in range(4)} | {f"hnsw.t{i}.bin" for i in range(4)} <= set(m["files"])
+    assert m["bank_size"] <= 400
+    assert cli_main(["eval", "--model", str(per_tile_model_dir), "--data", str(synth_root), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["image_auroc"] > 0.9
+
+
+def test_sequential_tiles_equal_batched(tiled_model_dir, synthetic_images):
+    from edgead.images import read_image
+    from edgead.model import load_model
+
+    img = read_image(synthetic_images["bad"][0])
+    batched = load_model(tiled_model_dir, precision="fp32").score(img)
+    one_by_one = load_model(tiled_model_dir, precision="fp32", batch_tiles=False).score(img)
+    assert one_by_one.score == pytest.approx(batched.score, rel=1e-4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tiles", "0x2"], "tile grid"),
+    (["--tiles", "2x2", "--tile-overlap", "0.95"], "tile overlap"),
+    (["--budget-ms", "50"], "need --auto"),
+    (["--auto", "--candidates", "size=224;depth=3"], "depth=3"),
+    (["--coreset-max", "-1"], "--coreset-max"),
+])
+def test_bad_tiling_and_auto_flags_exit_2(argv, message, synth_root, tmp_path, capsys):
+    try:
+        rc = cli_main(["export", "--data", str(synth_root), "--out", str(tmp_path / "m"), *argv])
+    except SystemExit as exc:  # argparse's own refusals
+        rc = exc.code
+    assert rc == 2
+    assert message in capsys.readouterr().err
