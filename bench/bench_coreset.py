@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.coreset import covering_radius, greedy_coreset, project  # noqa: E402
+from export.coreset import coreset_size, covering_radius, greedy_coreset, project  # noqa: E402
 
 
 def make_features(n: int, dim: int, clusters: int = 100, seed: int = 0) -> np.ndarray:
@@ -77,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="default: torch.get_num_threads()")
     p.add_argument("--random-rows", type=int, default=None,
-                   help="rows to evaluate the random subset's radius on (0: all, exact); default all if dim <= 256, else 20000")
-    p.add_argument("--naive", type=int, default=0, metavar="ITERS", help="also time ITERS steps of the plain torch loop")
+                   help="rows to evaluate the random subset's radius on (0: all, exact); "
+                        "default all if dim <= 256, else 20000")
+    p.add_argument("--naive", type=int, default=0, metavar="ITERS",
+                   help="also time ITERS steps of the plain torch loop")
     p.add_argument("--check", action="store_true", help="verify the covering radius by brute force")
     args = p.parse_args(argv)
 
@@ -86,15 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     proj_dim = args.proj_dim or None
     t0 = time.perf_counter()
     feats = make_features(args.n, args.dim, seed=args.seed)
-    size = max(1, round(args.ratio * args.n))
-    print(f"features: {args.n} x {args.dim} float32 (made in {time.perf_counter() - t0:.1f} s), coreset {size} "
-          f"({args.ratio:.0%}), proj_dim {proj_dim}, threads {threads}, cpu cores {torch.get_num_threads()}", flush=True)
+    size = coreset_size(args.n, args.ratio)
+    print(f"features: {args.n} x {args.dim} float32 (made in {time.perf_counter() - t0:.1f} s), "
+          f"coreset {size}, proj_dim {proj_dim}, threads {threads}, cpus {os.cpu_count()}", flush=True)
 
     cpu0 = time.process_time()
     res = greedy_coreset(feats, size, proj_dim=proj_dim, seed=args.seed, threads=threads)
     cpu = time.process_time() - cpu0
+    verdict = "PASS" if res.seconds <= 60 else "FAIL"
     print(f"greedy_coreset: {res.seconds:.1f} s (cpu {cpu:.1f} s)  covering radius {res.covering_radius:.4f}  "
-          f"projected radius {res.projected_radius:.4f}  [{'PASS' if res.seconds <= 60 else 'FAIL'} <= 60 s]", flush=True)
+          f"projected radius {res.projected_radius:.4f}  [{verdict} <= 60 s]", flush=True)
 
     rows = args.random_rows if args.random_rows is not None else (0 if args.dim <= 256 else 20_000)
     t0 = time.perf_counter()

@@ -32,7 +32,7 @@ class Frame:
     image: object  # decoded BGR uint8 (numpy array)
 
 
-def rss_mb() -> dict[str, float | None]:
+def process_memory_mib() -> dict[str, float | None]:
     """Current (VmRSS) and peak (VmHWM) resident memory of this process, MiB."""
     out: dict[str, float | None] = {"rss": None, "peak": None}
     try:
@@ -69,7 +69,7 @@ def synthetic_frames(count: int, side: int, seed: int = 0) -> list[tuple[str, by
     out = []
     for i in range(count):
         defect = DEFECTS[(i // 4) % len(DEFECTS)] if i % 4 == 3 else None
-        ok, buf = cv2.imencode(".png", make_part(rng, side, defect)[0])
+        _, buf = cv2.imencode(".png", make_part(rng, side, defect)[0])
         out.append((f"synthetic-{i:03d}.png", buf.tobytes()))
     return out
 
@@ -154,13 +154,13 @@ def run_bench(model_dir: Path, images: Path | None = None, n: int = 200, warmup:
 
     side = max(read_manifest(model_dir)["preprocess"]["input_size"])
     frames = load_frames(images, n, side)
-    before_load = rss_mb()["rss"]
+    before_load = process_memory_mib()["rss"]
     t0 = time.perf_counter()
     model = load_model(model_dir, precision=precision, threads=threads, search=search)
     load_s = time.perf_counter() - t0
-    after_load = rss_mb()["rss"]
+    after_load = process_memory_mib()["rss"]
     samples = measure(model, frames, n, warmup, with_map)
-    memory = rss_mb()
+    memory = process_memory_mib()
     latency = {stage: percentiles(values) for stage, values in samples.items()}
     total, backbone = latency["total"], latency["backbone"]
     return {
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-map", action="store_true", help="score only (no anomaly map)")
     p.add_argument("--resolutions", default=None,
                    help="comma-separated input sides, e.g. 224,320,448: latency and memory vs resolution")
+    p.add_argument("--synthetic-bank", action="store_true",
+                   help="--resolutions: a synthetic bank of the right shape even where a refit is possible (fast)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p
 

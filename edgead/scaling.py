@@ -45,13 +45,24 @@ def parse_sides(text: str) -> list[int]:
 
 
 def quadratic_fit(sides: list[float], values: list[float]) -> dict[str, float]:
-    """Least-squares ``a + b*s + c*s^2`` (needs three sides or more) and its R^2."""
+    """Least-squares ``a + b*s + c*s^2`` with a, b, c >= 0 (time and memory do not shrink as
+    the input grows; an unconstrained fit through a few noisy points can bend down and
+    extrapolate to negative figures), and its R^2. Exact for three coefficients: the best of
+    the unconstrained fits over every subset of {1, s, s^2} whose coefficients are all >= 0."""
     s, y = np.asarray(sides, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    c, b, a = np.polyfit(s, y, 2)
-    residual = y - (a + b * s + c * s * s)
+    basis = np.stack([np.ones_like(s), s, s * s], axis=1)
+    best, best_err = np.zeros(3), float(((y - 0) ** 2).sum())
+    for subset in ([0, 1, 2], [0, 2], [1, 2], [0, 1], [2], [1], [0]):
+        coef, *_ = np.linalg.lstsq(basis[:, subset], y, rcond=None)
+        if (coef >= 0).all():
+            full = np.zeros(3)
+            full[subset] = coef
+            err = float(((y - basis @ full) ** 2).sum())
+            if err < best_err - 1e-12 * max(1.0, best_err):
+                best, best_err = full, err
     spread = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float((residual**2).sum()) / spread if spread > 0 else 1.0
-    return {"a": float(a), "b": float(b), "c": float(c), "r2": r2}
+    r2 = 1.0 - best_err / spread if spread > 0 else 1.0
+    return {"a": float(best[0]), "b": float(best[1]), "c": float(best[2]), "r2": r2}
 
 
 def evaluate_fit(fit: dict[str, float], side: float) -> float:
@@ -108,11 +119,13 @@ def _synthetic_scorer(model_dir: Path, manifest: dict, side: int, writer, seed: 
         bank = np.clip(base[pick].astype(np.float32) + noise, 0, None).astype(base.dtype)
         np.save(writer.path("memory.npy"), bank)
         manifest["bank_size"] = rows
+        from edgead.scorer.hnsw_file import strip_vectors
         from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER, build_hnsw_index
 
         if hnsw == "yes" or (hnsw == "auto" and rows > EXACT_HNSW_CROSSOVER):
             manifest["patchcore"]["hnsw"] = build_hnsw_index(bank.astype(np.float32), writer.path("hnsw.bin"),
-                                                                 threads=os.cpu_count() or 1)
+                                                             threads=os.cpu_count() or 1)
+            strip_vectors(writer.path("hnsw.bin"), bank)  # as export writes it
         return
     with np.load(model_dir / "gaussian.npz") as g:
         mean, precision = g["mean"], g["precision"]
@@ -194,7 +207,7 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
 
     manifest = read_manifest(args.model)
     precision = args.precision or manifest.get("default_precision")
-    if args.images is not None and export_available():
+    if args.images is not None and export_available() and not args.synthetic_bank:
         mode = "refit"
     elif backbone_accepts_any_size(args.model, manifest):
         mode = "synthetic-bank"
@@ -208,7 +221,7 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
             "workstation with --images, or re-export the model with this edgead (free input size)")
     note = None if mode == "refit" else (
         "synthetic bank: the base artifact's backbone with a memory bank of the size a refit would give"
-        + ("" if args.images is None else " (the export extra is not installed here, so no refit)"))
+        + ("" if args.images is None or args.synthetic_bank else " (the export extra is not installed here, so no refit)"))
     points = []
     n = max(3, min(args.n, CHILD_FRAMES))
     with tempfile.TemporaryDirectory(prefix="edgead-scaling-") as tmp:
@@ -237,8 +250,10 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
         study["extrapolation"] = {
             "sensor": list(SENSOR_5MP[::-1]), "equivalent_side": s5,
             **{key: evaluate_fit(fit, s5) for key, fit in fits.items()},
-            "caveat": "extrapolated far outside the measured sides; the bank is capped by coreset_max, so the "
-                      "search stops growing with s^2 x bank once the cap is reached",
+            "bank_size": refit_bank_rows(manifest, round(s5)) if manifest["method"] == "patchcore" else None,
+            "caveat": "extrapolated far outside the measured sides; the search costs patches x bank rows, which "
+                      "grows as s^4 until the bank reaches coreset_max and as s^2 after: measure sides beyond "
+                      "the cap for a fair extrapolation",
         }
     else:
         study["fit"] = None
@@ -260,5 +275,6 @@ def format_scaling(study: dict) -> str:
             lines.append(f"  fit {key}: {f['a']:.4g} + {f['b']:.4g}*s + {f['c']:.4g}*s^2 (R^2 {f['r2']:.3f})")
         e = study["extrapolation"]
         lines.append(f"  5 MP ({e['sensor'][0]}x{e['sensor'][1]}, as a {e['equivalent_side']:.0f} px square): "
-                     f"~{e['total_p50_ms']:.0f} ms per frame, ~{e['peak_rss_mib']:.0f} MiB peak RSS (extrapolated)")
+                     f"~{e['total_p50_ms']:.0f} ms per frame, ~{e['peak_rss_mib']:.0f} MiB peak RSS (extrapolated"
+                     + (f", bank {e['bank_size']} rows)" if e.get("bank_size") else ")"))
     return "\n".join(lines)

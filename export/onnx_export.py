@@ -54,9 +54,14 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
                   method: str = "minmax") -> dict:
     """Static QDQ INT8, per-channel weights (int8), uint8 activations, calibrated on ``calibration``.
 
-    Every backbone op is quantized (quantizing only the convolutions leaves float islands
-    that re-quantize at each block: 3x the feature error, measured); the small aggregation
-    tail (pooling, resize, concat) stays float. Returns the settings for the manifest.
+    Every backbone op is quantized but the stem convolution (quantizing only the convolutions
+    leaves float islands that re-quantize at each block: 3x the feature error, measured); the
+    stem convolution (3 input channels: a tiny share of the compute, but its error propagates
+    through every block) and the small aggregation tail (pooling, resize, concat) stay float.
+    Measured on magnetic_tile at 224 px: patch-feature relative error 13.0 % -> 9.5 % with the
+    stem float, INT8-vs-FP32 test-set score rank correlation 0.986 -> 0.992, same speed; keeping
+    the depthwise convolutions float as well makes it worse (17 %: float islands again).
+    Returns the settings for the manifest.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -67,13 +72,21 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        tail = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in TAIL_OPS]
+        graph = onnx.load(str(pre)).graph
+        tail = [n.name for n in graph.node if n.op_type in TAIL_OPS]
+        float_nodes = tail + stem_convs(graph)
         quantize_static(
             str(pre), str(int8_path), _Calibration(calibration),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=tail, calibrate_method=calib_method,
+            nodes_to_exclude=float_nodes, calibrate_method=calib_method,
             extra_options={"CalibMovingAverage": False},
         )
     return {"format": "QDQ", "per_channel": True, "activations": "uint8", "weights": "int8",
-            "float_ops": sorted(TAIL_OPS), "calibration": method}
+            "float_ops": sorted(TAIL_OPS), "float_stem": True, "calibration": method}
+
+
+def stem_convs(graph: onnx.GraphProto) -> list[str]:
+    """Names of the convolutions that read the image input directly (the stem)."""
+    inputs = {i.name for i in graph.input}
+    return [n.name for n in graph.node if n.op_type == "Conv" and n.input and n.input[0] in inputs]

@@ -32,6 +32,7 @@ DEFAULT_CORESET_MAX = 20_000  # absolute cap on memory-bank rows (all tile banks
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
 INT8_MIN_SPEARMAN = 0.98
 INT8_MAX_AUROC_DROP = 0.005
+PSEUDO_DEFECT_SEVERITIES = (1.0, 1.5, 2.0)  # parity set: held-out goods + one pseudo-defect of each
 
 
 @dataclass
@@ -107,10 +108,14 @@ def score_images(model: InspectionModel, images: list) -> np.ndarray:
 
 
 def parity_images(hold: list[Path], seed: int) -> list[np.ndarray]:
-    """Pseudo-defects made from the held-out goods: they spread the scores so the INT8 vs FP32
-    rank correlation means something when no real defect images are given."""
+    """Pseudo-defects made from the held-out goods, at PSEUDO_DEFECT_SEVERITIES each: they spread
+    the scores from subtle to obvious so the INT8 vs FP32 rank correlation and AUROC mean
+    something when no real defect images are given. (One mild defect per image, measured on
+    three real datasets, left near-tied scores: the verdict flipped with calibration noise while
+    the real test sets showed INT8 within 0.5 pt AUROC and rank correlation >= 0.99.)"""
     rng = np.random.default_rng(seed + 1)
-    return [pseudo_defect(read_image(p), rng) for p in hold]
+    return [pseudo_defect(image, rng, severity) for image in map(read_image, hold)
+            for severity in PSEUDO_DEFECT_SEVERITIES]
 
 
 def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, paths: list[Path]) -> np.ndarray:

@@ -71,15 +71,20 @@ def test_quadratic_fit_recovers_coefficients():
     assert evaluate_fit(fit, 1000) == pytest.approx(3 + 500 + 10_000)
 
 
-@pytest.fixture(scope="module")
-def hnsw_model_dir(model_dir, tmp_path_factory):
-    """model_dir plus an hnswlib index of its bank, with the manifest's checksums updated."""
+@pytest.fixture(scope="module", params=["full", "links-only"])
+def hnsw_model_dir(request, model_dir, tmp_path_factory):
+    """model_dir plus an hnswlib index of its bank (as hnswlib writes it, or without its vectors
+    as export writes it), with the manifest's checksums updated."""
     from edgead.artifact import read_manifest, sha256_file, update_manifest
+    from edgead.scorer.hnsw_file import strip_vectors
     from edgead.scorer.nn_search import build_hnsw_index
 
-    copy = tmp_path_factory.mktemp("hnsw") / "washer-hnsw"
+    copy = tmp_path_factory.mktemp("hnsw") / f"washer-hnsw-{request.param}"
     shutil.copytree(model_dir, copy)
-    params = build_hnsw_index(np.load(copy / "memory.npy").astype(np.float32), copy / "hnsw.bin")
+    bank = np.load(copy / "memory.npy")
+    params = build_hnsw_index(bank.astype(np.float32), copy / "hnsw.bin")
+    if request.param == "links-only":
+        assert strip_vectors(copy / "hnsw.bin", bank) > 0
     manifest = read_manifest(copy)
     files = dict(manifest["files"], **{"hnsw.bin": {"sha256": sha256_file(copy / "hnsw.bin"),
                                                     "bytes": (copy / "hnsw.bin").stat().st_size}})
@@ -97,6 +102,24 @@ def test_exact_and_hnsw_give_the_same_image_scores(hnsw_model_dir, synthetic_ima
     images = [read_image(p) for p in synthetic_images["good"][:4] + synthetic_images["bad"][:4]]
     s_exact = np.array([exact.score(im, with_map=False).score for im in images])
     s_hnsw = np.array([hnsw.score(im, with_map=False).score for im in images])
-    np.testing.assert_allclose(s_hnsw, s_exact, rtol=1e-2)
+    np.testing.assert_allclose(s_hnsw, s_exact, rtol=1e-2)  # the max patch distance is exact (certified)
     m_exact, m_hnsw = exact.score(images[-1]).anomaly_map, hnsw.score(images[-1]).anomaly_map
     assert np.corrcoef(m_exact.ravel(), m_hnsw.ravel())[0, 1] > 0.99
+
+
+def test_links_only_index_is_smaller_and_checked(model_dir, tmp_path):
+    from edgead.errors import ArtifactError
+    from edgead.scorer.hnsw_file import strip_vectors
+    from edgead.scorer.nn_search import HnswSearch, build_hnsw_index
+
+    bank = np.load(model_dir / "memory.npy")
+    path = tmp_path / "hnsw.bin"
+    build_hnsw_index(bank.astype(np.float32), path)
+    full = path.stat().st_size
+    strip_vectors(path, bank)
+    assert path.stat().st_size < full - bank.shape[0] * bank.shape[1] * 4 + 64
+    HnswSearch(bank, path)  # loads
+    other = bank.copy()
+    other[0] += 1
+    with pytest.raises(ArtifactError, match="hnsw.bin"):
+        HnswSearch(other, path)

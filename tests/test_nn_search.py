@@ -59,7 +59,7 @@ def small_index(small, tmp_path_factory):
 
 
 @pytest.mark.parametrize("k", [1, 5])
-@pytest.mark.parametrize("chunk,block", [(1024, None), (37, 101), (7, None)])
+@pytest.mark.parametrize("chunk,block", [(1024, None), (37, 101), (64, 101), (7, None)])
 def test_exact_matches_brute_force(small, k, chunk, block):
     bank, q = small
     ref_d, ref_i = brute_force(bank, q, k)
