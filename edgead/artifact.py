@@ -6,7 +6,7 @@ Layout::
     backbone.onnx        FP32 truncated backbone + patch-feature aggregation
     backbone.int8.onnx   static QDQ INT8 (per-channel), calibrated on training images
     memory.npy           PatchCore memory bank (float16 by default)   | gaussian.npz (PaDiM)
-    hnsw.bin             optional hnswlib index of the memory bank
+    hnsw.bin             optional hnswlib index of the bank, graph links only (edgead.scorer.hnsw_file)
 
 Written atomically (temp dir + rename); loading verifies schema and every checksum.
 """

@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", choices=["auto", "exact", "hnsw"], default="auto")
     p.add_argument("--no-map", action="store_true", help="score only (no anomaly map)")
     p.add_argument("--resolutions", default=None,
-                   help="comma-separated input sides, e.g. 224,320,448: latency and memory vs resolution")
+                   help="comma-separated input sides, e.g. 224,320,448: latency and memory vs resolution, "
+                        "refitted on --images where torch (the export extra) is installed, else a synthetic bank")
     p.add_argument("--synthetic-bank", action="store_true",
                    help="--resolutions: a synthetic bank of the right shape even where a refit is possible (fast)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

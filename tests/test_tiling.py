@@ -186,7 +186,7 @@ def test_sequential_tiles_equal_batched(tiled_model_dir, synthetic_images):
     from edgead.model import load_model
 
     img = read_image(synthetic_images["bad"][0])
-    batched = load_model(tiled_model_dir, precision="fp32").score(img)
+    batched = load_model(tiled_model_dir, precision="fp32", batch_tiles=True).score(img)
     one_by_one = load_model(tiled_model_dir, precision="fp32", batch_tiles=False).score(img)
     assert one_by_one.score == pytest.approx(batched.score, rel=1e-4)
 
