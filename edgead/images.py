@@ -19,8 +19,10 @@ def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    except cv2.error as exc:  # e.g. over OPENCV_IO_MAX_IMAGE_PIXELS
-        raise ImageError(f"{name}: image refused by the decoder ({str(exc).strip().splitlines()[-1]})") from None
+    except cv2.error as exc:
+        if "MAX_IMAGE_PIXELS" in str(exc):  # over OPENCV_IO_MAX_IMAGE_PIXELS (decompression bombs)
+            raise ImageError(f"{name}: image too large (more pixels than the configured limit)") from None
+        raise ImageError(f"{name}: image refused by the decoder") from None
     if image is None or image.size == 0:
         raise ImageError(f"{name}: not a decodable image (JPEG, PNG, BMP, TIFF, WebP)")
     return image

@@ -165,6 +165,17 @@ def test_hnsw_exact_max_is_exact_even_when_graph_search_is_poor(small):
     assert i[j, 0] == i_ref[j, 0]
 
 
+def test_hnsw_exact_max_small_batches(small):
+    bank, q = small
+    d_ref, i_ref = ExactSearch(bank).query(q[:5], k=1)
+    h = HnswSearch(bank, M=4, ef_construction=10, ef_search=1)
+    d, i = h.query(q[:5], k=1)  # fewer queries than the first re-check round: all exact
+    assert h.last_refined == 5
+    np.testing.assert_array_equal(i, i_ref)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-6)
+    assert np.shares_memory(h._exact.bank, bank)  # float32 bank: no second copy
+
+
 def test_hnsw_k_and_distances_to(small):
     bank, q = small
     h = HnswSearch(bank, ef_search=64)

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import cv2
 
 from edgead.capture.base import CaptureError
 from edgead.capture.supervisor import SourceSupervisor
@@ -21,17 +20,6 @@ from edgead.service.model_holder import ModelHolder, identity_of
 from edgead.service.worker import Job
 
 log = logging.getLogger(__name__)
-
-
-def _decode(data: bytes, name: str):
-    """decode_image, with OpenCV's own exceptions (e.g. the OPENCV_IO_MAX_IMAGE_PIXELS guard
-    against decompression bombs) turned into ImageError -> HTTP 400."""
-    try:
-        return decode_image(data, name)
-    except cv2.error as exc:
-        if "MAX_IMAGE_PIXELS" in str(exc):
-            raise ImageError(f"{name}: image too large (over server.max_image_pixels pixels)") from None
-        raise ImageError(f"{name}: not a decodable image ({str(exc).strip().splitlines()[-1][:200]})") from None
 
 
 class NoSource(CaptureError):
@@ -103,7 +91,7 @@ class Inspector:
                 source = frame.name
             else:
                 t0 = time.perf_counter()
-                image = _decode(job.data, job.name)
+                image = decode_image(job.data, job.name)
                 timings["decode"] = (time.perf_counter() - t0) * 1e3
                 reference, ts, source = job.received, job.received_wall, job.name
             result = model.score(image, with_map=self._wants_map(job))
