@@ -1,7 +1,7 @@
 """Export + evaluate on the real datasets in ../shared/data; prints a table (and --json).
 
     python bench/realdata.py --datasets magnetic_tile,elpv_poly,deeppcb \
-        --config "size=224 coreset=0.1" --config "size=320 coreset=0.1"
+        --config "size=224 coreset=0.01" --config "size=256 tiles=3x3 overlap=0.25"
 
 Each config is space-separated key=value pairs of ExportConfig fields (size=HxW or N,
 method, coreset, coreset_max, resize, roi=x,y,w,h or roi=auto, tiles=RxC, overlap, banks=shared|per_tile,
@@ -27,7 +27,7 @@ from export.pipeline import ExportConfig, export_model  # noqa: E402
 
 
 def make_export_config(data: Path, out: Path, spec: str) -> ExportConfig:
-    """A config spec (export.auto's syntax) on top of the bench defaults: 224 px, coreset 0.1."""
+    """A config spec (export.auto's syntax) on top of the export defaults (224 px, coreset 0.01)."""
     return apply_spec(ExportConfig(data=data, out=out, progress=False), spec)
 
 
@@ -56,7 +56,7 @@ def main() -> int:
     if args.markdown:
         print(markdown_table([json.loads(line) for line in args.markdown.read_text().splitlines() if line.strip()]))
         return 0
-    configs = args.config or ["size=224 coreset=0.1"]
+    configs = args.config or ["size=224 coreset=0.01"]
     rows = []
     for name in args.datasets.split(","):
         data = args.root / name

@@ -79,3 +79,15 @@ def test_spearman_and_threshold_rule():
     assert threshold_from_good(s) == pytest.approx(s.mean() + 3 * s.std(ddof=1))
     outlier = np.array([1.0, 1.0, 1.0, 1.0, 5.0])
     assert threshold_from_good(outlier) >= 5.0
+
+
+def test_paired_auroc_drop_se():
+    from edgead.metrics_math import paired_auroc_drop_se
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(30), np.ones(30)]
+    ref = np.r_[rng.normal(0, 1, 30), rng.normal(1.5, 1, 30)]
+    assert paired_auroc_drop_se(labels, ref, ref) == 0.0  # identical scores: no uncertainty
+    noisy = ref + rng.normal(0, 0.5, 60)
+    se = paired_auroc_drop_se(labels, ref, noisy)
+    assert 0.0 < se < 0.1
