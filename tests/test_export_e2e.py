@@ -171,3 +171,14 @@ def test_precisions_agree(model_dir, synthetic_images):
     s32 = [fp32.score(read_image(p), with_map=False).score for p in paths]
     s8 = [int8.score(read_image(p), with_map=False).score for p in paths]
     assert spearman(s32, s8) > 0.9
+
+
+def test_eval_writes_plots(model_dir, synth_root, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rc = cli_main(["eval", "--model", str(model_dir), "--data", str(synth_root), "--plots", str(tmp_path), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    for name in ("roc.png", "score_histogram.png"):
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert sorted(Path(p).name for p in result["plots"]) == ["roc.png", "score_histogram.png"]
