@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-overlap", default=0.25, type=float, help="overlap of neighbouring tiles, share of a tile side (default 0.25)")
     p.add_argument("--tile-merge", default="mean", choices=MERGE_MODES, help="tile maps in overlaps: mean (default) or max")
     p.add_argument("--tile-banks", default="shared", choices=BANK_LAYOUTS, help="one memory bank for all tiles (default) or one per tile position")
-    p.add_argument("--coreset", default=0.1, type=float,
-                   help="coreset ratio (<= 1) or absolute size (> 1); default 0.1, capped by --coreset-max (0.01 is faster and measured equal on large sets)")
+    p.add_argument("--coreset", default=0.01, type=float,
+                   help="coreset ratio (<= 1) or absolute size (> 1); default 0.01 (try 0.1 with under ~100 training images)")
     p.add_argument("--coreset-max", default=None, type=int,
                    help="absolute cap on memory-bank rows, all tile banks together (default 20000; 0: no cap)")
     p.add_argument("--proj-dim", default=128, type=int, help="random projection dims for the coreset selection (0: none)")
