@@ -46,28 +46,38 @@ __all__ = [
 
 # Bank size (rows) above which backend="auto" uses the HNSW index (when the artifact has one).
 #
-# Measured with bench/bench_search.py (one thread for both backends, query = one 224 px
-# EfficientNet-Lite0 frame = 784 patch vectors, D=152, k=1, clustered synthetic bank,
-# hnsw M=16 / ef_search=32) on the development machine (AMD EPYC x86-64, AVX-512,
-# OpenBLAS 0.3.31 sgemm at ~100 GFLOP/s on one core):
+# Measured with bench/bench_search.py on the development machine (AMD EPYC x86-64, AVX-512,
+# OpenBLAS 0.3.31; 2 cores shared with other jobs, so --clock cpu, best of 3): one thread for
+# both backends, query = one 224 px EfficientNet-Lite0 frame = 784 patch vectors, D=152, k=1,
+# hnsw = HnswSearch defaults (M=16, ef_search=16, exact_max).  ms per frame:
 #
-#     bank rows   exact ms/frame   hnsw ms/frame
-#        2 000          6.3             11.6
-#        5 000         14.6             12.5
-#       10 000         27.3             13.9
-#       20 000         56.0             14.2
-#       50 000        129.4             15.0
-#      100 000        266.0             15.1
+#     bank rows              1k    2k    3k    4k    5k   7.5k   10k   20k
+#     exact                 2.8   5.7   8.7  10.8  13.9  20.4  26.9  53.1   (real features)
+#     hnsw + exact max      8.1   9.3  10.2  10.7  12.1  12.6  13.4  18.0   (real features)
+#     exact                 2.8   5.7   8.6  11.1  14.4  21.7  28.5  57.4   (synthetic mixture)
+#     hnsw + exact max      7.4   8.2   9.4   9.7  10.6  12.7  17.8  23.8   (synthetic mixture)
 #
-# hnsw wins from ~4.5k rows; at exactly the crossover the two are equal, so the threshold is set
-# a little above it (5 000) where the gain is real and the approximation is not worth worrying
-# about for smaller banks.  On a Cortex-A72/A76 both sides are slower (NEON sgemm ~10-20
-# GFLOP/s/core; hnswlib has no NEON kernel and relies on compiler auto-vectorisation), so the
-# true Pi crossover may differ by a factor ~2 either way: re-run the bench on the Pi to refine.
+# (real = magnetic-tile Lite0 features, greedy-coreset bank).  hnsw breaks even at ~3.9k rows
+# (real) / ~3.4k (synthetic) and is 1.15-1.4x faster at 5k, 1.6-2x at 10k, 3.6-6x at 100k.
+# The threshold is the break-even rounded up to where the gain is above the noise; below it
+# exact search costs < 14 ms a frame here anyway.  On a Cortex-A72/A76 brute force (NEON sgemm,
+# ~10 GFLOP/s a core) loses more against hnsw than here, so the Pi break-even is probably lower:
+# re-run the bench on the Pi to refine.
 EXACT_HNSW_CROSSOVER: int = 5_000
 
-# Defaults for build_hnsw_index / HnswSearch (see bench/bench_search.py for the measurement):
-# at a 100k bank these give recall@1 ~0.99 and image-score relative error well below 1 %.
+# Defaults for build_hnsw_index / HnswSearch.  bench/bench_search.py at a 100k-row bank, one
+# thread, 784 x 152 frame, ms per frame (recall@1 and worst image-score error over the frames):
+#
+#                       exact   hnsw ef=16 (plain)              hnsw ef=16 + exact max (default)
+#   real features       281.9   25.9  10.9x  0.963  1.9 %       45.1   6.2x  0.963  0.000 %
+#   synthetic mixture   277.4   51.3   5.4x  0.959  223 %       76.8   3.6x  0.960  0.000 %
+#
+# Plain hnswlib misses on single patches are what breaks the image score (a max over 784
+# patches): it needs ef_search >= 64 for < 1 % on the real features (2.6x at 100k) and no ef up
+# to 128 brings it under 1 % on the synthetic mixture, hence exact_max.  With it, ef_search only
+# trades speed against anomaly-map fidelity (mean patch-distance error 0.15 % at ef=16 on real
+# features).  M=8/12 were faster on the real features but much worse on the synthetic mixture
+# (recall 0.85/0.91 at ef=16); M=32 was slower at equal recall.
 DEFAULT_HNSW_PARAMS: dict = {"M": 16, "ef_construction": 200, "ef_search": 16, "seed": 0}
 
 _HNSW_PARAM_KEYS = ("M", "ef_construction", "ef_search", "seed")
