@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edgead.errors import ConfigError
-from edgead.preprocess import Geometry, PreprocessConfig, as_bgr, map_to_box, normalize, resize_to_input, roi_box
+from edgead.preprocess import Geometry, PreprocessConfig, as_bgr, map_to_box, map_to_frame, normalize, resize_to_input, roi_box
 
 MERGE_MODES = ("mean", "max")
 BANK_LAYOUTS = ("shared", "per_tile")
@@ -97,9 +97,9 @@ def frame_inputs(image: np.ndarray, pre: PreprocessConfig, tiling: TilingConfig,
 def merge_maps(maps: np.ndarray, geometries: list[Geometry], mode: str = "mean") -> np.ndarray:
     """Per-tile maps at input size (tiles, H, W) -> one frame-sized map (zero outside the ROI);
     overlaps are averaged (``mean``) or take the larger value (``max``)."""
+    if len(geometries) == 1:  # nothing to merge
+        return map_to_frame(maps[0], geometries[0])
     fh, fw = geometries[0].frame_shape
-    if len(geometries) == 1 and geometries[0].roi_box == (0, 0, fw, fh):
-        return map_to_box(maps[0], geometries[0])
     acc = np.zeros((fh, fw), dtype=np.float32)
     count = np.zeros((fh, fw), dtype=np.float32) if mode == "mean" else None
     for tile_map, g in zip(maps, geometries):
