@@ -116,6 +116,7 @@ from edgead.scorer.nn_search import (  # noqa: E402
     ExactSearch,
     HnswSearch,
 )
+from edgead.scorer.int8_search import Int8Search  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ def measure(bank: np.ndarray, frames, ef_values, args, tmpdir: Path) -> dict:
         ref.append((d[:, 0], i[:, 0]))
 
     res = {"rows": rows, "exact_ms": float(np.median(ex_ms)), "hnsw_build_s": build_s,
-           "hnsw_index_mib": index_mb, "hnsw": {}}
+           "hnsw_index_mib": index_mb, "hnsw": {}, "int8": measure_int8(bank, frames, ref)}
     for ef in ef_values:
         hnsw.index.set_ef(ef)
         row = {}
@@ -294,16 +295,33 @@ def measure(bank: np.ndarray, frames, ef_values, args, tmpdir: Path) -> dict:
     return res
 
 
+def measure_int8(bank: np.ndarray, frames, ref) -> dict:
+    """Int8Search (int8 GEMM candidates, float32 distances, certified max) against exact."""
+    search = Int8Search(bank)
+    search.query(frames[0][1])  # warm-up
+    times, hits, total, patch_err, score_err = [], 0, 0, [], []
+    for (kind, q, segs), (dref, iref) in zip(frames, ref):
+        ms, (d, i) = _time(lambda x: search.query(x, k=1), q)
+        times.append(ms)
+        d, i = d[:, 0], i[:, 0]
+        hits += int(np.sum((i == iref) | (d <= dref * (1 + 1e-6))))
+        total += len(i)
+        patch_err.append(np.mean((d - dref) / np.maximum(dref, 1e-12)))
+        score_err += _score_errors(d, dref, segs)
+    return {"ms": float(np.median(times)), "recall_at_1": hits / total,
+            "score_rel_err_max": max(score_err), "patch_dist_rel_err_mean": float(np.mean(patch_err))}
+
+
 def crossover(banks_frames, ef, args, tmpdir) -> dict:
     points = []
     for bank, frames in banks_frames:
         r = measure(bank, frames, [ef], args, tmpdir)
         h = r["hnsw"][str(ef)]
         points.append({"rows": r["rows"], "exact_ms": r["exact_ms"], "hnsw_ms": h["raw"]["ms"],
-                       "hnsw_exact_max_ms": h["exact_max"]["ms"]})
+                       "hnsw_exact_max_ms": h["exact_max"]["ms"], "int8_ms": r["int8"]["ms"]})
         print(f"  crossover sweep: {r['rows']:>7} rows  exact {r['exact_ms']:8.1f} ms  "
-              f"hnsw(ef={ef}) {h['raw']['ms']:7.1f} ms  +exact max {h['exact_max']['ms']:7.1f} ms",
-              file=sys.stderr, flush=True)
+              f"hnsw(ef={ef}) {h['raw']['ms']:7.1f} ms  +exact max {h['exact_max']['ms']:7.1f} ms  "
+              f"int8 {r['int8']['ms']:7.1f} ms", file=sys.stderr, flush=True)
     out = {"ef_search": ef, "points": points}
     for key in ("hnsw_ms", "hnsw_exact_max_ms"):
         cross = None
@@ -315,6 +333,16 @@ def crossover(banks_frames, ef, args, tmpdir) -> dict:
         if cross is None and points and points[0]["exact_ms"] > points[0][key]:
             cross = float(points[0]["rows"])  # already faster at the smallest size
         out["crossover_rows_" + key[:-3]] = cross
+    # where hnsw (+ exact max, the runtime's variant) overtakes the int8 search
+    cross = None
+    for a, b in zip(points, points[1:]):
+        da, db = a["int8_ms"] - a["hnsw_exact_max_ms"], b["int8_ms"] - b["hnsw_exact_max_ms"]
+        if da <= 0 < db:
+            cross = a["rows"] + (b["rows"] - a["rows"]) * (-da) / (db - da)
+            break
+    if cross is None and points and points[0]["int8_ms"] > points[0]["hnsw_exact_max_ms"]:
+        cross = float(points[0]["rows"])
+    out["crossover_rows_int8_vs_hnsw_exact_max"] = cross
     return out
 
 
@@ -406,13 +434,20 @@ def _print_table(out: dict, default_ef: int) -> None:
                   f"{100 * raw['patch_dist_rel_err_mean']:>8.3f}% | {cm['ms']:>7.1f} "
                   f"{cm['speedup']:>4.1f}x {cm['refined_per_frame_mean']:>5.1f}/{cm['refined_per_frame_max']:<3d} "
                   f"{100 * cm['score_rel_err_max']:>8.3f}%")
+        i8 = r["int8"]
+        print(f"{'':>7} int8 {i8['ms']:.1f} ms ({r['exact_ms'] / i8['ms']:.1f}x exact), recall@1 "
+              f"{i8['recall_at_1']:.4f}, score err {100 * i8['score_rel_err_max']:.3f}%, patch err "
+              f"{100 * i8['patch_dist_rel_err_mean']:.4f}%")
         print(f"{'':>7} build {r['hnsw_build_s']:.1f} s, index {r['hnsw_index_mib']:.1f} MiB")
     c = out.get("crossover")
     if c:
         print(f"\ncrossover (ef_search={c['ef_search']}):")
         for p in c["points"]:
             print(f"  {p['rows']:>8} rows  exact {p['exact_ms']:8.1f} ms  hnsw {p['hnsw_ms']:7.1f} ms"
-                  f"  hnsw+max {p['hnsw_exact_max_ms']:7.1f} ms")
+                  f"  hnsw+max {p['hnsw_exact_max_ms']:7.1f} ms  int8 {p['int8_ms']:7.1f} ms")
+        cr = c.get("crossover_rows_int8_vs_hnsw_exact_max")
+        print(f"  hnsw+max faster than int8 above ~{cr:,.0f} rows" if cr else
+              "  hnsw+max never faster than int8 in this range")
         for key, label in (("crossover_rows_hnsw", "hnsw"),
                            ("crossover_rows_hnsw_exact_max", "hnsw+max")):
             cr = c[key]

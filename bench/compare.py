@@ -49,13 +49,15 @@ from edgead.artifact import read_manifest  # noqa: E402
 from edgead.bench import load_frames, measure, percentiles  # noqa: E402
 from edgead.metrics_math import spearman  # noqa: E402
 from edgead.model import load_model  # noqa: E402
+from edgead.scorer.bank_store import load_bank  # noqa: E402
 from edgead.preprocess import PreprocessConfig  # noqa: E402
 from edgead.scorer.anomaly_map import gaussian_kernel_size  # noqa: E402
 from edgead.tiling import TilingConfig, frame_inputs  # noqa: E402
 from export.backbones import build_backbone  # noqa: E402
 from export.feature_graph import PatchFeatureGraph  # noqa: E402
 
-EDGEAD_CONFIGS = (("fp32", "exact"), ("int8", "exact"), ("fp32", "hnsw"), ("int8", "hnsw"))
+EDGEAD_CONFIGS = (("fp32", "exact"), ("int8", "exact"), ("fp32", "hnsw"), ("int8", "hnsw"), ("fp32", "int8"),
+                  ("int8", "int8"))
 
 
 class TorchPatchCore:
@@ -100,7 +102,7 @@ class TorchPatchCore:
 
 def run_torch(model_dir: Path, frames: list, n: int, warmup: int) -> tuple[dict, list[float]]:
     manifest = read_manifest(model_dir)
-    ref = TorchPatchCore(manifest, np.load(model_dir / "memory.npy"))
+    ref = TorchPatchCore(manifest, load_bank(model_dir, manifest["files"])[0])
     pre = PreprocessConfig.from_dict(manifest["preprocess"])
     batches = [frame_inputs(f.image, pre, TilingConfig())[0].copy() for f in frames]
     for i in range(warmup):

@@ -26,9 +26,13 @@ from export.auto import apply_spec  # noqa: E402
 from export.pipeline import ExportConfig, export_model  # noqa: E402
 
 
-def make_export_config(data: Path, out: Path, spec: str) -> ExportConfig:
-    """A config spec (export.auto's syntax) on top of the export defaults (224 px, coreset 0.01)."""
-    return apply_spec(ExportConfig(data=data, out=out, progress=False), spec)
+def make_export_config(data: Path, out: Path, spec: str, threads: int | None = None) -> ExportConfig:
+    """A config spec (export.auto's syntax) on top of the export defaults (224 px, coreset 0.01);
+    ``threads`` (torch threads of the export) when given, else the export default."""
+    base = ExportConfig(data=data, out=out, progress=False, keep_fp32=True)  # both precisions are evaluated
+    if threads is not None:
+        base.threads = int(threads)
+    return apply_spec(base, spec)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -51,6 +55,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="append result rows to this JSON-lines file")
     ap.add_argument("--keep", type=Path, default=None, help="keep artifacts under this folder")
     ap.add_argument("--precisions", default="fp32,int8", help="evaluate these precisions (default fp32,int8)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the export (default: the export's own)")
     ap.add_argument("--markdown", type=Path, default=None, help="only print this JSON-lines file as a Markdown table")
     args = ap.parse_args()
     if args.markdown:
@@ -65,7 +70,7 @@ def main() -> int:
                 base = args.keep or Path(tmp)
                 out = base / f"{name}-{conf_text.replace(' ', '_').replace('=', '').replace(',', '-')}"
                 t0 = time.time()
-                _, manifest = export_model(make_export_config(data, out, conf_text))
+                _, manifest = export_model(make_export_config(data, out, conf_text, args.threads))
                 export_s = time.time() - t0
                 for precision in args.precisions.split(","):
                     r = evaluate(load_model(out, precision=precision, threads=1), data)

@@ -28,7 +28,7 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help="artifact directory")
     p.add_argument("--precision", choices=["int8", "fp32"], default=None, help="default: the artifact's")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--search", choices=["auto", "exact", "hnsw"], default="auto")
+    p.add_argument("--search", choices=["auto", "int8", "exact", "hnsw"], default="auto")
 
 
 def cmd_score(argv: list[str]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -22,7 +23,8 @@ class Decision:
     def normalize(self, score: float) -> float:
         return float(score) / self.threshold
 
-    def result(self, score: float, anomaly_map: np.ndarray | None, timings: dict) -> ScoreResult:
+    def result(self, score: float, anomaly_map: np.ndarray | None, timings: dict,
+               map_fn: Callable[[], np.ndarray] | None = None) -> ScoreResult:
         return ScoreResult(
             score=float(score),
             normalized_score=self.normalize(score),
@@ -30,4 +32,5 @@ class Decision:
             is_anomaly=bool(score > self.threshold),
             anomaly_map=anomaly_map,
             timings_ms=timings,
+            map_fn=map_fn,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from edgead.images import decode_image
 from edgead.preprocess import PreprocessConfig
 from edgead.result import ScoreResult
 from edgead.scorer.anomaly_map import upsample_and_smooth
+from edgead.scorer.bank_store import load_bank
 from edgead.scorer.padim import PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
 from edgead.threads import limit_threads
@@ -28,18 +30,12 @@ PRECISIONS = ("int8", "fp32")
 BACKBONE_FILES = {"fp32": "backbone.onnx", "int8": "backbone.int8.onnx"}
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: unreadable array ({exc})") from None
-
-
 def scorer_files(method: str, tile: int | None = None) -> dict[str, str]:
-    """File names of one scorer: the shared one (tile None) or tile position ``tile``'s."""
+    """File names of one scorer: the shared one (tile None) or tile position ``tile``'s
+    (PatchCore: ``tag`` goes to edgead.scorer.bank_store, which names the bank file)."""
     tag = "" if tile is None else f".t{tile}"
     if method == "patchcore":
-        return {"bank": f"memory{tag}.npy", "index": f"hnsw{tag}.bin"}
+        return {"tag": tag, "index": f"hnsw{tag}.bin"}
     return {"gaussian": f"gaussian{tag}.npz"}
 
 
@@ -54,8 +50,10 @@ def _load_scorer(model_dir: Path, manifest: dict, files: dict[str, str], search:
     if method == "patchcore":
         pc = manifest.get("patchcore", {})
         index = model_dir / files["index"]
+        bank, quantized = load_bank(model_dir, manifest["files"], files["tag"])
         return PatchCoreScorer(
-            _load_npy(model_dir / files["bank"]),
+            bank,
+            quantized=quantized,
             num_neighbors=pc.get("num_neighbors", 9),
             backend=search,
             index_path=index if index.is_file() else None,
@@ -85,7 +83,8 @@ class InspectionModel:
             raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         onnx_file = self.path / BACKBONE_FILES[precision]
         if BACKBONE_FILES[precision] not in self.manifest["files"]:
-            raise ArtifactError(f"{onnx_file}: this artifact has no {precision} backbone")
+            hint = " (INT8 passed parity at export; export with --keep-fp32 to keep FP32)" if precision == "fp32" else ""
+            raise ArtifactError(f"{onnx_file}: this artifact has no {precision} backbone{hint}")
         self.precision = precision
         self.preprocess_cfg = PreprocessConfig.from_dict(self.manifest["preprocess"])
         self.tiling = TilingConfig.from_dict(self.manifest.get("tiling"))
@@ -158,16 +157,19 @@ class InspectionModel:
     def _maps(self, patch_dists: list[np.ndarray]) -> np.ndarray:
         return np.stack([upsample_and_smooth(d, self.input_size, self.map_sigma) for d in patch_dists])
 
-    def score_features(self, feats: np.ndarray, with_map: bool = True) -> tuple[float, np.ndarray | None, dict]:
+    def score_features(self, feats: np.ndarray, with_map: bool = True,
+                       lazy: bool = False) -> tuple[float, np.ndarray | Callable | None, dict]:
         """Patch features (tiles, D, h, w) or (D, h, w) -> (image score = max over tiles,
-        anomaly maps at input size (tiles, H, W) or None, timings)."""
+        anomaly maps at input size (tiles, H, W) or None, timings).  ``lazy``: PatchCore returns
+        a function that computes the maps instead (the score does not need them)."""
         feats = feats[None] if feats.ndim == 3 else feats
         t0 = time.perf_counter()
         if isinstance(self.scorer, PatchCoreScorer):
             tiles = self._patchcore_tiles(feats)
             t1 = time.perf_counter()
             score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
-            maps = self._maps([t[1] for t in tiles]) if with_map else None
+            dists = [t[1] for t in tiles]
+            maps = None if not with_map else (lambda: self._maps(dists)) if lazy else self._maps(dists)
         else:
             scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
             dists = [s.patch_scores(f) for s, f in zip(scorers, feats)]
@@ -182,13 +184,15 @@ class InspectionModel:
         with self._lock:
             t_start = time.perf_counter()
             feats, geometries, timings = self.features(image)
-            score, maps, score_timings = self.score_features(feats, with_map)
-            t0 = time.perf_counter()
-            frame_map = merge_maps(maps, geometries, self.tiling.merge) if maps is not None else None
+            score, maps, score_timings = self.score_features(feats, with_map, lazy=True)
             timings.update(score_timings)
-            timings["score"] += (time.perf_counter() - t0) * 1e3
             timings["total"] = (time.perf_counter() - t_start) * 1e3
-            return self.decision.result(score, frame_map, timings)
+        merge = self.tiling.merge
+        if maps is None:
+            return self.decision.result(score, None, timings)
+        if callable(maps):  # PatchCore: upsampled and smoothed when first asked for (after the decision)
+            return self.decision.result(score, None, timings, map_fn=lambda: merge_maps(maps(), geometries, merge))
+        return self.decision.result(score, merge_maps(maps, geometries, merge), timings)
 
     def score_bytes(self, data: bytes, with_map: bool = True, name: str = "upload") -> ScoreResult:
         t0 = time.perf_counter()

@@ -112,18 +112,20 @@ def _synthetic_scorer(model_dir: Path, manifest: dict, side: int, writer, seed: 
     rng = np.random.default_rng(seed)
     stride = manifest["preprocess"]["input_size"][0] / manifest["backbone"]["feature_grid"][0]
     if manifest["method"] == "patchcore":
-        base = np.load(model_dir / "memory.npy")
+        from edgead.scorer.bank_store import load_bank, save_bank
+
+        base, quantized = load_bank(model_dir, {p.name for p in model_dir.iterdir()})
         rows = refit_bank_rows(manifest, side)
         pick = rng.integers(0, len(base), rows)
-        noise = rng.normal(0, 1, (rows, base.shape[1])) * (0.1 * base.astype(np.float32).std(axis=0))
-        bank = np.clip(base[pick].astype(np.float32) + noise, 0, None).astype(base.dtype)
-        np.save(writer.path("memory.npy"), bank)
+        noise = rng.normal(0, 1, (rows, base.shape[1])) * (0.1 * base.std(axis=0))
+        dtype = "int8" if quantized is not None else manifest["patchcore"].get("bank_dtype", "float16")
+        _, bank = save_bank(writer.staging, np.clip(base[pick] + noise, 0, None), dtype)
         manifest["bank_size"] = rows
         from edgead.scorer.hnsw_file import strip_vectors
-        from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER, build_hnsw_index
+        from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index
 
-        if hnsw == "yes" or (hnsw == "auto" and rows > EXACT_HNSW_CROSSOVER):
-            manifest["patchcore"]["hnsw"] = build_hnsw_index(bank.astype(np.float32), writer.path("hnsw.bin"),
+        if hnsw == "yes" or (hnsw == "auto" and rows > HNSW_CROSSOVER):
+            manifest["patchcore"]["hnsw"] = build_hnsw_index(bank, writer.path("hnsw.bin"),
                                                              threads=os.cpu_count() or 1)
             strip_vectors(writer.path("hnsw.bin"), bank)  # as export writes it
         return
@@ -149,11 +151,11 @@ def write_synthetic_artifact(model_dir: Path, side: int, out: Path, search: str 
     stride = manifest["preprocess"]["input_size"][0] / manifest["backbone"]["feature_grid"][0]
     manifest["preprocess"]["input_size"] = [side, side]
     manifest["backbone"]["feature_grid"] = [round(side / stride)] * 2
-    from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER
+    from edgead.scorer.nn_search import HNSW_CROSSOVER
 
     base_index = manifest["method"] == "patchcore" and manifest["patchcore"].pop("hnsw", None) is not None
     # the base was exported with --hnsw yes when it has an index below the crossover
-    hnsw = "no" if search == "exact" else ("yes" if base_index and manifest["bank_size"] <= EXACT_HNSW_CROSSOVER
+    hnsw = "no" if search == "exact" else ("yes" if base_index and manifest["bank_size"] <= HNSW_CROSSOVER
                                             else "auto")
     with ArtifactWriter(out) as writer:
         for name in BACKBONE_FILES.values():
@@ -237,7 +239,7 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
             r = bench_child(out, args, precision, n)
             lat = r["latency_ms"]
             points.append({"side": side, "bank_size": r["bank_size"], "search": r["search"], "frames": n,
-                           "total_p50_ms": lat["total"]["p50"], "total_p99_ms": lat["total"]["p99"],
+                           "total_p50_ms": lat["total_with_map"]["p50"], "total_p99_ms": lat["total_with_map"]["p99"],
                            "preprocess_p50_ms": lat["preprocess"]["p50"], "backbone_p50_ms": lat["backbone"]["p50"],
                            "search_p50_ms": lat["search"]["p50"], "score_p50_ms": lat["score"]["p50"],
                            "peak_rss_mib": r["memory_mib"]["peak_rss"],

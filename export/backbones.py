@@ -101,13 +101,31 @@ class TorchvisionTaps(nn.Module):
         return out
 
 
+def split_grid_tap(taps: list) -> tuple[list, int | None]:
+    """Taps may include one ``"s<stride>"`` entry (e.g. ``"s8"``): the patch grid's stride, when it
+    should be finer than the first tap's (the feature graph then upsamples every map to it).
+    Returns (the real taps, that stride or None)."""
+    real, stride = [], None
+    for t in taps:
+        if isinstance(t, str) and t[:1] == "s" and t[1:].isdigit():
+            stride = int(t[1:])
+        else:
+            real.append(t)
+    if not real:
+        raise EdgeadError(f"taps {taps}: at least one backbone tap is needed besides the grid stride")
+    return real, stride
+
+
 def build_backbone(name: str, taps: list | None = None) -> nn.Module:
-    """A truncated, eval-mode backbone returning the tap feature maps."""
+    """A truncated, eval-mode backbone returning the tap feature maps (``grid_stride`` attribute:
+    the stride an ``"s<stride>"`` tap asked for, else None)."""
     taps = list(taps) if taps else default_taps(name)
+    taps, grid_stride = split_grid_tap(taps)
     if name in EFFICIENTNET_LITE:
         net = EfficientNetLiteTaps(name, [int(t) for t in taps])
     elif name in TORCHVISION:
         net = TorchvisionTaps(name, [str(t) for t in taps])
     else:
         raise EdgeadError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
+    net.grid_stride = grid_stride
     return net.eval()

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", default=0.1, type=float, help="share of good images held out for the threshold (default 0.1, at least 5)")
     p.add_argument("--val-defects", default=None, type=Path, help="folder of defect images: F1-optimal threshold instead")
     p.add_argument("--hnsw", default="auto", choices=["auto", "yes", "no"], help="build an hnswlib index of the bank")
+    p.add_argument("--bank-dtype", default="int8", choices=["int8", "float16", "float32"],
+                   help="memory bank on disk: int8 codes + per-row scale (default; what the int8 search uses), float16 or float32")
+    p.add_argument("--keep-fp32", action="store_true",
+                   help="keep the FP32 backbone in the artifact when INT8 passes parity (for --precision fp32 on the Pi)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--threads", default=2, type=int)
     p.add_argument("--name", default=None, help="model name stored in the manifest (default: the output folder name)")
@@ -87,6 +91,7 @@ def export_main(argv: list[str]) -> int:
         proj_dim=args.proj_dim or None, num_neighbors=args.neighbors,
         target_dim=args.target_dim, padim_dim=args.padim_dim, padim_dtype=args.padim_dtype,
         holdout=args.holdout, val_defects=args.val_defects, hnsw=args.hnsw, seed=args.seed,
+        bank_dtype=args.bank_dtype, keep_fp32=args.keep_fp32,
         threads=args.threads, tar=args.tar, progress=not args.no_progress, name=args.name,
     )
     if args.auto:

@@ -53,8 +53,14 @@ class PatchFeatureGraph(nn.Module):
             maps = [F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False) for m in maps]
         if len(self.pools):
             maps = [pool(m) for pool, m in zip(self.pools, maps)]
-        size = maps[0].shape[-2:]
-        maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
+        stride = getattr(self.backbone, "grid_stride", None)
+        if stride:  # a patch grid finer than the first tap's ("s<stride>" tap): upsample every map to it
+            size = (x.shape[-2] // stride, x.shape[-1] // stride)
+            maps = [m if tuple(m.shape[-2:]) == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                    for m in maps]
+        else:
+            size = maps[0].shape[-2:]
+            maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
         feats = torch.cat(maps, dim=1)
         if self.channel_index is not None:
             feats = feats.index_select(1, self.channel_index)

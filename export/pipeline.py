@@ -17,6 +17,7 @@ from edgead.errors import EdgeadError
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc, f1_optimal_threshold, paired_auroc_drop_se, spearman, threshold_from_good
 from edgead.model import InspectionModel, scorer_files
+from edgead.scorer.bank_store import save_bank
 from edgead.preprocess import PreprocessConfig
 from edgead.roi import propose_roi
 from edgead.tiling import TilingConfig, frame_inputs
@@ -54,7 +55,8 @@ class ExportConfig:
     target_dim: int | None = None
     padim_dim: int = 100
     padim_dtype: str = "float16"
-    bank_dtype: str = "float16"
+    bank_dtype: str = "int8"  # int8 | float16 | float32 (edgead.scorer.bank_store)
+    keep_fp32: bool = False  # keep backbone.onnx when INT8 passes parity (it always stays when FP32 is the default)
     holdout: float = 0.1
     min_holdout: int = 5
     val_defects: Path | None = None
@@ -146,7 +148,7 @@ def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndar
 
 
 def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
-    from edgead.scorer.nn_search import EXACT_HNSW_CROSSOVER, build_hnsw_index
+    from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index
     from edgead.scorer.hnsw_file import strip_vectors
 
     cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // len(groups))
@@ -162,17 +164,17 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
     for tile, feats in groups:
         files = scorer_files("patchcore", tile)
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
-        bank = fit.bank.astype(cfg.bank_dtype)
-        np.save(writer.path(files["bank"]), bank)
+        # the bank as the runtime will load it (dequantized int8 by default): fit and serve agree
+        name, bank = save_bank(writer.staging, fit.bank, cfg.bank_dtype, files["tag"])
         rows += bank.shape[0]
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
         pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
         log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {bank.shape[0]} x {bank.shape[1]} "
-            f"({bank.nbytes / 1e6:.2f} MB {cfg.bank_dtype}), covering radius {fit.covering_radius:.4f}, "
+            f"({writer.path(name).stat().st_size / 1e6:.2f} MB {cfg.bank_dtype}), covering radius {fit.covering_radius:.4f}, "
             f"coreset {fit.coreset_seconds:.1f} s")
-        if cfg.hnsw == "yes" or (cfg.hnsw == "auto" and bank.shape[0] > EXACT_HNSW_CROSSOVER):
-            pc["hnsw"] = build_hnsw_index(bank.astype(np.float32), writer.path(files["index"]), seed=cfg.seed)
-            strip_vectors(writer.path(files["index"]), bank)  # the bank is in memory.npy already
+        if cfg.hnsw == "yes" or (cfg.hnsw == "auto" and bank.shape[0] > HNSW_CROSSOVER):
+            pc["hnsw"] = build_hnsw_index(bank, writer.path(files["index"]), seed=cfg.seed)
+            strip_vectors(writer.path(files["index"]), bank)  # the bank is in its own file already
             pc["hnsw_file"] = "links-only"
     manifest["bank_size"] = int(rows)
 
@@ -307,6 +309,11 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
             parity=report["parity"], default_precision=report["default_precision"],
             export_seconds=round(time.time() - t_start, 1),
         )
+        if report["default_precision"] == "int8" and not cfg.keep_fp32:
+            # parity is measured; what the Pi runs is INT8: the FP32 graph would double the artifact
+            writer.path("backbone.onnx").unlink()
+            manifest["fp32_backbone"] = "dropped after the parity check (export --keep-fp32 keeps it)"
+            log("INT8 passed parity: backbone.onnx (FP32) left out of the artifact (--keep-fp32 keeps it)")
         out = writer.commit(manifest)
     if cfg.tar:
         pack_tar(out, out.with_suffix(".tar"))

@@ -35,7 +35,7 @@ def _export(synth_root: Path, out: Path, method: str, **kw) -> Path:
     from export.pipeline import ExportConfig, export_model
 
     cfg = ExportConfig(data=synth_root, out=out, method=method, preprocess=PreprocessConfig(input_size=(SYNTH_SIZE, SYNTH_SIZE)),
-                       coreset=0.1, progress=False, threads=2, calib_images=16, **kw)
+                       coreset=0.1, progress=False, threads=2, calib_images=16, **{"keep_fp32": True, **kw})
     return export_model(cfg)[0]
 
 
@@ -57,7 +57,7 @@ def tampered_model_dir(model_dir, tmp_path) -> Path:
 
     copy = tmp_path / "tampered"
     shutil.copytree(model_dir, copy)
-    bank = copy / "memory.npy"
+    bank = copy / "memory.q8.npz"
     data = bytearray(bank.read_bytes())
     data[-7] ^= 0x01
     bank.write_bytes(bytes(data))

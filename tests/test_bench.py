@@ -29,7 +29,7 @@ def _check_fields(r: dict) -> None:
     sizes = r["artifact_bytes"]
     assert 0 < sizes["loaded"] <= sizes["total"]
     assert r["bank_size"] > 0 and r["feature_dim"] > 0
-    assert r["search"] in ("exact", "hnsw") and r["precision"] in ("int8", "fp32")
+    assert r["search"] in ("int8", "exact", "hnsw") and r["precision"] in ("int8", "fp32")
     assert {"total_over_backbone_p50", "total_p99_over_p50"} <= set(r["ratios"])
     assert r["machine"]["cores"] >= 1
 
@@ -76,13 +76,14 @@ def hnsw_model_dir(request, model_dir, tmp_path_factory):
     """model_dir plus an hnswlib index of its bank (as hnswlib writes it, or without its vectors
     as export writes it), with the manifest's checksums updated."""
     from edgead.artifact import read_manifest, sha256_file, update_manifest
+    from edgead.scorer.bank_store import load_bank
     from edgead.scorer.hnsw_file import strip_vectors
     from edgead.scorer.nn_search import build_hnsw_index
 
     copy = tmp_path_factory.mktemp("hnsw") / f"washer-hnsw-{request.param}"
     shutil.copytree(model_dir, copy)
-    bank = np.load(copy / "memory.npy")
-    params = build_hnsw_index(bank.astype(np.float32), copy / "hnsw.bin")
+    bank = load_bank(copy, read_manifest(copy)["files"])[0]
+    params = build_hnsw_index(bank, copy / "hnsw.bin")
     if request.param == "links-only":
         assert strip_vectors(copy / "hnsw.bin", bank) > 0
     manifest = read_manifest(copy)
@@ -108,13 +109,15 @@ def test_exact_and_hnsw_give_the_same_image_scores(hnsw_model_dir, synthetic_ima
 
 
 def test_links_only_index_is_smaller_and_checked(model_dir, tmp_path):
+    from edgead.artifact import read_manifest
     from edgead.errors import ArtifactError
+    from edgead.scorer.bank_store import load_bank
     from edgead.scorer.hnsw_file import strip_vectors
     from edgead.scorer.nn_search import HnswSearch, build_hnsw_index
 
-    bank = np.load(model_dir / "memory.npy")
+    bank = load_bank(model_dir, read_manifest(model_dir)["files"])[0]
     path = tmp_path / "hnsw.bin"
-    build_hnsw_index(bank.astype(np.float32), path)
+    build_hnsw_index(bank, path)
     full = path.stat().st_size
     strip_vectors(path, bank)
     assert path.stat().st_size < full - bank.shape[0] * bank.shape[1] * 4 + 64

@@ -25,9 +25,11 @@ def test_manifest_and_files(model_dir):
     assert m["method"] == "patchcore"
     assert m["backbone"]["name"] == "efficientnet-lite0" and m["backbone"]["tap_channels"] == [40, 112]
     assert m["feature_dim"] == 152
-    assert set(m["files"]) >= {"backbone.onnx", "backbone.int8.onnx", "memory.npy"}
-    bank = np.load(model_dir / "memory.npy")
-    assert bank.dtype == np.float16 and bank.shape == (m["bank_size"], 152)
+    assert set(m["files"]) >= {"backbone.onnx", "backbone.int8.onnx", "memory.q8.npz"}  # fixture: --keep-fp32
+    with np.load(model_dir / "memory.q8.npz") as z:
+        assert z["codes"].dtype == np.int8 and z["codes"].shape == (m["bank_size"], 152)
+        assert z["scale"].shape == (m["bank_size"],) and z["mean"].shape == (152,)
+    assert m["patchcore"]["bank_dtype"] == "int8"
     assert m["training_images"] == 25 and m["holdout_images"] == 5
     assert m["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
     assert not list(model_dir.parent.glob(f".{model_dir.name}.tmp-*"))  # staging cleaned up
@@ -84,10 +86,10 @@ def test_anomaly_map_locates_defect(model_dir, synth_root):
 
 
 def test_tampered_artifact_refused(tampered_model_dir, capsys):
-    with pytest.raises(ArtifactError, match="memory.npy: sha256 mismatch"):
+    with pytest.raises(ArtifactError, match="memory.q8.npz: sha256 mismatch"):
         load_model(tampered_model_dir)
     assert cli_main(["info", str(tampered_model_dir)]) == 2
-    assert "memory.npy" in capsys.readouterr().err
+    assert "memory.q8.npz" in capsys.readouterr().err
 
 
 def test_truncated_and_unknown_schema_refused(model_dir, tmp_path):
@@ -129,6 +131,29 @@ def test_interrupted_export_leaves_previous_artifact(synth_root, model_dir, tmp_
     assert (out / "manifest.json").read_bytes() == before
     load_model(out)  # still verifies
     assert not list(tmp_path.glob(".model.tmp-*"))
+
+
+def test_fp32_backbone_left_out_when_int8_is_the_default(synth_root, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import export.pipeline as pipeline
+    from edgead.preprocess import PreprocessConfig
+
+    real = pipeline.calibrate
+
+    def int8_default(*a, **k):
+        report = real(*a, **k)
+        report["default_precision"] = "int8"
+        return report
+
+    monkeypatch.setattr(pipeline, "calibrate", int8_default)
+    cfg = pipeline.ExportConfig(data=synth_root, out=tmp_path / "m", preprocess=PreprocessConfig(input_size=(128, 128)),
+                                coreset=0.1, progress=False, calib_images=8)
+    _, m = pipeline.export_model(cfg)
+    assert "backbone.onnx" not in m["files"] and not (tmp_path / "m" / "backbone.onnx").exists()
+    assert set(m["files"]) == {"backbone.int8.onnx", "memory.q8.npz"} and "fp32_vs_torch_max_rel_diff" in m["parity"]
+    assert load_model(tmp_path / "m").precision == "int8"
+    with pytest.raises(ArtifactError, match="no fp32 backbone.*--keep-fp32"):
+        load_model(tmp_path / "m", precision="fp32")
 
 
 def test_user_errors_name_the_file(model_dir, tmp_path, capsys):
@@ -182,3 +207,22 @@ def test_eval_writes_plots(model_dir, synth_root, tmp_path, capsys):
         png = tmp_path / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert sorted(Path(p).name for p in result["plots"]) == ["roc.png", "score_histogram.png"]
+
+
+def test_anomaly_map_is_computed_after_the_decision(model_dir, synthetic_images):
+    from edgead.images import read_image
+    from edgead.tiling import merge_maps
+
+    model = load_model(model_dir)
+    img = read_image(synthetic_images["bad"][0])
+    r = model.score(img)
+    assert r.has_map and "map" not in r.timings_ms  # the decision is out, the map not computed yet
+    amap = r.anomaly_map
+    assert amap.shape == img.shape[:2] and r.timings_ms["map"] > 0
+    assert r.anomaly_map is amap  # computed once
+    feats, geometries, _ = model.features(img)
+    score, maps, _ = model.score_features(feats)  # the eager path gives the same map and score
+    np.testing.assert_allclose(merge_maps(maps, geometries, model.tiling.merge), amap, rtol=1e-6)
+    assert score == pytest.approx(r.score)
+    none = model.score(img, with_map=False)
+    assert not none.has_map and none.anomaly_map is None

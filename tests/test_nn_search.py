@@ -8,7 +8,7 @@ import pytest
 from edgead.errors import ArtifactError, ConfigError
 from edgead.scorer import nn_search
 from edgead.scorer.nn_search import (
-    EXACT_HNSW_CROSSOVER,
+    HNSW_CROSSOVER,
     ExactSearch,
     HnswSearch,
     NearestNeighbourSearch,
@@ -272,10 +272,12 @@ def test_mismatched_index_raises_artifact_error(small, small_index):
 
 
 def test_choose_backend():
-    assert choose_backend(EXACT_HNSW_CROSSOVER + 1, True) == "hnsw"
-    assert choose_backend(EXACT_HNSW_CROSSOVER, True) == "exact"
-    assert choose_backend(10 * EXACT_HNSW_CROSSOVER, False) == "exact"
-    assert choose_backend(10, False) == "exact"
+    assert choose_backend(HNSW_CROSSOVER + 1, True) == "hnsw"
+    assert choose_backend(HNSW_CROSSOVER, True) == "int8"
+    assert choose_backend(10 * HNSW_CROSSOVER, False) == "int8"
+    assert choose_backend(10, False) == "int8"
+    assert choose_backend(10, False, int8_bank=False) == "exact"  # float banks keep their scores
+    assert choose_backend(HNSW_CROSSOVER + 1, True, int8_bank=False) == "hnsw"
 
 
 def test_make_search_backends(small, small_index, monkeypatch):
@@ -290,9 +292,9 @@ def test_make_search_backends(small, small_index, monkeypatch):
     assert hn.ef_search == 64
     built = make_search(bank, "HNSW", hnsw_params={"M": 8, "ef_construction": 50, "ef_search": 20})
     assert isinstance(built, HnswSearch) and built.M == 8 and built.ef_search == 20
-    # auto: small bank -> exact even with an index; bank above the crossover + index -> hnsw
+    # auto: a float bank -> exact even with an index; above the crossover + index -> hnsw
     assert make_search(bank, "auto", index_path=path).name == "exact"
-    monkeypatch.setattr(nn_search, "EXACT_HNSW_CROSSOVER", 1000)
+    monkeypatch.setattr(nn_search, "HNSW_CROSSOVER", 1000)
     assert make_search(bank, "auto", index_path=path, hnsw_params=params).name == "hnsw"
     assert make_search(bank, "auto").name == "exact"  # no index -> exact
     d1, _ = make_search(bank, "auto", index_path=path).query(q)

@@ -32,7 +32,7 @@ def test_magnetic_tile_small_export_beats_chance(shared_data, tmp_path):
     if not src.is_dir():
         pytest.skip("magnetic_tile not present")
     data = _subset(src, tmp_path / "mt", n_train=80, n_test=20)
-    out, manifest = export_model(ExportConfig(data=data, out=tmp_path / "model", coreset=0.05, progress=False,
+    out, manifest = export_model(ExportConfig(data=data, out=tmp_path / "model", coreset=0.05, progress=False, keep_fp32=True,
                                               preprocess=PreprocessConfig(input_size=(224, 224))))
     assert manifest["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
     for precision in ("fp32", "int8"):

@@ -240,7 +240,7 @@ def test_reload_tampered_artifact_keeps_old_model(daemon, tampered_model_dir, mo
     assert client.post("/model/reload", json={"path": str(tampered_model_dir)}).status_code == 401
     r = client.post("/model/reload", json={"path": str(tampered_model_dir)}, headers=AUTH)
     assert r.status_code == 422 and r.json()["error"] == "bad_artifact"
-    assert "memory.npy" in r.json()["detail"]
+    assert "memory.q8.npz" in r.json()["detail"]
     assert client.get("/model").json()["sha256"] == sha
     after = post_png(client, image).json()
     assert after["score"] == pytest.approx(before["score"]) and after["model"]["sha256"] == sha

@@ -113,7 +113,7 @@ def test_serve_main_exit_codes(tmp_path, capsys, tampered_model_dir):
     assert "no model" in capsys.readouterr().err
     assert serve_main(["--model", str(tampered_model_dir), "--check"]) == 1
     err = capsys.readouterr().err
-    assert "memory.npy" in err and "Traceback" not in err
+    assert "memory.q8.npz" in err and "Traceback" not in err
 
 
 def test_serve_check_with_real_model(model_dir, capsys, tmp_path):

@@ -117,7 +117,7 @@ def _export_tiled(synth_root: Path, out: Path, **kw) -> Path:
 
     cfg = ExportConfig(data=synth_root, out=out, preprocess=kw.pop("pre", TILED["pre"]),
                        tiling=kw.pop("tiling", TILED["tiling"]), coreset=0.1, progress=False, threads=2,
-                       calib_images=8, **kw)
+                       calib_images=8, keep_fp32=True, **kw)
     return export_model(cfg)[0]
 
 
@@ -174,7 +174,7 @@ def test_defect_in_a_known_tile_lights_up_its_place(tiled_model_dir):
 def test_per_tile_banks_roi_auto_and_cap(per_tile_model_dir, synth_root, capsys):
     m = json.loads((per_tile_model_dir / "manifest.json").read_text())
     assert m["tiling"]["banks"] == "per_tile" and m["roi_source"] == "auto" and m["preprocess"]["roi"]
-    assert {f"memory.t{i}.npy" for i in range(4)} | {f"hnsw.t{i}.bin" for i in range(4)} <= set(m["files"])
+    assert {f"memory.t{i}.q8.npz" for i in range(4)} | {f"hnsw.t{i}.bin" for i in range(4)} <= set(m["files"])
     assert m["bank_size"] <= 400
     assert cli_main(["eval", "--model", str(per_tile_model_dir), "--data", str(synth_root), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -34,36 +34,37 @@ from edgead.errors import ArtifactError, ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "EXACT_HNSW_CROSSOVER",
+    "HNSW_CROSSOVER",
+    "BACKENDS",
     "DEFAULT_HNSW_PARAMS",
     "NearestNeighbourSearch",
     "ExactSearch",
     "HnswSearch",
     "build_hnsw_index",
+    "certify_max",
     "choose_backend",
     "make_search",
 ]
 
-# Bank size (rows) above which backend="auto" uses the HNSW index (when the artifact has one).
+# Bank size (rows) above which backend="auto" uses the HNSW index (when the artifact has one), and
+# export builds one; below it the int8 search (edgead.scorer.int8_search), which beats both the
+# float32 exact search (3.3-3.7x) and hnsw while giving exact image scores and near-exact maps.
 #
-# Measured with bench/bench_search.py on the development machine (AMD EPYC x86-64, AVX-512,
-# OpenBLAS 0.3.31; 2 cores shared with other jobs, so --clock cpu, best of 3): one thread for
-# both backends, query = one 224 px EfficientNet-Lite0 frame = 784 patch vectors, D=152, k=1,
-# hnsw = HnswSearch defaults (M=16, ef_search=16, exact_max).  ms per frame:
+# Measured with bench/bench_search.py on the development machine (AMD EPYC Zen 4, AVX-512 VNNI,
+# onnxruntime 1.32 MLAS, OpenBLAS 0.3.31; --clock cpu, best of 2): one thread, one 224 px
+# EfficientNet-Lite0 frame = 784 patch vectors, D=152, k=1, hnsw = HnswSearch defaults (M=16,
+# ef_search=16, exact max).  ms per frame, synthetic mixture:
 #
-#     bank rows              1k    2k    3k    4k    5k   7.5k   10k   20k
-#     exact                 2.8   5.7   8.7  10.8  13.9  20.4  26.9  53.1   (real features)
-#     hnsw + exact max      8.1   9.3  10.2  10.7  12.1  12.6  13.4  18.0   (real features)
-#     exact                 2.8   5.7   8.6  11.1  14.4  21.7  28.5  57.4   (synthetic mixture)
-#     hnsw + exact max      7.4   8.2   9.4   9.7  10.6  12.7  17.8  23.8   (synthetic mixture)
+#     bank rows           5k    10k    20k    35k    50k    75k   100k
+#     exact fp32        11.2   22.0   43.9   77.1  111.9  170.2  218.3
+#     hnsw + exact max   7.2    9.4   13.1   29.3   40.5   50.5   57.6
+#     int8               3.4    6.8   13.4   23.0   33.0   48.4   63.3
 #
-# (real = magnetic-tile Lite0 features, greedy-coreset bank).  hnsw breaks even at ~3.9k rows
-# (real) / ~3.4k (synthetic) and is 1.15-1.4x faster at 5k, 1.6-2x at 10k, 3.6-6x at 100k.
-# The threshold is the break-even rounded up to where the gain is above the noise; below it
-# exact search costs < 14 ms a frame here anyway.  On a Cortex-A72/A76 brute force (NEON sgemm,
-# ~10 GFLOP/s a core) loses more against hnsw than here, so the Pi break-even is probably lower:
-# re-run the bench on the Pi to refine.
-EXACT_HNSW_CROSSOVER: int = 5_000
+# int8 and hnsw are level from ~20k to ~75k rows; int8 keeps exact per-patch distances (recall@1
+# 1.000 vs hnsw's 0.94-0.96 at 50k-100k, whose anomaly maps are off by 6-12 % there), so it stays
+# the default up to 50k.  On real magnetic-tile features (14,112 rows) int8 7.8 ms, hnsw 11.1 ms,
+# exact 30.6 ms.
+HNSW_CROSSOVER: int = 50_000
 
 # Defaults for build_hnsw_index / HnswSearch.  bench/bench_search.py at a 100k-row bank, one
 # thread, 784 x 152 frame, ms per frame (recall@1 and worst image-score error over the frames):
@@ -81,6 +82,9 @@ EXACT_HNSW_CROSSOVER: int = 5_000
 DEFAULT_HNSW_PARAMS: dict = {"M": 16, "ef_construction": 200, "ef_search": 16, "seed": 0}
 
 _HNSW_PARAM_KEYS = ("M", "ef_construction", "ef_search", "seed")
+
+# The values of make_search(backend=...): "auto" picks with choose_backend.
+BACKENDS = ("auto", "int8", "exact", "hnsw")
 
 # Scratch memory of ExactSearch: (query chunk x bank block) float32.  4 MiB keeps the block in
 # L2/L3 and costs <10 % against one giant GEMM on x86 while the giant buffer would be hundreds
@@ -108,6 +112,10 @@ class NearestNeighbourSearch(Protocol):
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Euclidean distances from one query (D,) to bank rows ``rows`` -> float32 (len(rows),)."""
+        ...
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Bank rows ``rows`` as float32 (len(rows), D)."""
         ...
 
 
@@ -242,6 +250,9 @@ class ExactSearch:
         r = _as_rows(rows, self.rows)
         return _direct_distances(q, self.bank[r])
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self.bank[np.asarray(rows)]
+
     # -- internals ------------------------------------------------------------------------------
     def _block_rows(self, n: int, buffers: int = 1) -> int:
         """Bank rows per block for a chunk of ``n`` queries (the scratch holds n x block)."""
@@ -301,6 +312,36 @@ class ExactSearch:
             run_v = np.take_along_axis(all_v, keep, axis=1)
             run_i = np.take_along_axis(all_i, keep, axis=1)
         return run_i
+
+
+def certify_max(exact: "ExactSearch", q: np.ndarray, dist: np.ndarray, idx: np.ndarray,
+                first: int = _REFINE_FIRST) -> int:
+    """Make the largest of a batch's NN distances exact (in place); return how many queries were
+    re-searched exactly by ``exact``.
+
+    ``dist[i]`` must be the distance from ``q[i]`` to a real bank row ``idx[i]`` (an approximate
+    search's answer), hence an upper bound of the true NN distance.  Round 1 re-searches by brute
+    force the ``first`` queries with the largest distances; its largest exact distance ``best`` is
+    a lower bound of the true maximum.  Round 2 (only if needed) re-searches every other query
+    whose distance still exceeds ``best``.  Afterwards every query left alone has a true distance
+    <= its distance <= ``best``, so max(dist) -- the PatchCore image score -- and its argmax patch
+    and neighbour are exactly what brute force gives.
+    """
+    n = dist.shape[0]
+    if n == 0:
+        return 0
+    upper = dist.copy()
+    order = np.argsort(-upper, kind="stable")
+    top = order[: min(n, first)]
+    d_e, i_e = exact.query(q[top], k=1)
+    dist[top], idx[top] = d_e[:, 0], i_e[:, 0]
+    best = float(d_e.max())
+    rest = order[top.size:]
+    rest = rest[upper[rest] > best]
+    if rest.size:
+        d_e, i_e = exact.query(q[rest], k=1)
+        dist[rest], idx[rest] = d_e[:, 0], i_e[:, 0]
+    return int(top.size + rest.size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,7 +451,7 @@ class HnswSearch:
     far from the true neighbour (rare, but it happens on clustered banks, and the image score is
     a max over 784 patches, so one bad patch decides it) can only *over*-estimate a distance, so
     the patches with the largest HNSW distances are re-searched by brute force until the
-    maximum is certified (see :meth:`_certify_max`: at most two passes over the bank; on real
+    maximum is certified (see :func:`certify_max`: at most two passes over the bank; on real
     features one pass for 16 patches, ~15 ms at 100k rows on the dev machine).  Other patches
     keep their HNSW distances (anomaly map).  This needs the float32 bank in memory (a view if
     the caller's bank already is float32, else a converted copy of 4*N*D bytes) next to the
@@ -531,34 +572,8 @@ class HnswSearch:
         dist = np.sqrt(np.maximum(sq, 0.0, dtype=np.float32)).astype(np.float32, copy=False)
         idx = labels.astype(np.int64, copy=False)
         if k == 1 and self.exact_max and self._exact is not None:
-            self.last_refined = self._certify_max(q, dist[:, 0], idx[:, 0])
+            self.last_refined = certify_max(self._exact, q, dist[:, 0], idx[:, 0])
         return dist, idx
-
-    def _certify_max(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray) -> int:
-        """Make the largest of the batch's NN distances exact (in place); return how many queries
-        were re-searched exactly.
-
-        An HNSW distance is the distance to *some* bank row, so it is an upper bound of the true
-        NN distance.  Round 1 re-searches by brute force the queries with the largest HNSW
-        distances; its largest exact distance ``best`` is a lower bound of the true maximum.
-        Round 2 (only if needed) re-searches every other query whose HNSW distance still exceeds
-        ``best``.  Afterwards every query left alone has a true distance <= its HNSW distance
-        <= ``best``, so max(dist) -- the PatchCore image score -- and its argmax patch and
-        neighbour are exactly what brute force gives.
-        """
-        n = dist.shape[0]
-        upper = dist.copy()
-        order = np.argsort(-upper, kind="stable")
-        first = order[: min(n, _REFINE_FIRST)]
-        d_e, i_e = self._exact.query(q[first], k=1)
-        dist[first], idx[first] = d_e[:, 0], i_e[:, 0]
-        best = float(d_e.max())
-        rest = order[first.size:]
-        rest = rest[upper[rest] > best]
-        if rest.size:
-            d_e, i_e = self._exact.query(q[rest], k=1)
-            dist[rest], idx[rest] = d_e[:, 0], i_e[:, 0]
-        return int(first.size + rest.size)
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         q = _as_queries(query, self.dim)[0]
@@ -569,6 +584,12 @@ class HnswSearch:
             return _direct_distances(q, self._exact.bank[r])
         vec = np.asarray(self.index.get_items(r), dtype=np.float32)
         return _direct_distances(q, vec)
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        r = np.asarray(rows)
+        if self._exact is not None:
+            return self._exact.bank[r]
+        return np.asarray(self.index.get_items(r.reshape(-1)), dtype=np.float32).reshape(*r.shape, self.dim)
 
 
 def build_hnsw_index(bank: np.ndarray, path: str | Path, *, M: int = DEFAULT_HNSW_PARAMS["M"],
@@ -594,10 +615,14 @@ def build_hnsw_index(bank: np.ndarray, path: str | Path, *, M: int = DEFAULT_HNS
 # selection
 
 
-def choose_backend(bank_rows: int, has_index: bool) -> str:
-    """Backend for ``backend="auto"``: "hnsw" only when an index exists and the bank has more than
-    :data:`EXACT_HNSW_CROSSOVER` rows, else "exact"."""
-    return "hnsw" if has_index and int(bank_rows) > EXACT_HNSW_CROSSOVER else "exact"
+def choose_backend(bank_rows: int, has_index: bool, int8_bank: bool = True) -> str:
+    """Backend for ``backend="auto"``: "hnsw" when an index exists and the bank has more than
+    :data:`HNSW_CROSSOVER` rows; else "int8" (:class:`edgead.scorer.int8_search.Int8Search`) for
+    a bank stored as int8 (export's default), "exact" for a float16/float32 bank (older
+    artifacts: int8 would first quantize it and move their calibrated scores a little)."""
+    if has_index and int(bank_rows) > HNSW_CROSSOVER:
+        return "hnsw"
+    return "int8" if int8_bank else "exact"
 
 
 def _hnsw_kwargs(hnsw_params: dict | None) -> dict:
@@ -617,26 +642,33 @@ def _hnsw_kwargs(hnsw_params: dict | None) -> dict:
 
 
 def make_search(bank: np.ndarray, backend: str = "auto", index_path: str | Path | None = None,
-                hnsw_params: dict | None = None, threads: int = 1) -> NearestNeighbourSearch:
+                hnsw_params: dict | None = None, threads: int = 1,
+                quantized: tuple | None = None) -> NearestNeighbourSearch:
     """Build the search backend for ``bank``.
 
-    ``backend``: "exact", "hnsw" or "auto" (see :func:`choose_backend`; an index counts as
-    present when ``index_path`` is given).  "hnsw" without ``index_path`` builds the index in
+    ``backend``: "int8", "exact", "hnsw" or "auto" (see :func:`choose_backend`; an index counts
+    as present when ``index_path`` is given).  "hnsw" without ``index_path`` builds the index in
     memory (logged: slow for a large bank on a Pi).  ``hnsw_params`` is the manifest dict from
     :func:`build_hnsw_index` (``ef_search`` may be overridden there; M / ef_construction /
-    seed only matter when building).  ``threads`` applies to hnsw queries; the exact backend's
-    BLAS threads are process-wide (set OPENBLAS_NUM_THREADS before numpy is imported).
+    seed only matter when building).  ``threads`` applies to hnsw queries and the int8 GEMM; the
+    exact backend's BLAS threads are process-wide (set OPENBLAS_NUM_THREADS before numpy is
+    imported, or edgead.threads.limit_threads).  ``quantized``: the bank's stored int8 form
+    (codes, scale, mean), used by the int8 backend instead of quantizing ``bank`` again.
     """
     choice = str(backend).strip().lower() if isinstance(backend, str) else backend
-    if choice not in ("auto", "exact", "hnsw"):
+    if choice not in BACKENDS:
         raise ConfigError(f"unknown nearest-neighbour backend {backend!r}: "
-                          f"expected 'auto', 'exact' or 'hnsw'")
+                          f"expected one of {', '.join(repr(b) for b in BACKENDS)}")
     params = _hnsw_kwargs(hnsw_params)
     rows = int(np.shape(bank)[0]) if np.ndim(bank) >= 1 else 0
     if choice == "auto":
-        choice = choose_backend(rows, index_path is not None)
+        choice = choose_backend(rows, index_path is not None, quantized is not None)
     if choice == "exact":
         return ExactSearch(bank)
+    if choice == "int8":
+        from edgead.scorer.int8_search import Int8Search
+
+        return Int8Search(None if quantized is not None else bank, quantized=quantized, threads=threads)
     if index_path is None:
         log.warning("no HNSW index in the artifact: building one for %d bank rows at start-up "
                     "(M=%d, ef_construction=%d)", rows, params["M"], params["ef_construction"])

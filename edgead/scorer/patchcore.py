@@ -23,15 +23,19 @@ class PatchCoreScorer:
     method = "patchcore"
 
     def __init__(self, bank: np.ndarray, *, num_neighbors: int = 9, backend: str = "auto",
-                 index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1):
-        # one float32 copy, shared with the search (ExactSearch takes a float32 bank as a view), so
-        # the stored float16 array can be freed: one bank in memory instead of two
+                 index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1,
+                 quantized: tuple | None = None):
+        """``quantized``: the int8 (codes, scale, mean) the bank was stored as, if it was
+        (edgead.scorer.bank_store); the int8 search then multiplies with them as they are."""
+        # the search holds the bank (a float32 view for exact/hnsw, only the int8 codes for int8):
+        # the caller's arrays can be freed, one bank in memory
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.search: NearestNeighbourSearch = make_search(
-            bank, backend=backend, index_path=index_path, hnsw_params=hnsw_params, threads=threads
+            bank, backend=backend, index_path=index_path, hnsw_params=hnsw_params, threads=threads,
+            quantized=quantized,
         )
-        self.bank = bank
         self.bank_rows = int(bank.shape[0])
+        del bank
         self.num_neighbors = max(1, min(int(num_neighbors), self.bank_rows))
 
     def patch_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,7 +54,7 @@ class PatchCoreScorer:
         if self.num_neighbors == 1:
             return s_star
         m_star = int(nn_index[i_star])
-        _, support = self.search.query(self.bank[m_star : m_star + 1], k=self.num_neighbors)
+        _, support = self.search.query(self.search.vectors(np.array([m_star])), k=self.num_neighbors)
         support = support[0]
         # m* first (it is its own nearest neighbour unless duplicates tie)
         support = np.concatenate(([m_star], support[support != m_star]))[: self.num_neighbors]

@@ -64,7 +64,7 @@ class ModelConfig(_Section):
     path: Path | None = Field(None, description="artifact directory (required to serve)")
     precision: Literal["auto", "int8", "fp32"] = "auto"
     threads: int = Field(1, ge=1, le=64, description="onnxruntime/search threads")
-    search: Literal["auto", "exact", "hnsw"] = "auto"
+    search: Literal["auto", "int8", "exact", "hnsw"] = "auto"
     threshold: float | None = Field(None, gt=0, description="override the artifact's threshold")
     reload_roots: list[Path] = Field(default_factory=list,
                                      description="where POST /model/reload may load from (default: the model's parent)")

@@ -1,0 +1,68 @@
+"""The PatchCore memory bank on disk.
+
+* ``int8`` (export's default): ``memory.q8.npz`` with ``codes`` int8 (N, D), ``scale`` float32
+  (N,) and ``mean`` float32 (D,): ``bank = mean + scale[:, None] * codes``
+  (:func:`edgead.scorer.int8_search.quantize_bank`).  A quarter of float32, half of float16, and
+  exactly what the int8 search multiplies with, so nothing is re-quantized at load.  The
+  dequantized bank *is* the model: export fits thresholds and checks parity on it.
+* ``float16`` / ``float32``: ``memory.npy`` (older artifacts and the demo model are float16).
+
+Tiled artifacts with one bank per tile position add ``.t<i>`` before the suffix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgead.errors import ArtifactError
+from edgead.scorer.int8_search import dequantize_bank, quantize_bank
+
+BANK_DTYPES = ("int8", "float16", "float32")
+
+
+def bank_file(dtype: str, tag: str = "") -> str:
+    """File name of a bank stored as ``dtype`` (``tag``: "" or ".t<i>")."""
+    if dtype not in BANK_DTYPES:
+        raise ValueError(f"bank dtype {dtype!r}: expected one of {', '.join(BANK_DTYPES)}")
+    return f"memory{tag}.q8.npz" if dtype == "int8" else f"memory{tag}.npy"
+
+
+def save_bank(directory: Path, bank: np.ndarray, dtype: str, tag: str = "") -> tuple[str, np.ndarray]:
+    """Write ``bank`` (float (N, D)) as ``dtype``; return (file name, the float32 bank the runtime
+    will load from it), so that the caller fits on exactly what will be served."""
+    name = bank_file(dtype, tag)
+    if dtype == "int8":
+        codes, scale, mean = quantize_bank(bank)
+        with open(Path(directory) / name, "wb") as f:
+            np.savez(f, codes=codes, scale=scale, mean=mean)
+        return name, dequantize_bank(codes, scale, mean)
+    stored = np.asarray(bank).astype(dtype)
+    np.save(Path(directory) / name, stored)
+    return name, stored.astype(np.float32)
+
+
+def load_bank(directory: Path, names: set[str] | dict, tag: str = "") -> tuple[np.ndarray, tuple | None]:
+    """The bank of an artifact directory -> (float32 (N, D), (codes, scale, mean) or None).
+    ``names``: the artifact's file names (the manifest's ``files``) to pick the format from."""
+    q8, npy = Path(directory) / bank_file("int8", tag), Path(directory) / bank_file("float16", tag)
+    if q8.name in names:
+        try:
+            with np.load(q8, allow_pickle=False) as z:
+                codes, scale, mean = z["codes"], z["scale"], z["mean"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"{q8}: unreadable memory bank ({exc})") from None
+        if codes.dtype != np.int8 or codes.ndim != 2 or scale.shape != (codes.shape[0],) \
+                or mean.shape != (codes.shape[1],):
+            raise ArtifactError(f"{q8}: memory bank arrays do not fit together "
+                                f"(codes {codes.dtype} {codes.shape}, scale {scale.shape}, mean {mean.shape})")
+        quantized = (codes, scale.astype(np.float32), mean.astype(np.float32))
+        return dequantize_bank(*quantized), quantized
+    if npy.name not in names:
+        raise ArtifactError(f"{directory}: the manifest lists no memory bank ({q8.name} or {npy.name})")
+    try:
+        bank = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{npy}: unreadable array ({exc})") from None
+    return np.ascontiguousarray(bank, dtype=np.float32), None

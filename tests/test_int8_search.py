@@ -1,0 +1,121 @@
+"""Int8 nearest-neighbour search (edgead.scorer.int8_search) and its protobuf writer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgead.scorer import onnx_proto
+from edgead.scorer.int8_search import Int8Search, _gemm_model, dequantize_bank, quantize_bank
+from edgead.scorer.nn_search import ExactSearch, NearestNeighbourSearch, make_search
+
+
+def features(rng: np.random.Generator, n: int, d: int = 48) -> np.ndarray:
+    """Non-negative, clustered, like post-ReLU6 CNN patch features."""
+    centres = rng.gamma(0.8, 1.0, size=(10, d)) * 2.0
+    return np.maximum(centres[rng.integers(0, 10, n)] + 0.5 * rng.standard_normal((n, d)), 0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(quantized bank, the float32 bank it stands for, queries)."""
+    rng = np.random.default_rng(7)
+    raw = features(rng, 3000)
+    quantized = quantize_bank(raw)
+    bank = dequantize_bank(*quantized)
+    q = raw[rng.integers(0, len(raw), 500)] + 0.3 * rng.standard_normal((500, raw.shape[1])).astype(np.float32)
+    q[:4] += 6.0  # far-off "defect" patches: the image score
+    return quantized, bank, q.astype(np.float32)
+
+
+def test_quantize_round_trip(data):
+    rng = np.random.default_rng(3)
+    raw = features(rng, 500)
+    codes, scale, mean = quantize_bank(raw)
+    assert codes.dtype == np.int8 and scale.shape == (len(raw),) and mean.shape == (raw.shape[1],)
+    assert np.abs(codes.astype(int)).max() == 127  # the range is used
+    err = np.abs(dequantize_bank(codes, scale, mean) - raw)
+    assert (err <= scale[:, None] / 2 + 1e-5).all()  # half a step at most
+    # a constant row has no range: scale 1, codes 0, dequantized exactly to the mean
+    codes, scale, mean = quantize_bank(np.ones((3, 4), np.float32))
+    assert (codes == 0).all() and np.allclose(dequantize_bank(codes, scale, mean), 1.0)
+
+
+@pytest.mark.parametrize("block_rows", [700, 1024, 5000])  # several blocks (last one short), one block
+def test_same_answers_as_exact(data, block_rows):
+    quantized, bank, q = data
+    exact, int8 = ExactSearch(bank), Int8Search(None, quantized=quantized, block_rows=block_rows)
+    assert isinstance(int8, NearestNeighbourSearch) and int8.name == "int8"
+    d_e, i_e = exact.query(q)
+    d_8, i_8 = int8.query(q)
+    assert d_8.shape == (len(q), 1) and i_8.dtype == np.int64
+    # every distance is the float32 distance to the row returned (an upper bound of the true one)
+    direct = np.linalg.norm(q - bank[i_8[:, 0]], axis=1)
+    np.testing.assert_allclose(d_8[:, 0], direct, rtol=1e-5)
+    assert (d_8[:, 0] >= d_e[:, 0] * (1 - 1e-6)).all()
+    # near-ties at most: nearly every neighbour is the exact one, distances within 2 %
+    assert np.mean(i_8[:, 0] == i_e[:, 0]) > 0.9
+    assert np.max(d_8[:, 0] / d_e[:, 0]) < 1.02
+    # the image score (largest distance) and its neighbour are certified exactly
+    top = int(np.argmax(d_e[:, 0]))
+    assert float(d_8.max()) == pytest.approx(float(d_e.max()), rel=1e-6)
+    assert int(i_8[top, 0]) == int(i_e[top, 0])
+    assert int8.last_refined >= 1 and 1 <= int8.last_candidates < len(bank) // 10
+
+
+def test_certified_on_near_ties():
+    """Queries half-way between two rows, and duplicate rows: the max must still be exact."""
+    rng = np.random.default_rng(11)
+    raw = features(rng, 400, d=16)
+    raw[200:] = raw[:200] + 0.01 * rng.standard_normal((200, 16)).astype(np.float32)  # near-duplicates
+    quantized = quantize_bank(raw)
+    bank = dequantize_bank(*quantized)
+    q = 0.5 * (bank[rng.integers(0, 400, 300)] + bank[rng.integers(0, 400, 300)])
+    int8, exact = Int8Search(None, quantized=quantized), ExactSearch(bank)
+    for chunk in np.array_split(q, 10):
+        assert float(int8.query(chunk)[0].max()) == pytest.approx(float(exact.query(chunk)[0].max()), rel=1e-6)
+
+
+def test_knn_vectors_and_distances_to(data):
+    quantized, bank, q = data
+    int8, exact = Int8Search(None, quantized=quantized), ExactSearch(bank)
+    d8, i8 = int8.query(bank[5:6], k=9)
+    de, ie = exact.query(bank[5:6], k=9)
+    np.testing.assert_array_equal(i8, ie)
+    np.testing.assert_allclose(d8, de, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(int8.vectors(np.array([3, 7])), bank[[3, 7]])
+    np.testing.assert_allclose(int8.distances_to(q[0], i8[0]), exact.distances_to(q[0], ie[0]), rtol=1e-6)
+    with pytest.raises(ValueError):
+        int8.query(q[:, :10])
+    with pytest.raises(ValueError):
+        int8.query(q, k=0)
+
+
+def test_make_search_int8(data):
+    quantized, bank, q = data
+    s = make_search(bank, "INT8", quantized=quantized, threads=1)
+    assert isinstance(s, Int8Search)
+    assert make_search(bank, "auto", quantized=quantized).name == "int8"  # an int8 bank: int8 search
+    assert float(s.query(q)[0].max()) == pytest.approx(float(ExactSearch(bank).query(q)[0].max()), rel=1e-6)
+    # a float bank given alone is quantized at load: its scores move by the quantization error only
+    raw = make_search(bank, "int8")
+    assert float(raw.query(q)[0].max()) == pytest.approx(float(ExactSearch(bank).query(q)[0].max()), rel=1e-2)
+
+
+def test_protobuf_is_valid_onnx(data):
+    onnx = pytest.importorskip("onnx")
+    quantized, _, _ = data
+    codes, scale = quantized[0][:64], quantized[1][:64]
+    model = onnx.load_from_string(_gemm_model(codes, scale, -np.ones(64, np.float32)))
+    onnx.checker.check_model(model)
+    node = model.graph.node[0]
+    assert (node.op_type, node.domain, list(node.input)) == (
+        "DynamicQuantizeMatMul", "com.microsoft", ["A", "B", "B_scale", "", "bias"])
+    b = onnx.numpy_helper.to_array(model.graph.initializer[0])
+    np.testing.assert_array_equal(b, codes.T)
+    assert [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == ["Q", 48]
+
+
+def test_varint_negative_and_large():
+    assert onnx_proto._varint(300) == b"\xac\x02"
+    assert len(onnx_proto._varint(-1)) == 10  # int64 -1: ten bytes, as protobuf encodes it
