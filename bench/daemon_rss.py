@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Memory of the real daemon while serving: start `edgead serve`, POST N images to /score,
-read VmRSS / VmHWM from /proc/PID/status (Linux), stop it.
+read VmRSS / VmHWM / RssAnon / RssFile from /proc/PID/status (Linux), stop it.
 
     python bench/daemon_rss.py --model MODEL_DIR --images DIR [--n 200] [--threads 1] [--json]
 
@@ -32,12 +32,13 @@ CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg
 
 
 def proc_memory(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of ``pid`` in MiB."""
+    """VmRSS, VmHWM, RssAnon (private: heap, arenas, arrays) and RssFile (mapped library code,
+    clean pages the kernel can drop and re-read) of ``pid`` in MiB."""
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[key] = int(value.split()[0]) / 1024
     return out
 
@@ -96,8 +97,9 @@ def main() -> int:
     latencies.sort()
     report = {"model": str(args.model), "requests": args.n, "rejects_stored": rejects, "threads": args.threads,
               "rss_idle_mib": idle["VmRSS"], "rss_serving_mib": serving["VmRSS"], "peak_rss_mib": serving["VmHWM"],
+              "rss_anon_serving_mib": serving.get("RssAnon"), "rss_file_serving_mib": serving.get("RssFile"),
               "inference_ms_p50": latencies[len(latencies) // 2]}
-    print(json.dumps(report) if args.json else "\n".join(f"{k:<18} {v}" for k, v in report.items()))
+    print(json.dumps(report) if args.json else "\n".join(f"{k:<21} {v}" for k, v in report.items()))
     return 0
 
 

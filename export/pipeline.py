@@ -148,8 +148,8 @@ def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndar
 
 
 def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
-    from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index
     from edgead.scorer.hnsw_file import strip_vectors
+    from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index, choose_backend
 
     cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // len(groups))
     patches = sum(f.shape[0] * f.shape[2] * f.shape[3] for _, f in groups)
@@ -177,6 +177,11 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
             strip_vectors(writer.path(files["index"]), bank)  # the bank is in its own file already
             pc["hnsw_file"] = "links-only"
     manifest["bank_size"] = int(rows)
+    per_bank = rows // len(groups)
+    pc["search"] = {"auto": choose_backend(per_bank, "hnsw" in pc, cfg.bank_dtype == "int8"),
+                    "hnsw_crossover_rows": HNSW_CROSSOVER}
+    log(f"nearest-neighbour search (auto): {pc['search']['auto']} ({per_bank} rows per bank; hnsw above "
+        f"{HNSW_CROSSOVER} rows, measured crossover)")
 
 
 def _write_padim(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:

@@ -119,3 +119,15 @@ def test_protobuf_is_valid_onnx(data):
 def test_varint_negative_and_large():
     assert onnx_proto._varint(300) == b"\xac\x02"
     assert len(onnx_proto._varint(-1)) == 10  # int64 -1: ten bytes, as protobuf encodes it
+
+
+def test_large_frames_go_in_chunks(data):
+    quantized, bank, _ = data
+    rng = np.random.default_rng(5)
+    q = (bank[rng.integers(0, len(bank), 2500)] + 0.3 * rng.standard_normal((2500, bank.shape[1]))).astype(np.float32)
+    int8, exact = Int8Search(None, quantized=quantized), ExactSearch(bank)
+    d8, i8 = int8.query(q)
+    de, ie = exact.query(q)
+    assert d8.shape == (2500, 1) and np.mean(i8 == ie) > 0.9
+    assert float(d8.max()) == pytest.approx(float(de.max()), rel=1e-6)
+    assert int8._out.size <= 1024 * int8.block_rows  # the scratch did not grow with the frame
