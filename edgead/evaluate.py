@@ -70,7 +70,7 @@ def evaluate(model: InspectionModel, root: str | Path, progress: bool = False) -
             pass
     for item in iterator:
         image = read_image(item.path)
-        res = model.score(image, with_map=has_masks)
+        res = model.score(image, with_map=has_masks, defer_map=False)  # every map is read
         scores.append(res.score)
         latencies.append(res.timings_ms["total"])
         if has_masks:

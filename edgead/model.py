@@ -160,11 +160,21 @@ class InspectionModel:
     def score_features(self, feats: np.ndarray, with_map: bool = True,
                        lazy: bool = False) -> tuple[float, np.ndarray | Callable | None, dict]:
         """Patch features (tiles, D, h, w) or (D, h, w) -> (image score = max over tiles,
-        anomaly maps at input size (tiles, H, W) or None, timings).  ``lazy``: PatchCore returns
-        a function that computes the maps instead (the score does not need them)."""
+        anomaly maps at input size (tiles, H, W) or None, timings).  ``lazy``: PatchCore scores
+        with :meth:`PatchCoreScorer.image_score_only` and returns a function that computes the
+        maps instead (they need every patch's nearest neighbour, the score does not)."""
         feats = feats[None] if feats.ndim == 3 else feats
         t0 = time.perf_counter()
-        if isinstance(self.scorer, PatchCoreScorer):
+        patchcore = isinstance(self.scorer, PatchCoreScorer)
+        if patchcore and lazy and hasattr(self.scorer.search, "max_nn"):
+            # the decision needs the image score only: the largest patch distance, certified
+            # without searching every patch; the maps (every patch searched) wait until asked for
+            scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
+            results = [s.image_score_only(f) for s, f in zip(scorers, feats)]
+            score = max(r[0] for r in results)
+            t1 = t0 + sum(r[1] for r in results) / 1e3  # search time; the rest is the reweighting
+            maps = (lambda: self._maps([t[1] for t in self._patchcore_tiles(feats)])) if with_map else None
+        elif patchcore:
             tiles = self._patchcore_tiles(feats)
             t1 = time.perf_counter()
             score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
@@ -179,12 +189,17 @@ class InspectionModel:
         t2 = time.perf_counter()
         return score, maps, {"search": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
 
-    def score(self, image: np.ndarray, with_map: bool = True) -> ScoreResult:
-        """Score one frame (BGR uint8 HxWx3 or grey HxW, any size)."""
+    def score(self, image: np.ndarray, with_map: bool = True, defer_map: bool = True) -> ScoreResult:
+        """Score one frame (BGR uint8 HxWx3 or grey HxW, any size).
+
+        ``defer_map`` (default): the decision comes first and the map is computed when
+        ``result.anomaly_map`` is first read -- right for a daemon that keeps the maps of rejects
+        and a sample of goods.  ``defer_map=False`` when every map will be read anyway (eval,
+        an explicit heatmap request): one full search serves both the score and the map."""
         with self._lock:
             t_start = time.perf_counter()
             feats, geometries, timings = self.features(image)
-            score, maps, score_timings = self.score_features(feats, with_map, lazy=True)
+            score, maps, score_timings = self.score_features(feats, with_map, lazy=defer_map)
             timings.update(score_timings)
             timings["total"] = (time.perf_counter() - t_start) * 1e3
         merge = self.tiling.merge
@@ -194,11 +209,12 @@ class InspectionModel:
             return self.decision.result(score, None, timings, map_fn=lambda: merge_maps(maps(), geometries, merge))
         return self.decision.result(score, merge_maps(maps, geometries, merge), timings)
 
-    def score_bytes(self, data: bytes, with_map: bool = True, name: str = "upload") -> ScoreResult:
+    def score_bytes(self, data: bytes, with_map: bool = True, name: str = "upload",
+                    defer_map: bool = True) -> ScoreResult:
         t0 = time.perf_counter()
         image = decode_image(data, name)
         decode_ms = (time.perf_counter() - t0) * 1e3
-        result = self.score(image, with_map=with_map)
+        result = self.score(image, with_map=with_map, defer_map=defer_map)
         result.timings_ms = {"decode": decode_ms, **result.timings_ms, "total": result.timings_ms["total"] + decode_ms}
         return result
 

@@ -78,7 +78,7 @@ class FakeModel:
             raise ConfigError(f"threshold {value}: must be a positive finite number")
         self._threshold = float(value)
 
-    def score(self, image: np.ndarray, with_map: bool = True) -> ScoreResult:
+    def score(self, image: np.ndarray, with_map: bool = True, defer_map: bool = True) -> ScoreResult:
         if self.gate is not None:
             self.gate.wait(30)
         self.calls += 1

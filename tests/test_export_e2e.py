@@ -226,3 +226,19 @@ def test_anomaly_map_is_computed_after_the_decision(model_dir, synthetic_images)
     assert score == pytest.approx(r.score)
     none = model.score(img, with_map=False)
     assert not none.has_map and none.anomaly_map is None
+
+
+def test_decision_path_score_equals_the_full_search(model_dir, synthetic_images, monkeypatch):
+    """The image score from max_nn (prefix bounds + certified maximum) is the full search's."""
+    from edgead.images import read_image
+    from edgead.scorer import int8_search
+
+    monkeypatch.setattr(int8_search, "DEFAULT_BLOCK_ROWS", 32)  # many blocks even for the small bank
+    model = load_model(model_dir)
+    assert model.search_backend == "int8" and len(model.scorer.search._blocks) > 2
+    for path in synthetic_images["good"][:3] + synthetic_images["bad"][:3]:
+        img = read_image(path)
+        fast = model.score(img)
+        full_score, _, _ = model.score_features(model.features(img)[0], with_map=False)
+        assert fast.score == pytest.approx(full_score, rel=1e-6)
+        assert fast.anomaly_map.shape == img.shape[:2]

@@ -131,3 +131,22 @@ def test_large_frames_go_in_chunks(data):
     assert d8.shape == (2500, 1) and np.mean(i8 == ie) > 0.9
     assert float(d8.max()) == pytest.approx(float(de.max()), rel=1e-6)
     assert int8._out.size <= 1024 * int8.block_rows  # the scratch did not grow with the frame
+
+
+@pytest.mark.parametrize("outliers", [0, 3])  # a good frame (many near-maxima) and a defect frame
+def test_max_nn_is_the_exact_maximum(data, outliers):
+    quantized, bank, _ = data
+    rng = np.random.default_rng(outliers)
+    int8 = Int8Search(None, quantized=quantized, block_rows=256)  # 12 blocks: the prefix path
+    exact = ExactSearch(bank)
+    for _ in range(5):
+        q = (bank[rng.integers(0, len(bank), 400)] + 0.4 * rng.standard_normal((400, bank.shape[1]))).astype(np.float32)
+        q[:outliers] += 5.0
+        d_e, i_e = exact.query(q)
+        i, d, j = int8.max_nn(q)
+        top = int(np.argmax(d_e[:, 0]))
+        assert d == pytest.approx(float(d_e[top, 0]), rel=1e-6)
+        assert (i, j) == (top, int(i_e[top, 0]))
+    small = Int8Search(None, quantized=quantized)  # two blocks or fewer: the full search
+    i, d, j = small.max_nn(q)
+    assert d == pytest.approx(float(d_e.max()), rel=1e-6)

@@ -45,11 +45,17 @@ from edgead.scorer.nn_search import (
 # ms on a loaded machine), so the smallest scratch wins.
 DEFAULT_BLOCK_ROWS = 1024
 
+# max_nn: blocks of the bank (greedy k-center order: its first rows cover the rest) that give every
+# query an upper bound before the exact search of the few that can hold the maximum.
+_PREFIX_BLOCKS = 1
+
 # Queries per int8 GEMM call: one 224 px frame (784 patches) in one go, larger frames in chunks.
 _QUERY_CHUNK = 1024
 
-# Queries certified per round (the largest distances first); one round almost always suffices.
+# Queries certified in the first round (the largest distances first; with full-bank bounds one
+# round almost always suffices), then up to this many per round (the bounds of max_nn are looser).
 _CERTIFY_BATCH = 4
+_CERTIFY_MAX_BATCH = 64
 
 
 def quantize_bank(bank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +102,7 @@ class Int8Search:
     name = "int8"
 
     def __init__(self, bank: np.ndarray | None, *, quantized: tuple | None = None, threads: int = 1,
-                 block_rows: int = DEFAULT_BLOCK_ROWS):
+                 block_rows: int | None = None):
         import onnxruntime as ort
 
         from edgead.backbone import session_options
@@ -116,7 +122,7 @@ class Int8Search:
         self._half_norms = 0.5 * np.einsum("ij,ij->i", approx, approx, dtype=np.float32)
         self._l1 = np.abs(approx).sum(axis=1)  # ||m_j - mean||_1: the GEMM's error bound per unit step
         del approx
-        self.block_rows = max(1, int(block_rows))
+        self.block_rows = max(1, int(DEFAULT_BLOCK_ROWS if block_rows is None else block_rows))
         opts = session_options(threads)
         # no per-session arena: each block writes into self._out (io binding), nothing to cache
         opts.enable_cpu_mem_arena = False
@@ -147,26 +153,73 @@ class Int8Search:
             self.last_refined = self._certify_max(q, dist, idx)
         return dist[:, None], idx[:, None]
 
-    def _scores(self, a: np.ndarray):
+    def max_nn(self, queries: np.ndarray) -> tuple[int, float, int]:
+        """(i, d, j): the query whose nearest-neighbour distance is the largest, that distance and
+        the neighbour row -- exactly as from :meth:`query`, without searching every query
+        against the whole bank (the PatchCore image score; the anomaly map needs :meth:`query`).
+
+        Upper bounds first: every query against the first block only (an export's bank is in
+        greedy k-center order, so its first rows cover the rest; any rows give valid bounds).
+        The few queries with the largest bounds are searched exactly; queries whose bound still
+        exceeds that distance meet the other blocks one by one, dropping out as soon as a block
+        brings their bound below it; the largest of any left is certified exactly.
+        Small banks (up to two blocks) take :meth:`query`.
+        """
+        q = _as_queries(queries, self.dim)
+        if q.shape[0] == 0:
+            raise ValueError("max_nn needs at least one query")
+        if len(self._blocks) <= 2:
+            dist, idx = self.query(q)
+            i = int(np.argmax(dist[:, 0]))
+            return i, float(dist[i, 0]), int(idx[i, 0])
+        with self._lock:
+            prefix = self._blocks[:_PREFIX_BLOCKS]
+            idx = np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK], prefix)
+                                  for s in range(0, len(q), _QUERY_CHUNK)])
+            upper = _direct_distances(q, self.vectors(idx))
+            top = np.argsort(-upper, kind="stable")[:_CERTIFY_BATCH]
+            d, j = self._exact_nn(q[top])
+            best = int(np.argmax(d[:, 0]))
+            i_star, d_star, j_star = int(top[best]), float(d[best, 0]), int(j[best, 0])
+            upper[top] = d[:, 0]
+            rest = np.flatnonzero(upper > d_star)  # the only queries that may still beat it
+            self.last_refined = len(top)
+            for block in self._blocks[_PREFIX_BLOCKS:]:  # tighten their bounds block by block
+                if not rest.size:
+                    break
+                b_idx = self._argmin(q[rest], [block])
+                b_dist = _direct_distances(q[rest], self.vectors(b_idx))
+                closer = b_dist < upper[rest]
+                upper[rest[closer]], idx[rest[closer]] = b_dist[closer], b_idx[closer]
+                rest = rest[upper[rest] > d_star]
+            if rest.size:  # still above: certify the largest of them exactly
+                r_dist, r_idx = upper[rest], idx[rest]
+                self.last_refined += self._certify_max(q[rest], r_dist, r_idx)
+                k = int(np.argmax(r_dist))
+                if r_dist[k] > d_star:
+                    i_star, d_star, j_star = int(rest[k]), float(r_dist[k]), int(r_idx[k])
+        return i_star, d_star, j_star
+
+    def _scores(self, a: np.ndarray, blocks: list | None = None):
         """Per block: (first row, (Q, rows) approximate q.m_j - 0.5 ||m_j||^2) for centred queries
         ``a``.  The array is a view of one scratch buffer, overwritten by the next block."""
         n = a.shape[0]
         if self._out.size < n * self.block_rows:
             self._out = np.empty(n * self.block_rows, np.float32)
-        for c0, c1, sess, binding in self._blocks:
+        for c0, c1, sess, binding in self._blocks if blocks is None else blocks:
             out = self._out[: n * (c1 - c0)].reshape(n, c1 - c0)
             binding.bind_cpu_input("A", a)
             binding.bind_output("Y", "cpu", 0, np.float32, out.shape, out.ctypes.data)
             sess.run_with_iobinding(binding)
             yield c0, out
 
-    def _argmin(self, q: np.ndarray) -> np.ndarray:
+    def _argmin(self, q: np.ndarray, blocks: list | None = None) -> np.ndarray:
         a = np.ascontiguousarray(q - self.mean)
         n = a.shape[0]
         ar = np.arange(n)
         best_v = np.full(n, -np.inf, dtype=np.float32)
         best_i = np.zeros(n, dtype=np.int64)
-        for c0, y in self._scores(a):
+        for c0, y in self._scores(a, blocks):
             arg = y.argmax(axis=1)
             val = y[ar, arg]
             better = val > best_v
@@ -208,17 +261,16 @@ class Int8Search:
         of queries measured exactly.  ``dist`` are distances to real rows: upper bounds of the
         true ones, so once the best exact distance exceeds every other upper bound it is the max."""
         order = np.argsort(-dist, kind="stable")
-        done = 0
-        best = -np.inf
-        while done < len(order):
-            todo = order[done: done + _CERTIFY_BATCH]
-            if dist[todo[0]] <= best:
-                break
+        done, refined, best, batch = 0, 0, -np.inf, _CERTIFY_BATCH
+        while done < len(order) and dist[order[done]] > best:
+            todo = order[done: done + batch]
+            todo = todo[dist[todo] > best]  # the rest of this batch cannot beat ``best`` any more
             d, i = self._exact_nn(q[todo])
             dist[todo], idx[todo] = d[:, 0], i[:, 0]
-            best = max(best, float(dist[todo].max()))
-            done += len(todo)
-        return done
+            best = max(best, float(d.max()))
+            done, refined = done + batch, refined + len(todo)
+            batch = _CERTIFY_MAX_BATCH  # after the first round: every query still above ``best``
+        return refined
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Bank rows as float32 (len(rows), D), dequantized exactly as the artifact defines them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,28 @@ class PatchCoreScorer:
         memory-bank neighbours of m* (the bank row nearest to the most anomalous patch)."""
         flat = patch_dist.reshape(-1)
         i_star = int(np.argmax(flat))
-        s_star = float(flat[i_star])
+        return self._reweighted(patches, i_star, float(flat[i_star]), int(nn_index[i_star]))
+
+    def image_score_only(self, features: np.ndarray) -> tuple[float, float]:
+        """features (D, h, w) -> (the same image score as :meth:`image_score`, ms spent searching),
+        without every patch's distance where the search can certify the largest one alone
+        (int8 search: ``max_nn``); the anomaly map then needs :meth:`patch_scores`."""
+        d, h, w = features.shape
+        patches = np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
+        t0 = time.perf_counter()
+        max_nn = getattr(self.search, "max_nn", None)
+        if max_nn is None:
+            dist, idx = self.search.query(patches, k=1)
+            i_star = int(np.argmax(dist[:, 0]))
+            s_star, m_star = float(dist[i_star, 0]), int(idx[i_star, 0])
+        else:
+            i_star, s_star, m_star = max_nn(patches)
+        search_ms = (time.perf_counter() - t0) * 1e3
+        return self._reweighted(patches, i_star, s_star, m_star), search_ms
+
+    def _reweighted(self, patches: np.ndarray, i_star: int, s_star: float, m_star: int) -> float:
         if self.num_neighbors == 1:
             return s_star
-        m_star = int(nn_index[i_star])
         _, support = self.search.query(self.search.vectors(np.array([m_star])), k=self.num_neighbors)
         support = support[0]
         # m* first (it is its own nearest neighbour unless duplicates tie)

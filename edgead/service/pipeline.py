@@ -94,7 +94,9 @@ class Inspector:
                 image = decode_image(job.data, job.name)
                 timings["decode"] = (time.perf_counter() - t0) * 1e3
                 reference, ts, source = job.received, job.received_wall, job.name
-            result = model.score(image, with_map=self._wants_map(job))
+            # a heatmap asked for is needed anyway: one search for score and map; otherwise the
+            # decision (and the reject pulse) first, the map only if the log keeps this frame
+            result = model.score(image, with_map=self._wants_map(job), defer_map=not job.heatmap)
         except Exception as exc:
             self.metrics.errors.labels(_error_kind(exc)).inc()
             raise
