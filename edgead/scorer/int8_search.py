@@ -45,9 +45,11 @@ from edgead.scorer.nn_search import (
 # ms on a loaded machine), so the smallest scratch wins.
 DEFAULT_BLOCK_ROWS = 1024
 
-# max_nn: blocks of the bank (greedy k-center order: its first rows cover the rest) that give every
-# query an upper bound before the exact search of the few that can hold the maximum.
-_PREFIX_BLOCKS = 1
+# max_nn: the first block, about 1/_PREFIX_SHARE of the bank (its first rows in greedy k-center
+# order cover the rest), gives every query an upper bound before the exact search of the few that
+# can hold the maximum.
+_PREFIX_SHARE = 8
+_PREFIX_MIN_ROWS = 128
 
 # Queries per int8 GEMM call: one 224 px frame (784 patches) in one go, larger frames in chunks.
 _QUERY_CHUNK = 1024
@@ -127,8 +129,10 @@ class Int8Search:
         # no per-session arena: each block writes into self._out (io binding), nothing to cache
         opts.enable_cpu_mem_arena = False
         self._blocks = []
-        for c0 in range(0, self.rows, self.block_rows):
-            c1 = min(self.rows, c0 + self.block_rows)
+        # the first block is max_nn's prefix: about 1/PREFIX_SHARE of the bank (greedy order)
+        prefix = min(self.block_rows, max(_PREFIX_MIN_ROWS, self.rows // _PREFIX_SHARE))
+        starts = [0] + list(range(prefix, self.rows, self.block_rows))
+        for c0, c1 in zip(starts, starts[1:] + [self.rows]):
             model = _gemm_model(codes[c0:c1], np.ascontiguousarray(scale[c0:c1], dtype=np.float32),
                                 -self._half_norms[c0:c1])
             sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -163,17 +167,17 @@ class Int8Search:
         The few queries with the largest bounds are searched exactly; queries whose bound still
         exceeds that distance meet the other blocks one by one, dropping out as soon as a block
         brings their bound below it; the largest of any left is certified exactly.
-        Small banks (up to two blocks) take :meth:`query`.
+        Banks of fewer than three blocks take :meth:`query`.
         """
         q = _as_queries(queries, self.dim)
         if q.shape[0] == 0:
             raise ValueError("max_nn needs at least one query")
-        if len(self._blocks) <= 2:
+        if len(self._blocks) < 3:
             dist, idx = self.query(q)
             i = int(np.argmax(dist[:, 0]))
             return i, float(dist[i, 0]), int(idx[i, 0])
         with self._lock:
-            prefix = self._blocks[:_PREFIX_BLOCKS]
+            prefix = self._blocks[:1]
             idx = np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK], prefix)
                                   for s in range(0, len(q), _QUERY_CHUNK)])
             upper = _direct_distances(q, self.vectors(idx))
@@ -184,7 +188,7 @@ class Int8Search:
             upper[top] = d[:, 0]
             rest = np.flatnonzero(upper > d_star)  # the only queries that may still beat it
             self.last_refined = len(top)
-            for block in self._blocks[_PREFIX_BLOCKS:]:  # tighten their bounds block by block
+            for block in self._blocks[1:]:  # tighten their bounds block by block
                 if not rest.size:
                     break
                 b_idx = self._argmin(q[rest], [block])
