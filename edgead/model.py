@@ -20,7 +20,7 @@ from edgead.images import decode_image
 from edgead.preprocess import PreprocessConfig
 from edgead.result import ScoreResult
 from edgead.scorer.anomaly_map import upsample_and_smooth
-from edgead.scorer.bank_store import load_bank
+from edgead.scorer.bank_store import load_bank, load_bank_knn
 from edgead.scorer.padim import PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
 from edgead.threads import limit_threads
@@ -54,6 +54,7 @@ def _load_scorer(model_dir: Path, manifest: dict, files: dict[str, str], search:
         return PatchCoreScorer(
             bank,
             quantized=quantized,
+            bank_knn=load_bank_knn(model_dir, manifest["files"], len(bank), files["tag"]),
             num_neighbors=pc.get("num_neighbors", 9),
             backend=search,
             index_path=index if index.is_file() else None,

@@ -17,7 +17,7 @@ from edgead.errors import EdgeadError
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc, f1_optimal_threshold, paired_auroc_drop_se, spearman, threshold_from_good
 from edgead.model import InspectionModel, scorer_files
-from edgead.scorer.bank_store import save_bank
+from edgead.scorer.bank_store import save_bank, save_bank_knn
 from edgead.preprocess import PreprocessConfig
 from edgead.roi import propose_roi
 from edgead.tiling import TilingConfig, frame_inputs
@@ -166,6 +166,8 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
         # the bank as the runtime will load it (dequantized int8 by default): fit and serve agree
         name, bank = save_bank(writer.staging, fit.bank, cfg.bank_dtype, files["tag"])
+        if cfg.num_neighbors > 1:  # the reweighting's support sets, looked up instead of searched
+            save_bank_knn(writer.staging, bank, cfg.num_neighbors, files["tag"])
         rows += bank.shape[0]
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
         pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)

@@ -150,7 +150,8 @@ def test_fp32_backbone_left_out_when_int8_is_the_default(synth_root, tmp_path, m
                                 coreset=0.1, progress=False, calib_images=8)
     _, m = pipeline.export_model(cfg)
     assert "backbone.onnx" not in m["files"] and not (tmp_path / "m" / "backbone.onnx").exists()
-    assert set(m["files"]) == {"backbone.int8.onnx", "memory.q8.npz"} and "fp32_vs_torch_max_rel_diff" in m["parity"]
+    assert set(m["files"]) == {"backbone.int8.onnx", "memory.q8.npz", "memory.knn.npy"}
+    assert "fp32_vs_torch_max_rel_diff" in m["parity"]
     assert load_model(tmp_path / "m").precision == "int8"
     with pytest.raises(ArtifactError, match="no fp32 backbone.*--keep-fp32"):
         load_model(tmp_path / "m", precision="fp32")
@@ -242,3 +243,20 @@ def test_decision_path_score_equals_the_full_search(model_dir, synthetic_images,
         full_score, _, _ = model.score_features(model.features(img)[0], with_map=False)
         assert fast.score == pytest.approx(full_score, rel=1e-6)
         assert fast.anomaly_map.shape == img.shape[:2]
+
+
+def test_stored_support_sets_give_the_same_scores(model_dir, synthetic_images):
+    from edgead.images import read_image
+
+    model = load_model(model_dir)
+    knn = np.load(model_dir / "memory.knn.npy")
+    assert knn.dtype == np.uint16 and knn.shape == (model.manifest["bank_size"], 9)
+    assert (knn[:, 0] == np.arange(len(knn))).mean() > 0.99  # each row is its own nearest neighbour
+    assert model.scorer.bank_knn is not None
+    for path in synthetic_images["good"][:2] + synthetic_images["bad"][:2]:
+        feats = model.features(read_image(path))[0][0]
+        looked_up = model.scorer.image_score_only(feats)[0]
+        table, model.scorer.bank_knn = model.scorer.bank_knn, None
+        searched = model.scorer.image_score_only(feats)[0]
+        model.scorer.bank_knn = table
+        assert looked_up == pytest.approx(searched, rel=1e-6)

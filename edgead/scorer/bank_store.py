@@ -7,6 +7,9 @@
   dequantized bank *is* the model: export fits thresholds and checks parity on it.
 * ``float16`` / ``float32``: ``memory.npy`` (older artifacts and the demo model are float16).
 
+``memory.knn.npy`` (optional): each row's ``b`` nearest bank rows (itself first), computed at
+export, so that the reweighting's support set of ``m*`` is a lookup, not a search per frame.
+
 Tiled artifacts with one bank per tile position add ``.t<i>`` before the suffix.
 """
 
@@ -41,6 +44,37 @@ def save_bank(directory: Path, bank: np.ndarray, dtype: str, tag: str = "") -> t
     stored = np.asarray(bank).astype(dtype)
     np.save(Path(directory) / name, stored)
     return name, stored.astype(np.float32)
+
+
+def knn_file(tag: str = "") -> str:
+    return f"memory{tag}.knn.npy"
+
+
+def save_bank_knn(directory: Path, bank: np.ndarray, k: int, tag: str = "") -> str:
+    """Write every row's ``k`` nearest rows of ``bank`` (exact, float32; uint16 ids when they fit)."""
+    from edgead.scorer.nn_search import ExactSearch
+
+    k = max(1, min(int(k), len(bank)))
+    _, idx = ExactSearch(bank).query(bank, k=k)
+    dtype = np.uint16 if len(bank) <= np.iinfo(np.uint16).max + 1 else np.int32
+    name = knn_file(tag)
+    np.save(Path(directory) / name, idx.astype(dtype))
+    return name
+
+
+def load_bank_knn(directory: Path, names: set[str] | dict, rows: int, tag: str = "") -> np.ndarray | None:
+    """The bank's stored k-NN table (rows, k) int64, or None when the artifact has none."""
+    path = Path(directory) / knn_file(tag)
+    if path.name not in names:
+        return None
+    try:
+        knn = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable array ({exc})") from None
+    if knn.ndim != 2 or knn.shape[0] != rows or not np.issubdtype(knn.dtype, np.integer) \
+            or (knn.size and (int(knn.min()) < 0 or int(knn.max()) >= rows)):
+        raise ArtifactError(f"{path}: neighbour table {knn.dtype} {knn.shape} does not fit a bank of {rows} rows")
+    return knn.astype(np.int64)
 
 
 def load_bank(directory: Path, names: set[str] | dict, tag: str = "") -> tuple[np.ndarray, tuple | None]:

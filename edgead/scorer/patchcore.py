@@ -25,9 +25,11 @@ class PatchCoreScorer:
 
     def __init__(self, bank: np.ndarray, *, num_neighbors: int = 9, backend: str = "auto",
                  index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1,
-                 quantized: tuple | None = None):
+                 quantized: tuple | None = None, bank_knn: np.ndarray | None = None):
         """``quantized``: the int8 (codes, scale, mean) the bank was stored as, if it was
-        (edgead.scorer.bank_store); the int8 search then multiplies with them as they are."""
+        (edgead.scorer.bank_store); the int8 search then multiplies with them as they are.
+        ``bank_knn``: each row's nearest bank rows (itself first), from export; without it the
+        support set of the reweighting is searched per frame."""
         # the search holds the bank (a float32 view for exact/hnsw, only the int8 codes for int8):
         # the caller's arrays can be freed, one bank in memory
         bank = np.ascontiguousarray(bank, dtype=np.float32)
@@ -37,6 +39,8 @@ class PatchCoreScorer:
         )
         self.bank_rows = int(bank.shape[0])
         del bank
+        use_knn = bank_knn is not None and bank_knn.shape[1] >= min(int(num_neighbors), self.bank_rows)
+        self.bank_knn = bank_knn if use_knn else None
         self.num_neighbors = max(1, min(int(num_neighbors), self.bank_rows))
 
     def patch_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,8 +77,11 @@ class PatchCoreScorer:
     def _reweighted(self, patches: np.ndarray, i_star: int, s_star: float, m_star: int) -> float:
         if self.num_neighbors == 1:
             return s_star
-        _, support = self.search.query(self.search.vectors(np.array([m_star])), k=self.num_neighbors)
-        support = support[0]
+        if self.bank_knn is not None:
+            support = self.bank_knn[m_star, : self.num_neighbors]
+        else:
+            _, support = self.search.query(self.search.vectors(np.array([m_star])), k=self.num_neighbors)
+            support = support[0]
         # m* first (it is its own nearest neighbour unless duplicates tie)
         support = np.concatenate(([m_star], support[support != m_star]))[: self.num_neighbors]
         test_to_support = self.search.distances_to(patches[i_star], support)
