@@ -26,6 +26,9 @@ patch features -- the bank as (N, D) rows in greedy-coreset order (so that its f
 the n-row coreset) and test images as (n_images, patches, D); a frame is then one image and
 its image score is checked per image.
 
+The int8 search (edgead.scorer.int8_search) is timed for every patch (what the anomaly map needs)
+and for the image score alone (``max_nn``, the decision path).
+
 Two hnsw variants are timed: plain hnswlib ("hnsw") and HnswSearch's default (exact_max: the
 largest distance of the frame re-checked by brute force on the few candidate patches, which
 makes the image score exact; see edgead/scorer/nn_search.py).
@@ -116,7 +119,7 @@ from edgead.scorer.nn_search import (  # noqa: E402
     ExactSearch,
     HnswSearch,
 )
-from edgead.scorer.int8_search import Int8Search  # noqa: E402
+from edgead.scorer.int8_search import Int8Search, dequantize_bank, quantize_bank  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,21 +298,33 @@ def measure(bank: np.ndarray, frames, ef_values, args, tmpdir: Path) -> dict:
     return res
 
 
-def measure_int8(bank: np.ndarray, frames, ref) -> dict:
-    """Int8Search (int8 GEMM candidates, float32 distances, certified max) against exact."""
-    search = Int8Search(bank)
+def measure_int8(bank: np.ndarray, frames, ref_float) -> dict:
+    """Int8Search (int8 GEMM candidates, float32 distances, certified max) against exact search
+    over the same (int8-stored, dequantized) bank; and what storing the bank as int8 changes in
+    the image score against the float32 bank (``bank_quantization_score_rel_err_max``)."""
+    quantized = quantize_bank(bank)
+    search = Int8Search(None, quantized=quantized)
+    exact = ExactSearch(dequantize_bank(*quantized))
+    ref = [tuple(a[:, 0] for a in exact.query(q, k=1)) for _, q, _ in frames]
+    bank_err = [e for (_, _, segs), (d, _), (d0, _) in zip(frames, ref, ref_float) for e in _score_errors(d, d0, segs)]
     search.query(frames[0][1])  # warm-up
-    times, hits, total, patch_err, score_err = [], 0, 0, [], []
+    times, hits, total, patch_err, score_err, max_ms, max_err = [], 0, 0, [], [], [], []
     for (kind, q, segs), (dref, iref) in zip(frames, ref):
         ms, (d, i) = _time(lambda x: search.query(x, k=1), q)
         times.append(ms)
+        for a, b in segs:  # the decision path: the image score alone (max_nn), per image
+            ms_max, (_, d_max, _) = _time(search.max_nn, q[a:b])
+            max_ms.append(ms_max)
+            max_err.append(abs(d_max - float(dref[a:b].max())) / float(dref[a:b].max()))
         d, i = d[:, 0], i[:, 0]
         hits += int(np.sum((i == iref) | (d <= dref * (1 + 1e-6))))
         total += len(i)
         patch_err.append(np.mean((d - dref) / np.maximum(dref, 1e-12)))
         score_err += _score_errors(d, dref, segs)
     return {"ms": float(np.median(times)), "recall_at_1": hits / total,
-            "score_rel_err_max": max(score_err), "patch_dist_rel_err_mean": float(np.mean(patch_err))}
+            "score_rel_err_max": max(score_err), "patch_dist_rel_err_mean": float(np.mean(patch_err)),
+            "max_nn_ms_p50": float(np.median(max_ms)), "max_nn_ms_p90": float(np.percentile(max_ms, 90)),
+            "max_nn_score_rel_err_max": max(max_err), "bank_quantization_score_rel_err_max": max(bank_err)}
 
 
 def crossover(banks_frames, ef, args, tmpdir) -> dict:
@@ -437,7 +452,9 @@ def _print_table(out: dict, default_ef: int) -> None:
         i8 = r["int8"]
         print(f"{'':>7} int8 {i8['ms']:.1f} ms ({r['exact_ms'] / i8['ms']:.1f}x exact), recall@1 "
               f"{i8['recall_at_1']:.4f}, score err {100 * i8['score_rel_err_max']:.3f}%, patch err "
-              f"{100 * i8['patch_dist_rel_err_mean']:.4f}%")
+              f"{100 * i8['patch_dist_rel_err_mean']:.4f}%; image score alone (max_nn) p50 "
+              f"{i8['max_nn_ms_p50']:.1f} / p90 {i8['max_nn_ms_p90']:.1f} ms, err {100 * i8['max_nn_score_rel_err_max']:.3f}%"
+              f" (int8 bank vs float32 bank: score {100 * i8['bank_quantization_score_rel_err_max']:.3f}%)")
         print(f"{'':>7} build {r['hnsw_build_s']:.1f} s, index {r['hnsw_index_mib']:.1f} MiB")
     c = out.get("crossover")
     if c:

@@ -48,23 +48,24 @@ __all__ = [
 
 # Bank size (rows) above which backend="auto" uses the HNSW index (when the artifact has one), and
 # export builds one; below it the int8 search (edgead.scorer.int8_search), which beats both the
-# float32 exact search (3.3-3.7x) and hnsw while giving exact image scores and near-exact maps.
+# float32 exact search (3-4x) and hnsw while its image scores stay exact and its maps near-exact.
 #
 # Measured with bench/bench_search.py on the development machine (AMD EPYC Zen 4, AVX-512 VNNI,
 # onnxruntime 1.32 MLAS, OpenBLAS 0.3.31; --clock cpu, best of 2): one thread, one 224 px
 # EfficientNet-Lite0 frame = 784 patch vectors, D=152, k=1, hnsw = HnswSearch defaults (M=16,
-# ef_search=16, exact max).  ms per frame, synthetic mixture:
+# ef_search=16, exact max).  ms per frame; "int8 max" = the image score alone (max_nn, p50):
 #
-#     bank rows           5k    10k    20k    35k    50k    75k   100k
-#     exact fp32        11.2   22.0   43.9   77.1  111.9  170.2  218.3
-#     hnsw + exact max   7.2    9.4   13.1   29.3   40.5   50.5   57.6
-#     int8               3.4    6.8   13.4   23.0   33.0   48.4   63.3
+#     bank rows           1.4k    5k    10k   14.1k    50k    100k
+#     exact fp32           3.2  10.4   21.1   29.7   103.0   211.4
+#     hnsw + exact max     5.9   7.7    8.6   11.0    38.8    54.8
+#     int8 (every patch)   1.0   2.7    5.3    7.3    26.0    50.6
+#     int8 max             0.7   0.8    2.7    1.1    11.8    22.9
 #
-# int8 and hnsw are level from ~20k to ~75k rows; int8 keeps exact per-patch distances (recall@1
-# 1.000 vs hnsw's 0.94-0.96 at 50k-100k, whose anomaly maps are off by 6-12 % there), so it stays
-# the default up to 50k.  On real magnetic-tile features (14,112 rows) int8 7.8 ms, hnsw 11.1 ms,
-# exact 30.6 ms.
-HNSW_CROSSOVER: int = 50_000
+# (1.4k / 5k / 14.1k: real magnetic-tile Lite0 features, greedy-ordered bank; 10k / 50k / 100k:
+# the synthetic mixture.)  int8 is at least as fast as hnsw up to 100k rows, with recall@1
+# 0.98-1.00 against hnsw's 0.94-0.96 (whose anomaly maps are 6-12 % off at 50k-100k), so hnsw
+# only takes over above that (export's --coreset-max caps banks at 20k by default).
+HNSW_CROSSOVER: int = 100_000
 
 # Defaults for build_hnsw_index / HnswSearch.  bench/bench_search.py at a 100k-row bank, one
 # thread, 784 x 152 frame, ms per frame (recall@1 and worst image-score error over the frames):
