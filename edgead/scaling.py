@@ -31,7 +31,7 @@ from edgead.errors import ConfigError, EdgeadError
 
 SENSOR_5MP = (1944, 2592)  # (height, width) of a 5 MP camera (e.g. OV5647)
 CHILD_FRAMES = 20  # frames per side (large sides are slow: the search grows with s^2 x bank)
-FITTED = ("total_p50_ms", "backbone_p50_ms", "search_p50_ms", "peak_rss_mib")
+FITTED = ("total_p50_ms", "decision_p50_ms", "backbone_p50_ms", "search_p50_ms", "peak_rss_mib")
 
 
 def parse_sides(text: str) -> list[int]:
@@ -240,6 +240,7 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
             lat = r["latency_ms"]
             points.append({"side": side, "bank_size": r["bank_size"], "search": r["search"], "frames": n,
                            "total_p50_ms": lat["total_with_map"]["p50"], "total_p99_ms": lat["total_with_map"]["p99"],
+                           "decision_p50_ms": lat["total"]["p50"],
                            "preprocess_p50_ms": lat["preprocess"]["p50"], "backbone_p50_ms": lat["backbone"]["p50"],
                            "search_p50_ms": lat["search"]["p50"], "score_p50_ms": lat["score"]["p50"],
                            "peak_rss_mib": r["memory_mib"]["peak_rss"],
@@ -267,12 +268,14 @@ def format_scaling(study: dict) -> str:
     lines = [f"resolution study ({study['mode']}, {study['precision']}, {study['points'][0]['frames']} frames per side)"]
     if study.get("note"):
         lines.append(f"  {study['note']}")
-    lines.append(f"  {'side':>5} {'bank':>7} {'search':>6} {'total p50':>10} {'backbone':>9} {'NN search':>10} {'peak RSS':>9}")
+    lines.append(f"  {'side':>5} {'bank':>7} {'search':>6} {'decision':>10} {'+ map p50':>10} {'backbone':>9} "
+                 f"{'NN search':>10} {'peak RSS':>9}")
     for p in study["points"]:
-        lines.append(f"  {p['side']:>5} {p['bank_size']:>7} {p['search']:>6} {p['total_p50_ms']:>8.1f}ms "
+        lines.append(f"  {p['side']:>5} {p['bank_size']:>7} {p['search']:>6} {p.get('decision_p50_ms', 0):>8.1f}ms "
+                     f"{p['total_p50_ms']:>8.1f}ms "
                      f"{p['backbone_p50_ms']:>7.1f}ms {p['search_p50_ms']:>8.1f}ms {p['peak_rss_mib']:>6.1f}MiB")
     if study.get("fit"):
-        for key, unit in (("total_p50_ms", "ms"), ("peak_rss_mib", "MiB")):
+        for key, unit in (("decision_p50_ms", "ms"), ("total_p50_ms", "ms"), ("peak_rss_mib", "MiB")):
             f = study["fit"][key]
             lines.append(f"  fit {key}: {f['a']:.4g} + {f['b']:.4g}*s + {f['c']:.4g}*s^2 (R^2 {f['r2']:.3f})")
         e = study["extrapolation"]
