@@ -55,6 +55,7 @@ def _load_scorer(model_dir: Path, manifest: dict, files: dict[str, str], search:
             bank,
             quantized=quantized,
             bank_knn=load_bank_knn(model_dir, manifest["files"], len(bank), files["tag"]),
+            image_score=pc.get("image_score"),
             num_neighbors=pc.get("num_neighbors", 9),
             backend=search,
             index_path=index if index.is_file() else None,
@@ -167,7 +168,7 @@ class InspectionModel:
         feats = feats[None] if feats.ndim == 3 else feats
         t0 = time.perf_counter()
         patchcore = isinstance(self.scorer, PatchCoreScorer)
-        if patchcore and lazy and hasattr(self.scorer.search, "max_nn"):
+        if patchcore and lazy and hasattr(self.scorer.search, "topk_nn"):
             # the decision needs the image score only: the largest patch distance, certified
             # without searching every patch; the maps (every patch searched) wait until asked for
             scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)

@@ -44,7 +44,7 @@ DEFAULT_CANDIDATES = (
     "size=320 tiles=2x2",
 )
 SPEC_KEYS = ("size", "resize", "roi", "tiles", "overlap", "merge", "banks", "coreset", "coreset_max",
-             "method", "backbone", "taps", "target_dim")
+             "method", "backbone", "taps", "target_dim", "score", "topk")
 
 
 def parse_spec(text: str) -> dict[str, str]:
@@ -95,6 +95,10 @@ def apply_spec(base: ExportConfig, spec: str | dict) -> ExportConfig:
         kw["taps"] = [int(t) if t.isdigit() else t for t in conf["taps"].split(",")]
     if "target_dim" in conf:
         kw["target_dim"] = int(conf["target_dim"])
+    if "score" in conf:
+        kw["image_score"] = conf["score"]
+    if "topk" in conf:
+        kw["topk"] = int(conf["topk"])
     return replace(base, preprocess=replace(base.preprocess, **pre), tiling=replace(base.tiling, **tiling), **kw)
 
 

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="absolute cap on memory-bank rows, all tile banks together (default 20000; 0: no cap)")
     p.add_argument("--proj-dim", default=128, type=int, help="random projection dims for the coreset selection (0: none)")
     p.add_argument("--neighbors", default=9, type=int, help="b, neighbours for the reweighted score (default 9)")
+    p.add_argument("--image-score", default="reweighted", choices=["reweighted", "topk_mean"],
+                   help="PatchCore image score: the paper's reweighted max (default) or the mean of the --topk largest patch distances")
+    p.add_argument("--topk", default=10, type=int, help="k of --image-score topk_mean (default 10)")
     p.add_argument("--target-dim", default=None, type=int, help="reduce patch features to this dimension (adaptive channel pooling)")
     p.add_argument("--padim-dim", default=100, type=int, help="PaDiM random channel count d (default 100)")
     p.add_argument("--padim-dtype", default="float16", choices=["float16", "float32"])
@@ -88,7 +91,7 @@ def export_main(argv: list[str]) -> int:
                             merge=args.tile_merge, banks=args.tile_banks),
         roi_auto=args.roi == "auto",
         coreset=args.coreset, coreset_max=DEFAULT_CORESET_MAX if args.coreset_max is None else (args.coreset_max or None),
-        proj_dim=args.proj_dim or None, num_neighbors=args.neighbors,
+        proj_dim=args.proj_dim or None, num_neighbors=args.neighbors, image_score=args.image_score, topk=args.topk,
         target_dim=args.target_dim, padim_dim=args.padim_dim, padim_dtype=args.padim_dtype,
         holdout=args.holdout, val_defects=args.val_defects, hnsw=args.hnsw, seed=args.seed,
         bank_dtype=args.bank_dtype, keep_fp32=args.keep_fp32,

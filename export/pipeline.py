@@ -18,6 +18,7 @@ from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc, f1_optimal_threshold, paired_auroc_drop_se, spearman, threshold_from_good
 from edgead.model import InspectionModel, scorer_files
 from edgead.scorer.bank_store import save_bank, save_bank_knn
+from edgead.scorer.patchcore import IMAGE_SCORE_RULES
 from edgead.preprocess import PreprocessConfig
 from edgead.roi import propose_roi
 from edgead.tiling import TilingConfig, frame_inputs
@@ -52,6 +53,8 @@ class ExportConfig:
     coreset_max: int | None = DEFAULT_CORESET_MAX
     proj_dim: int | None = 128
     num_neighbors: int = 9
+    image_score: str = "reweighted"  # reweighted (the paper's) | topk_mean
+    topk: int = 10  # k of topk_mean
     target_dim: int | None = None
     padim_dim: int = 100
     padim_dtype: str = "float16"
@@ -159,6 +162,8 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
         "num_neighbors": cfg.num_neighbors, "coreset": cfg.coreset, "coreset_max": cfg.coreset_max,
         "projection_dim": cfg.proj_dim, "training_patches": patches, "covering_radius": 0.0,
         "coreset_seconds": 0.0, "bank_dtype": cfg.bank_dtype,
+        "image_score": {"rule": "reweighted", "b": cfg.num_neighbors} if cfg.image_score == "reweighted"
+        else {"rule": "topk_mean", "k": cfg.topk},
     }
     rows = 0
     for tile, feats in groups:
@@ -166,7 +171,7 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
         # the bank as the runtime will load it (dequantized int8 by default): fit and serve agree
         name, bank = save_bank(writer.staging, fit.bank, cfg.bank_dtype, files["tag"])
-        if cfg.num_neighbors > 1:  # the reweighting's support sets, looked up instead of searched
+        if cfg.num_neighbors > 1 and cfg.image_score == "reweighted":  # support sets, looked up
             save_bank_knn(writer.staging, bank, cfg.num_neighbors, files["tag"])
         rows += bank.shape[0]
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
@@ -269,6 +274,8 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
     """Run the whole export; returns (artifact dir, manifest)."""
     if cfg.method not in METHODS:
         raise EdgeadError(f"unknown method {cfg.method!r}: choose {' or '.join(METHODS)}")
+    if cfg.image_score not in IMAGE_SCORE_RULES or cfg.topk < 1:
+        raise EdgeadError(f"image score {cfg.image_score!r} (k={cfg.topk}): choose {' or '.join(IMAGE_SCORE_RULES)}, k >= 1")
     t_start = time.time()
     torch.set_num_threads(max(1, cfg.threads))
     paths = list_images(resolve_train_folder(cfg.data))

@@ -260,3 +260,25 @@ def test_stored_support_sets_give_the_same_scores(model_dir, synthetic_images):
         searched = model.scorer.image_score_only(feats)[0]
         model.scorer.bank_knn = table
         assert looked_up == pytest.approx(searched, rel=1e-6)
+
+
+def test_topk_mean_image_score(synth_root, synthetic_images, tmp_path):
+    pytest.importorskip("torch")
+    from edgead.images import read_image
+    from edgead.preprocess import PreprocessConfig
+    from export.pipeline import ExportConfig, export_model
+
+    cfg = ExportConfig(data=synth_root, out=tmp_path / "m", preprocess=PreprocessConfig(input_size=(128, 128)),
+                       coreset=0.1, progress=False, calib_images=8, image_score="topk_mean", topk=5)
+    out, m = export_model(cfg)
+    assert m["patchcore"]["image_score"] == {"rule": "topk_mean", "k": 5} and "memory.knn.npy" not in m["files"]
+    model = load_model(out)
+    img = read_image(synthetic_images["bad"][0])
+    r = model.score(img)
+    feats = model.features(img)[0][0]
+    dist, _, _ = model.scorer.patch_scores(feats)  # the mean of the 5 largest patch distances
+    assert r.score == pytest.approx(float(np.sort(dist.ravel())[-5:].mean()), rel=1e-5)
+    scores = [model.score(read_image(p), with_map=False).score for p in synthetic_images["good"] + synthetic_images["bad"]]
+    labels = [0] * len(synthetic_images["good"]) + [1] * len(synthetic_images["bad"])
+    from edgead.metrics_math import auroc
+    assert auroc(np.array(labels), np.array(scores)) > 0.9

@@ -150,3 +150,18 @@ def test_max_nn_is_the_exact_maximum(data, outliers):
     small = Int8Search(None, quantized=quantized)  # two blocks or fewer: the full search
     i, d, j = small.max_nn(q)
     assert d == pytest.approx(float(d_e.max()), rel=1e-6)
+
+
+@pytest.mark.parametrize("block_rows", [256, 5000])  # the prefix path and the small-bank path
+def test_topk_nn_are_the_exact_k_largest(data, block_rows):
+    quantized, bank, _ = data
+    rng = np.random.default_rng(9)
+    int8, exact = Int8Search(None, quantized=quantized, block_rows=block_rows), ExactSearch(bank)
+    for outliers in (0, 2, 15):
+        q = (bank[rng.integers(0, len(bank), 400)] + 0.4 * rng.standard_normal((400, bank.shape[1]))).astype(np.float32)
+        q[:outliers] += 5.0
+        d_e, i_e = exact.query(q)
+        order = np.argsort(-d_e[:, 0], kind="stable")[:10]
+        top, dist, rows = int8.topk_nn(q, 10)
+        np.testing.assert_allclose(dist, d_e[order, 0], rtol=1e-6)  # largest first, exact
+        assert set(top.tolist()) == set(order.tolist()) and (rows == i_e[top, 0]).all()

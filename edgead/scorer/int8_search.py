@@ -154,55 +154,76 @@ class Int8Search:
             # queries in chunks: the scratch stays (chunk x block) floats whatever the frame size
             idx = np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK]) for s in range(0, len(q), _QUERY_CHUNK)])
             dist = _direct_distances(q, self.vectors(idx))
-            self.last_refined = self._certify_max(q, dist, idx)
+            self.last_refined = self._certify_top(q, dist, idx, np.zeros(len(q), dtype=bool), 1)
         return dist[:, None], idx[:, None]
 
     def max_nn(self, queries: np.ndarray) -> tuple[int, float, int]:
         """(i, d, j): the query whose nearest-neighbour distance is the largest, that distance and
-        the neighbour row -- exactly as from :meth:`query`, without searching every query
-        against the whole bank (the PatchCore image score; the anomaly map needs :meth:`query`).
+        the neighbour row -- exactly as from :meth:`query` (see :meth:`topk_nn`)."""
+        i, d, j = self.topk_nn(queries, 1)
+        return int(i[0]), float(d[0]), int(j[0])
+
+    def topk_nn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``k`` queries with the largest nearest-neighbour distances: (query indices,
+        distances, neighbour rows), largest first, exactly as brute force gives them, without
+        searching every query against the whole bank (the PatchCore image score; the anomaly
+        map needs :meth:`query`).
 
         Upper bounds first: every query against the first block only (an export's bank is in
         greedy k-center order, so its first rows cover the rest; any rows give valid bounds).
-        The few queries with the largest bounds are searched exactly; queries whose bound still
-        exceeds that distance meet the other blocks one by one, dropping out as soon as a block
-        brings their bound below it; the largest of any left is certified exactly.
-        Banks of fewer than three blocks take :meth:`query`.
+        The queries with the largest bounds are searched exactly; queries whose bound still
+        exceeds the k-th exact distance meet the other blocks one by one, dropping out as soon
+        as a block brings their bound below it; any left are certified exactly.
+        Banks of fewer than three blocks search every query (:meth:`query`'s pass).
         """
         q = _as_queries(queries, self.dim)
         if q.shape[0] == 0:
-            raise ValueError("max_nn needs at least one query")
-        if len(self._blocks) < 3:
-            dist, idx = self.query(q)
-            i = int(np.argmax(dist[:, 0]))
-            return i, float(dist[i, 0]), int(idx[i, 0])
+            raise ValueError("topk_nn needs at least one query")
+        k = max(1, min(int(k), q.shape[0]))
         with self._lock:
-            prefix = self._blocks[:1]
-            idx = np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK], prefix)
+            small = len(self._blocks) < 3
+            blocks = self._blocks if small else self._blocks[:1]
+            idx = np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK], blocks)
                                   for s in range(0, len(q), _QUERY_CHUNK)])
             upper = _direct_distances(q, self.vectors(idx))
-            top = np.argsort(-upper, kind="stable")[:_CERTIFY_BATCH]
-            d, j = self._exact_nn(q[top])
-            best = int(np.argmax(d[:, 0]))
-            i_star, d_star, j_star = int(top[best]), float(d[best, 0]), int(j[best, 0])
-            upper[top] = d[:, 0]
-            rest = np.flatnonzero(upper > d_star)  # the only queries that may still beat it
-            self.last_refined = len(top)
-            for block in self._blocks[1:]:  # tighten their bounds block by block
-                if not rest.size:
-                    break
-                b_idx = self._argmin(q[rest], [block])
-                b_dist = _direct_distances(q[rest], self.vectors(b_idx))
-                closer = b_dist < upper[rest]
-                upper[rest[closer]], idx[rest[closer]] = b_dist[closer], b_idx[closer]
-                rest = rest[upper[rest] > d_star]
-            if rest.size:  # still above: certify the largest of them exactly
-                r_dist, r_idx = upper[rest], idx[rest]
-                self.last_refined += self._certify_max(q[rest], r_dist, r_idx)
-                k = int(np.argmax(r_dist))
-                if r_dist[k] > d_star:
-                    i_star, d_star, j_star = int(rest[k]), float(r_dist[k]), int(r_idx[k])
-        return i_star, d_star, j_star
+            exact = np.zeros(len(q), dtype=bool)
+            refined = self._certify_round(q, upper, idx, exact, np.argsort(-upper, kind="stable")[: k + _CERTIFY_BATCH - 1])
+            if not small:
+                kth = np.partition(upper[exact], -k)[-k] if exact.sum() >= k else -np.inf
+                rest = np.flatnonzero(~exact & (upper > kth))  # the only queries that may still enter
+                for block in self._blocks[1:]:  # tighten their bounds block by block
+                    if not rest.size:
+                        break
+                    b_idx = self._argmin(q[rest], [block])
+                    b_dist = _direct_distances(q[rest], self.vectors(b_idx))
+                    closer = b_dist < upper[rest]
+                    upper[rest[closer]], idx[rest[closer]] = b_dist[closer], b_idx[closer]
+                    rest = rest[upper[rest] > kth]
+            self.last_refined = refined + self._certify_top(q, upper, idx, exact, k)
+        top = np.argsort(-upper, kind="stable")[:k]
+        return top, upper[top], idx[top]
+
+    def _certify_round(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray, exact: np.ndarray,
+                       which: np.ndarray) -> int:
+        d, i = self._exact_nn(q[which])
+        dist[which], idx[which], exact[which] = d[:, 0], i[:, 0], True
+        return len(which)
+
+    def _certify_top(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray, exact: np.ndarray,
+                     k: int) -> int:
+        """Make the ``k`` largest of ``dist`` exact, in place (``exact`` marks the ones that are);
+        return how many queries were measured.  ``dist`` are distances to real rows, upper bounds
+        of the true ones: once every unmeasured bound is at most the k-th largest exact distance,
+        nothing unmeasured can enter the top k."""
+        refined, batch = 0, _CERTIFY_BATCH + k - 1
+        while True:
+            kth = np.partition(dist[exact], -k)[-k] if exact.sum() >= k else -np.inf
+            cand = np.flatnonzero(~exact & (dist > kth))
+            if not cand.size:
+                return refined
+            take = cand[np.argsort(-dist[cand], kind="stable")[:batch]]
+            refined += self._certify_round(q, dist, idx, exact, take)
+            batch = _CERTIFY_MAX_BATCH  # after the first round: every query still above the k-th
 
     def _scores(self, a: np.ndarray, blocks: list | None = None):
         """Per block: (first row, (Q, rows) approximate q.m_j - 0.5 ||m_j||^2) for centred queries
@@ -259,22 +280,6 @@ class Int8Search:
             dist[i], idx[i] = d[order], cand[order]
             self.last_candidates = max(self.last_candidates, cand.size)
         return dist, idx
-
-    def _certify_max(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray) -> int:
-        """Make the batch's largest distance (the image score) exact, in place; return the number
-        of queries measured exactly.  ``dist`` are distances to real rows: upper bounds of the
-        true ones, so once the best exact distance exceeds every other upper bound it is the max."""
-        order = np.argsort(-dist, kind="stable")
-        done, refined, best, batch = 0, 0, -np.inf, _CERTIFY_BATCH
-        while done < len(order) and dist[order[done]] > best:
-            todo = order[done: done + batch]
-            todo = todo[dist[todo] > best]  # the rest of this batch cannot beat ``best`` any more
-            d, i = self._exact_nn(q[todo])
-            dist[todo], idx[todo] = d[:, 0], i[:, 0]
-            best = max(best, float(d.max()))
-            done, refined = done + batch, refined + len(todo)
-            batch = _CERTIFY_MAX_BATCH  # after the first round: every query still above ``best``
-        return refined
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Bank rows as float32 (len(rows), D), dequantized exactly as the artifact defines them."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgead.errors import ArtifactError
 from edgead.scorer.nn_search import NearestNeighbourSearch, make_search
 
 
@@ -18,6 +19,9 @@ def softmax_reweight(test_to_support: np.ndarray) -> float:
     return float(1.0 - e[0] / e.sum())
 
 
+IMAGE_SCORE_RULES = ("reweighted", "topk_mean")
+
+
 class PatchCoreScorer:
     """Scores a (D, h, w) feature map against a memory bank."""
 
@@ -25,11 +29,20 @@ class PatchCoreScorer:
 
     def __init__(self, bank: np.ndarray, *, num_neighbors: int = 9, backend: str = "auto",
                  index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1,
-                 quantized: tuple | None = None, bank_knn: np.ndarray | None = None):
+                 quantized: tuple | None = None, bank_knn: np.ndarray | None = None,
+                 image_score: dict | None = None):
         """``quantized``: the int8 (codes, scale, mean) the bank was stored as, if it was
         (edgead.scorer.bank_store); the int8 search then multiplies with them as they are.
         ``bank_knn``: each row's nearest bank rows (itself first), from export; without it the
-        support set of the reweighting is searched per frame."""
+        support set of the reweighting is searched per frame.  ``image_score``: the manifest's
+        rule, ``{"rule": "reweighted"}`` (the paper's, default) or ``{"rule": "topk_mean",
+        "k": 10}`` (mean of the k largest patch distances)."""
+        rule = dict(image_score or {"rule": "reweighted"})
+        if rule.get("rule") not in IMAGE_SCORE_RULES:
+            raise ArtifactError(f"unknown PatchCore image score rule {rule.get('rule')!r}: expected one of "
+                                f"{', '.join(IMAGE_SCORE_RULES)}")
+        self.rule = rule["rule"]
+        self.topk = max(1, int(rule.get("k", 10)))
         # the search holds the bank (a float32 view for exact/hnsw, only the int8 codes for int8):
         # the caller's arrays can be freed, one bank in memory
         bank = np.ascontiguousarray(bank, dtype=np.float32)
@@ -51,28 +64,33 @@ class PatchCoreScorer:
         return dist[:, 0].reshape(h, w), idx[:, 0], patches
 
     def image_score(self, patch_dist: np.ndarray, nn_index: np.ndarray, patches: np.ndarray) -> float:
-        """s = (1 - softmax weight) * max patch distance; the weight uses the b nearest
-        memory-bank neighbours of m* (the bank row nearest to the most anomalous patch)."""
+        """reweighted: s = (1 - softmax weight) * max patch distance; the weight uses the b nearest
+        memory-bank neighbours of m* (the bank row nearest to the most anomalous patch).
+        topk_mean: the mean of the k largest patch distances."""
         flat = patch_dist.reshape(-1)
+        if self.rule == "topk_mean":
+            k = min(self.topk, flat.size)
+            return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k:], dtype=np.float64))
         i_star = int(np.argmax(flat))
         return self._reweighted(patches, i_star, float(flat[i_star]), int(nn_index[i_star]))
 
     def image_score_only(self, features: np.ndarray) -> tuple[float, float]:
         """features (D, h, w) -> (the same image score as :meth:`image_score`, ms spent searching),
-        without every patch's distance where the search can certify the largest one alone
-        (int8 search: ``max_nn``); the anomaly map then needs :meth:`patch_scores`."""
+        without every patch's distance where the search can certify the largest ones alone
+        (int8 search: ``topk_nn``); the anomaly map then needs :meth:`patch_scores`."""
         d, h, w = features.shape
         patches = np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
         t0 = time.perf_counter()
-        max_nn = getattr(self.search, "max_nn", None)
-        if max_nn is None:
+        topk_nn = getattr(self.search, "topk_nn", None)
+        if topk_nn is None:
             dist, idx = self.search.query(patches, k=1)
-            i_star = int(np.argmax(dist[:, 0]))
-            s_star, m_star = float(dist[i_star, 0]), int(idx[i_star, 0])
-        else:
-            i_star, s_star, m_star = max_nn(patches)
+            search_ms = (time.perf_counter() - t0) * 1e3
+            return self.image_score(dist[:, 0], idx[:, 0], patches), search_ms
+        top, dist, rows = topk_nn(patches, self.topk if self.rule == "topk_mean" else 1)
         search_ms = (time.perf_counter() - t0) * 1e3
-        return self._reweighted(patches, i_star, s_star, m_star), search_ms
+        if self.rule == "topk_mean":
+            return float(np.mean(dist, dtype=np.float64)), search_ms
+        return self._reweighted(patches, int(top[0]), float(dist[0]), int(rows[0])), search_ms
 
     def _reweighted(self, patches: np.ndarray, i_star: int, s_star: float, m_star: int) -> float:
         if self.num_neighbors == 1:
