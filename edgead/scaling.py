@@ -280,6 +280,7 @@ def format_scaling(study: dict) -> str:
             lines.append(f"  fit {key}: {f['a']:.4g} + {f['b']:.4g}*s + {f['c']:.4g}*s^2 (R^2 {f['r2']:.3f})")
         e = study["extrapolation"]
         lines.append(f"  5 MP ({e['sensor'][0]}x{e['sensor'][1]}, as a {e['equivalent_side']:.0f} px square): "
-                     f"~{e['total_p50_ms']:.0f} ms per frame, ~{e['peak_rss_mib']:.0f} MiB peak RSS (extrapolated"
+                     + (f"~{e['decision_p50_ms']:.0f} ms to the decision, " if "decision_p50_ms" in e else "")
+                     + f"~{e['total_p50_ms']:.0f} ms with the map, ~{e['peak_rss_mib']:.0f} MiB peak RSS (extrapolated"
                      + (f", bank {e['bank_size']} rows)" if e.get("bank_size") else ")"))
     return "\n".join(lines)
