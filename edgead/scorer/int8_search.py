@@ -18,9 +18,12 @@ What is returned is exact where it matters:
   :class:`~edgead.scorer.nn_search.ExactSearch`'s.  Other patches (the anomaly map) may sit a
   near-tie away: measured max 0.3 %, mean 0.002 % relative distance error on real features.
 
+The PatchCore image score needs only the largest distances: :meth:`Int8Search.topk_nn` certifies
+them without searching every patch against the whole bank (bounds from the bank's first rows).
+
 The graphs are built at load from the bank with :mod:`edgead.scorer.onnx_proto` (no ``onnx``
-import on the Pi).  Memory: the float32 bank (for the float32 distances) plus its int8 codes (1/4 of it) inside
-onnxruntime, and one (784 x block) float32 product at a time.
+import on the Pi).  Memory: the int8 codes twice (here, to dequantize the rows that are measured,
+and inside onnxruntime), no float32 copy of the bank, and one (chunk x block) float32 product.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from edgead.scorer.nn_search import (
 )
 
 # Bank rows per int8 GEMM block (one onnxruntime session each): the (784 x block) float32 output
-# is then 3 MiB (4 MiB at most: queries go in chunks of 1024), one scratch buffer for all blocks; measured on the dev machine (14k bank, real
-# features): 1024 / 2048 / 4096 / one block within 5 % of each other (10.6 / 10.4 / 11.0 / 11.2
-# ms on a loaded machine), so the smallest scratch wins.
+# is then 3 MiB (4 MiB at most: queries go in chunks of 1024), one scratch buffer for all blocks.
+# Measured on the dev machine (14k bank, real features): 1024 / 2048 / 4096 / one block within
+# 5 % of each other (10.6 / 10.4 / 11.0 / 11.2 ms on a loaded machine): the smallest scratch wins.
 DEFAULT_BLOCK_ROWS = 1024
 
 # max_nn: the first block, about 1/_PREFIX_SHARE of the bank (its first rows in greedy k-center
