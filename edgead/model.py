@@ -145,14 +145,23 @@ class InspectionModel:
         t2 = time.perf_counter()
         return feats, geometries, {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3}
 
+    @staticmethod
+    def _stacked(feats: np.ndarray) -> np.ndarray:
+        """(tiles, D, h, w) -> (D, tiles*h, w): every tile's patches, for one search of a shared bank."""
+        n, d, h, w = feats.shape
+        return feats[0] if n == 1 else feats.transpose(1, 0, 2, 3).reshape(d, n * h, w)
+
+    def _topk_mean(self, distances: np.ndarray) -> float:
+        k = min(self.scorer.topk, distances.size)
+        return float(np.mean(np.partition(distances, distances.size - k)[distances.size - k:], dtype=np.float64))
+
     def _patchcore_tiles(self, feats: np.ndarray) -> list[tuple]:
         """Per tile: (scorer, patch distances (h, w), NN indices, patches); a shared bank is
         searched once for all tiles' patches."""
         n, d, h, w = feats.shape
         if len(self.scorers) > 1:
             return [(s, *s.patch_scores(f)) for s, f in zip(self.scorers, feats)]
-        stacked = feats[0] if n == 1 else feats.transpose(1, 0, 2, 3).reshape(d, n * h, w)
-        dist, idx, patches = self.scorer.patch_scores(stacked)
+        dist, idx, patches = self.scorer.patch_scores(self._stacked(feats))
         dist, idx, patches = dist.reshape(n, h, w), idx.reshape(n, h * w), patches.reshape(n, h * w, d)
         return [(self.scorer, dist[i], idx[i], patches[i]) for i in range(n)]
 
@@ -161,25 +170,35 @@ class InspectionModel:
 
     def score_features(self, feats: np.ndarray, with_map: bool = True,
                        lazy: bool = False) -> tuple[float, np.ndarray | Callable | None, dict]:
-        """Patch features (tiles, D, h, w) or (D, h, w) -> (image score = max over tiles,
-        anomaly maps at input size (tiles, H, W) or None, timings).  ``lazy``: PatchCore scores
+        """Patch features (tiles, D, h, w) or (D, h, w) -> (image score: reweighted = max over tiles,
+        topk_mean = over all tiles' patches; anomaly maps at input size (tiles, H, W) or None,
+        timings).  ``lazy``: PatchCore scores
         with :meth:`PatchCoreScorer.image_score_only` and returns a function that computes the
         maps instead (they need every patch's nearest neighbour, the score does not)."""
         feats = feats[None] if feats.ndim == 3 else feats
         t0 = time.perf_counter()
         patchcore = isinstance(self.scorer, PatchCoreScorer)
         if patchcore and lazy and hasattr(self.scorer.search, "topk_nn"):
-            # the decision needs the image score only: the largest patch distance, certified
+            # the decision needs the image score only: the largest patch distances, certified
             # without searching every patch; the maps (every patch searched) wait until asked for
-            scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
-            results = [s.image_score_only(f) for s, f in zip(scorers, feats)]
-            score = max(r[0] for r in results)
+            if self.scorer.rule == "topk_mean":  # the k largest over the whole frame, all tiles
+                groups = [(self.scorer, self._stacked(feats))] if len(self.scorers) == 1 else zip(self.scorers, feats)
+                tops = [s.top_distances(f) for s, f in groups]
+                score = self._topk_mean(np.concatenate([t[0] for t in tops]))
+                results = [(score, t[1]) for t in tops]
+            else:  # reweighted: per tile, image score = max over tiles
+                scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
+                results = [s.image_score_only(f) for s, f in zip(scorers, feats)]
+                score = max(r[0] for r in results)
             t1 = t0 + sum(r[1] for r in results) / 1e3  # search time; the rest is the reweighting
             maps = (lambda: self._maps([t[1] for t in self._patchcore_tiles(feats)])) if with_map else None
         elif patchcore:
             tiles = self._patchcore_tiles(feats)
             t1 = time.perf_counter()
-            score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
+            if self.scorer.rule == "topk_mean":
+                score = self._topk_mean(np.concatenate([t[1].reshape(-1) for t in tiles]))
+            else:
+                score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
             dists = [t[1] for t in tiles]
             maps = None if not with_map else (lambda: self._maps(dists)) if lazy else self._maps(dists)
         else:

@@ -78,19 +78,35 @@ class PatchCoreScorer:
         """features (D, h, w) -> (the same image score as :meth:`image_score`, ms spent searching),
         without every patch's distance where the search can certify the largest ones alone
         (int8 search: ``topk_nn``); the anomaly map then needs :meth:`patch_scores`."""
-        d, h, w = features.shape
-        patches = np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
-        t0 = time.perf_counter()
+        if self.rule == "topk_mean":
+            top, search_ms = self.top_distances(features)
+            return float(np.mean(top, dtype=np.float64)), search_ms
+        patches, t0 = self._patches(features), time.perf_counter()
         topk_nn = getattr(self.search, "topk_nn", None)
         if topk_nn is None:
             dist, idx = self.search.query(patches, k=1)
             search_ms = (time.perf_counter() - t0) * 1e3
             return self.image_score(dist[:, 0], idx[:, 0], patches), search_ms
-        top, dist, rows = topk_nn(patches, self.topk if self.rule == "topk_mean" else 1)
+        top, dist, rows = topk_nn(patches, 1)
         search_ms = (time.perf_counter() - t0) * 1e3
-        if self.rule == "topk_mean":
-            return float(np.mean(dist, dtype=np.float64)), search_ms
         return self._reweighted(patches, int(top[0]), float(dist[0]), int(rows[0])), search_ms
+
+    def top_distances(self, features: np.ndarray) -> tuple[np.ndarray, float]:
+        """features (D, h, w) -> (the ``topk`` largest patch NN distances, exact, largest first;
+        ms spent searching)."""
+        patches, t0 = self._patches(features), time.perf_counter()
+        k = min(self.topk, len(patches))
+        topk_nn = getattr(self.search, "topk_nn", None)
+        if topk_nn is not None:
+            dist = topk_nn(patches, k)[1]
+        else:
+            dist = np.sort(self.search.query(patches, k=1)[0][:, 0])[::-1][:k]
+        return dist, (time.perf_counter() - t0) * 1e3
+
+    @staticmethod
+    def _patches(features: np.ndarray) -> np.ndarray:
+        d, h, w = features.shape
+        return np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
 
     def _reweighted(self, patches: np.ndarray, i_star: int, s_star: float, m_star: int) -> float:
         if self.num_neighbors == 1:
