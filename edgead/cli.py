@@ -89,6 +89,7 @@ def cmd_info(argv: list[str]) -> int:
         "tiling": m.get("tiling"),
         "feature_dim": m["feature_dim"], "bank_size": m.get("bank_size"),
         "bank_dtype": m.get("patchcore", {}).get("bank_dtype"), "search": m.get("patchcore", {}).get("search"),
+        "image_score": m.get("patchcore", {}).get("image_score"),
         "threshold": m["threshold"], "thresholds": m.get("thresholds"),
         "default_precision": m.get("default_precision"), "training_images": m.get("training_images"),
         "created": m.get("created"), "edgead_version": m.get("edgead_version"), "schema_version": m["schema_version"],
