@@ -170,11 +170,11 @@ class InspectionModel:
 
     def score_features(self, feats: np.ndarray, with_map: bool = True,
                        lazy: bool = False) -> tuple[float, np.ndarray | Callable | None, dict]:
-        """Patch features (tiles, D, h, w) or (D, h, w) -> (image score: reweighted = max over tiles,
-        topk_mean = over all tiles' patches; anomaly maps at input size (tiles, H, W) or None,
-        timings).  ``lazy``: PatchCore scores
-        with :meth:`PatchCoreScorer.image_score_only` and returns a function that computes the
-        maps instead (they need every patch's nearest neighbour, the score does not)."""
+        """Patch features (tiles, D, h, w) or (D, h, w) -> (image score, anomaly maps at input size
+        (tiles, H, W) or None, timings).  Image score: reweighted = max over tiles, topk_mean =
+        over all tiles' patches.  ``lazy``: PatchCore scores with the certified largest distances
+        alone (int8 search) and returns a function that computes the maps instead (they need
+        every patch's nearest neighbour, the score does not)."""
         feats = feats[None] if feats.ndim == 3 else feats
         t0 = time.perf_counter()
         patchcore = isinstance(self.scorer, PatchCoreScorer)
