@@ -22,7 +22,7 @@ from edgead.result import ScoreResult
 from edgead.scorer.anomaly_map import upsample_and_smooth
 from edgead.scorer.bank_store import load_bank, load_bank_knn
 from edgead.scorer.padim import PadimScorer
-from edgead.scorer.patchcore import PatchCoreScorer
+from edgead.scorer.patchcore import PatchCoreScorer, topk_mean
 from edgead.threads import limit_threads
 from edgead.tiling import TilingConfig, frame_inputs, merge_maps
 
@@ -151,9 +151,9 @@ class InspectionModel:
         n, d, h, w = feats.shape
         return feats[0] if n == 1 else feats.transpose(1, 0, 2, 3).reshape(d, n * h, w)
 
-    def _topk_mean(self, distances: np.ndarray) -> float:
-        k = min(self.scorer.topk, distances.size)
-        return float(np.mean(np.partition(distances, distances.size - k)[distances.size - k:], dtype=np.float64))
+    def _tile_scorers(self, tiles: int) -> list:
+        """The scorer of each tile: one per tile position, or the shared one for every tile."""
+        return self.scorers if len(self.scorers) > 1 else self.scorers * tiles
 
     def _patchcore_tiles(self, feats: np.ndarray) -> list[tuple]:
         """Per tile: (scorer, patch distances (h, w), NN indices, patches); a shared bank is
@@ -184,11 +184,10 @@ class InspectionModel:
             if self.scorer.rule == "topk_mean":  # the k largest over the whole frame, all tiles
                 groups = [(self.scorer, self._stacked(feats))] if len(self.scorers) == 1 else zip(self.scorers, feats)
                 tops = [s.top_distances(f) for s, f in groups]
-                score = self._topk_mean(np.concatenate([t[0] for t in tops]))
+                score = topk_mean(np.concatenate([t[0] for t in tops]), self.scorer.topk)
                 results = [(score, t[1]) for t in tops]
             else:  # reweighted: per tile, image score = max over tiles
-                scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
-                results = [s.image_score_only(f) for s, f in zip(scorers, feats)]
+                results = [s.image_score_only(f) for s, f in zip(self._tile_scorers(len(feats)), feats)]
                 score = max(r[0] for r in results)
             t1 = t0 + sum(r[1] for r in results) / 1e3  # search time; the rest is the reweighting
             maps = (lambda: self._maps([t[1] for t in self._patchcore_tiles(feats)])) if with_map else None
@@ -196,14 +195,13 @@ class InspectionModel:
             tiles = self._patchcore_tiles(feats)
             t1 = time.perf_counter()
             if self.scorer.rule == "topk_mean":
-                score = self._topk_mean(np.concatenate([t[1].reshape(-1) for t in tiles]))
+                score = topk_mean(np.concatenate([t[1].reshape(-1) for t in tiles]), self.scorer.topk)
             else:
                 score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
             dists = [t[1] for t in tiles]
             maps = None if not with_map else (lambda: self._maps(dists)) if lazy else self._maps(dists)
         else:
-            scorers = self.scorers if len(self.scorers) > 1 else self.scorers * len(feats)
-            dists = [s.patch_scores(f) for s, f in zip(scorers, feats)]
+            dists = [s.patch_scores(f) for s, f in zip(self._tile_scorers(len(feats)), feats)]
             t1 = time.perf_counter()
             maps = self._maps(dists)
             score = float(maps.max())

@@ -40,6 +40,7 @@ from edgead.scorer.nn_search import (
     _as_rows,
     _check_k,
     _direct_distances,
+    certify_top,
 )
 
 # Bank rows per int8 GEMM block (one onnxruntime session each): the (784 x block) float32 output
@@ -154,8 +155,7 @@ class Int8Search:
             with self._lock:
                 return self._exact_nn(q, k)
         with self._lock:
-            # queries in chunks: the scratch stays (chunk x block) floats whatever the frame size
-            idx = np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK]) for s in range(0, len(q), _QUERY_CHUNK)])
+            idx = self._argmin_chunked(q)
             dist = _direct_distances(q, self.vectors(idx))
             self.last_refined = self._certify_top(q, dist, idx, np.zeros(len(q), dtype=bool), 1)
         return dist[:, None], idx[:, None]
@@ -185,12 +185,13 @@ class Int8Search:
         k = max(1, min(int(k), q.shape[0]))
         with self._lock:
             small = len(self._blocks) < 3
-            blocks = self._blocks if small else self._blocks[:1]
-            idx = np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK], blocks)
-                                  for s in range(0, len(q), _QUERY_CHUNK)])
+            idx = self._argmin_chunked(q, self._blocks if small else self._blocks[:1])
             upper = _direct_distances(q, self.vectors(idx))
             exact = np.zeros(len(q), dtype=bool)
-            refined = self._certify_round(q, upper, idx, exact, np.argsort(-upper, kind="stable")[: k + _CERTIFY_BATCH - 1])
+            first = np.argsort(-upper, kind="stable")[: k + _CERTIFY_BATCH - 1]
+            upper[first], idx[first] = self._measure(q, first)
+            exact[first] = True
+            refined = len(first)
             if not small:
                 kth = np.partition(upper[exact], -k)[-k] if exact.sum() >= k else -np.inf
                 rest = np.flatnonzero(~exact & (upper > kth))  # the only queries that may still enter
@@ -206,27 +207,22 @@ class Int8Search:
         top = np.argsort(-upper, kind="stable")[:k]
         return top, upper[top], idx[top]
 
-    def _certify_round(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray, exact: np.ndarray,
-                       which: np.ndarray) -> int:
-        d, i = self._exact_nn(q[which])
-        dist[which], idx[which], exact[which] = d[:, 0], i[:, 0], True
-        return len(which)
+    def _measure(self, q: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact nearest neighbours of queries ``q[rows]``: (distances, bank rows)."""
+        d, i = self._exact_nn(q[rows])
+        return d[:, 0], i[:, 0]
 
     def _certify_top(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray, exact: np.ndarray,
                      k: int) -> int:
-        """Make the ``k`` largest of ``dist`` exact, in place (``exact`` marks the ones that are);
-        return how many queries were measured.  ``dist`` are distances to real rows, upper bounds
-        of the true ones: once every unmeasured bound is at most the k-th largest exact distance,
-        nothing unmeasured can enter the top k."""
-        refined, batch = 0, _CERTIFY_BATCH + k - 1
-        while True:
-            kth = np.partition(dist[exact], -k)[-k] if exact.sum() >= k else -np.inf
-            cand = np.flatnonzero(~exact & (dist > kth))
-            if not cand.size:
-                return refined
-            take = cand[np.argsort(-dist[cand], kind="stable")[:batch]]
-            refined += self._certify_round(q, dist, idx, exact, take)
-            batch = _CERTIFY_MAX_BATCH  # after the first round: every query still above the k-th
+        """Make the ``k`` largest of ``dist`` exact, in place (nn_search.certify_top with the
+        bound-pruned exact search); return how many queries were measured."""
+        return certify_top(lambda rows: self._measure(q, rows), dist, idx, k=k, exact=exact,
+                           first=_CERTIFY_BATCH + k - 1, later=_CERTIFY_MAX_BATCH)
+
+    def _argmin_chunked(self, q: np.ndarray, blocks: list | None = None) -> np.ndarray:
+        """The int8 winner of every query, queries in chunks: the scratch stays (chunk x block)
+        floats whatever the frame size."""
+        return np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK], blocks) for s in range(0, len(q), _QUERY_CHUNK)])
 
     def _scores(self, a: np.ndarray, blocks: list | None = None):
         """Per block: (first row, (Q, rows) approximate q.m_j - 0.5 ||m_j||^2) for centred queries

@@ -25,7 +25,7 @@ import os
 import struct
 import threading
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,7 +41,7 @@ __all__ = [
     "ExactSearch",
     "HnswSearch",
     "build_hnsw_index",
-    "certify_max",
+    "certify_top",
     "choose_backend",
     "make_search",
 ]
@@ -315,34 +315,33 @@ class ExactSearch:
         return run_i
 
 
-def certify_max(exact: "ExactSearch", q: np.ndarray, dist: np.ndarray, idx: np.ndarray,
-                first: int = _REFINE_FIRST) -> int:
-    """Make the largest of a batch's NN distances exact (in place); return how many queries were
-    re-searched exactly by ``exact``.
+def certify_top(measure: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dist: np.ndarray,
+                idx: np.ndarray, *, k: int = 1, exact: np.ndarray | None = None,
+                first: int = _REFINE_FIRST, later: int | None = None) -> int:
+    """Make the ``k`` largest of a batch's NN distances exact (in place); return how many queries
+    were measured.
 
-    ``dist[i]`` must be the distance from ``q[i]`` to a real bank row ``idx[i]`` (an approximate
-    search's answer), hence an upper bound of the true NN distance.  Round 1 re-searches by brute
-    force the ``first`` queries with the largest distances; its largest exact distance ``best`` is
-    a lower bound of the true maximum.  Round 2 (only if needed) re-searches every other query
-    whose distance still exceeds ``best``.  Afterwards every query left alone has a true distance
-    <= its distance <= ``best``, so max(dist) -- the PatchCore image score -- and its argmax patch
-    and neighbour are exactly what brute force gives.
+    ``dist[i]`` must be the distance from query i to a real bank row ``idx[i]`` (an approximate
+    search's answer), hence an upper bound of the true NN distance; ``exact`` marks the queries
+    already measured.  ``measure(rows)`` returns the exact (distances, neighbour rows) of those
+    queries.  Round 1 measures the ``first`` largest unmeasured queries; each later round up to
+    ``later`` (None: all) of those whose bound still exceeds the k-th largest exact distance.
+    Afterwards no unmeasured query can enter the top k: its true distance <= its bound <= that
+    k-th distance, so the k largest -- the PatchCore image score -- and their patches and
+    neighbours are exactly what brute force gives.
     """
-    n = dist.shape[0]
-    if n == 0:
-        return 0
-    upper = dist.copy()
-    order = np.argsort(-upper, kind="stable")
-    top = order[: min(n, first)]
-    d_e, i_e = exact.query(q[top], k=1)
-    dist[top], idx[top] = d_e[:, 0], i_e[:, 0]
-    best = float(d_e.max())
-    rest = order[top.size:]
-    rest = rest[upper[rest] > best]
-    if rest.size:
-        d_e, i_e = exact.query(q[rest], k=1)
-        dist[rest], idx[rest] = d_e[:, 0], i_e[:, 0]
-    return int(top.size + rest.size)
+    exact = np.zeros(len(dist), dtype=bool) if exact is None else exact
+    refined, batch = 0, first
+    while True:
+        kth = np.partition(dist[exact], -k)[-k] if exact.sum() >= k else -np.inf
+        cand = np.flatnonzero(~exact & (dist > kth))
+        if not cand.size:
+            return refined
+        take = cand[np.argsort(-dist[cand], kind="stable")[:batch]]
+        dist[take], idx[take] = measure(take)
+        exact[take] = True
+        refined += len(take)
+        batch = later
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,7 +451,7 @@ class HnswSearch:
     far from the true neighbour (rare, but it happens on clustered banks, and the image score is
     a max over 784 patches, so one bad patch decides it) can only *over*-estimate a distance, so
     the patches with the largest HNSW distances are re-searched by brute force until the
-    maximum is certified (see :func:`certify_max`: at most two passes over the bank; on real
+    maximum is certified (see :func:`certify_top`: at most two passes over the bank; on real
     features one pass for 16 patches, ~15 ms at 100k rows on the dev machine).  Other patches
     keep their HNSW distances (anomaly map).  This needs the float32 bank in memory (a view if
     the caller's bank already is float32, else a converted copy of 4*N*D bytes) next to the
@@ -573,7 +572,8 @@ class HnswSearch:
         dist = np.sqrt(np.maximum(sq, 0.0, dtype=np.float32)).astype(np.float32, copy=False)
         idx = labels.astype(np.int64, copy=False)
         if k == 1 and self.exact_max and self._exact is not None:
-            self.last_refined = certify_max(self._exact, q, dist[:, 0], idx[:, 0])
+            self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in self._exact.query(q[rows], k=1)),
+                                            dist[:, 0], idx[:, 0])
         return dist, idx
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:

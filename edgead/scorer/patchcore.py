@@ -22,6 +22,13 @@ def softmax_reweight(test_to_support: np.ndarray) -> float:
 IMAGE_SCORE_RULES = ("reweighted", "topk_mean")
 
 
+def topk_mean(distances: np.ndarray, k: int) -> float:
+    """The mean of the ``k`` largest patch distances (all of them when there are fewer)."""
+    flat = np.asarray(distances).reshape(-1)
+    k = min(int(k), flat.size)
+    return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k:], dtype=np.float64))
+
+
 class PatchCoreScorer:
     """Scores a (D, h, w) feature map against a memory bank."""
 
@@ -67,10 +74,9 @@ class PatchCoreScorer:
         """reweighted: s = (1 - softmax weight) * max patch distance; the weight uses the b nearest
         memory-bank neighbours of m* (the bank row nearest to the most anomalous patch).
         topk_mean: the mean of the k largest patch distances."""
-        flat = patch_dist.reshape(-1)
         if self.rule == "topk_mean":
-            k = min(self.topk, flat.size)
-            return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k:], dtype=np.float64))
+            return topk_mean(patch_dist, self.topk)
+        flat = patch_dist.reshape(-1)
         i_star = int(np.argmax(flat))
         return self._reweighted(patches, i_star, float(flat[i_star]), int(nn_index[i_star]))
 
