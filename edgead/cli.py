@@ -85,7 +85,8 @@ def cmd_info(argv: list[str]) -> int:
     info = {
         "name": m.get("name"), "method": m["method"], "backbone": m["backbone"].get("name"),
         "taps": m["backbone"].get("taps"), "input_size": m["preprocess"]["input_size"],
-        "resize_mode": m["preprocess"].get("resize_mode"), "roi": m["preprocess"].get("roi"),
+        "resize_mode": m["preprocess"].get("resize_mode"),
+        "interpolation": m["preprocess"].get("interpolation", "area"), "roi": m["preprocess"].get("roi"),
         "tiling": m.get("tiling"),
         "feature_dim": m["feature_dim"], "bank_size": m.get("bank_size"),
         "bank_dtype": m.get("patchcore", {}).get("bank_dtype"), "search": m.get("patchcore", {}).get("search"),

@@ -16,6 +16,7 @@ from edgead.artifact import manifest_sha256, verify_artifact
 from edgead.backbone import Backbone
 from edgead.decision import Decision
 from edgead.errors import ArtifactError, ConfigError
+from edgead.heap import release_free_memory
 from edgead.images import decode_image
 from edgead.preprocess import PreprocessConfig
 from edgead.result import ScoreResult
@@ -50,11 +51,12 @@ def _load_scorer(model_dir: Path, manifest: dict, files: dict[str, str], search:
     if method == "patchcore":
         pc = manifest.get("patchcore", {})
         index = model_dir / files["index"]
-        bank, quantized = load_bank(model_dir, manifest["files"], files["tag"])
+        bank, quantized = load_bank(model_dir, manifest["files"], files["tag"], dequantize=False)
+        rows = len(bank) if bank is not None else len(quantized[0])
         return PatchCoreScorer(
             bank,
             quantized=quantized,
-            bank_knn=load_bank_knn(model_dir, manifest["files"], len(bank), files["tag"]),
+            bank_knn=load_bank_knn(model_dir, manifest["files"], rows, files["tag"]),
             image_score=pc.get("image_score"),
             num_neighbors=pc.get("num_neighbors", 9),
             backend=search,
@@ -228,6 +230,14 @@ class InspectionModel:
             return self.decision.result(score, None, timings, map_fn=lambda: merge_maps(maps(), geometries, merge))
         return self.decision.result(score, merge_maps(maps, geometries, merge), timings)
 
+    def warm_up(self) -> None:
+        """Score one mid-grey frame with its map (onnxruntime allocates its buffers, the int8
+        search its scratch), then give the load's freed memory back to the OS: the first
+        inspected part is then as fast as the rest, and RSS shows what serving needs."""
+        h, w = self.input_size
+        self.score(np.full((h, w, 3), 128, np.uint8), with_map=True, defer_map=False).anomaly_map
+        release_free_memory()
+
     def score_bytes(self, data: bytes, with_map: bool = True, name: str = "upload",
                     defer_map: bool = True) -> ScoreResult:
         t0 = time.perf_counter()
@@ -239,6 +249,12 @@ class InspectionModel:
 
 
 def load_model(path: str | Path, precision: str | None = None, threads: int = 1, search: str = "auto",
-               batch_tiles: bool = False) -> InspectionModel:
-    """Load and verify an artifact directory; ArtifactError names the file and problem."""
-    return InspectionModel(path, precision=precision, threads=threads, search=search, batch_tiles=batch_tiles)
+               batch_tiles: bool = False, warm_up: bool = False) -> InspectionModel:
+    """Load and verify an artifact directory; ArtifactError names the file and problem.
+    ``warm_up``: score one frame before returning (:meth:`InspectionModel.warm_up`; the daemon)."""
+    model = InspectionModel(path, precision=precision, threads=threads, search=search, batch_tiles=batch_tiles)
+    if warm_up:
+        model.warm_up()
+    else:
+        release_free_memory()
+    return model

@@ -30,6 +30,7 @@ def test_manifest_and_files(model_dir):
         assert z["codes"].dtype == np.int8 and z["codes"].shape == (m["bank_size"], 152)
         assert z["scale"].shape == (m["bank_size"],) and z["mean"].shape == (152,)
     assert m["patchcore"]["bank_dtype"] == "int8"
+    assert m["preprocess"]["interpolation"] == "linear"  # new exports: bilinear up to a 2x shrink
     assert m["training_images"] == 25 and m["holdout_images"] == 5
     assert m["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
     assert not list(model_dir.parent.glob(f".{model_dir.name}.tmp-*"))  # staging cleaned up
@@ -243,6 +244,27 @@ def test_decision_path_score_equals_the_full_search(model_dir, synthetic_images,
         full_score, _, _ = model.score_features(model.features(img)[0], with_map=False)
         assert fast.score == pytest.approx(full_score, rel=1e-6)
         assert fast.anomaly_map.shape == img.shape[:2]
+
+
+def test_int8_bank_is_served_from_its_codes(model_dir, synthetic_images):
+    """The int8 search keeps the codes only (no float32 copy of the bank, not even at load); the
+    exact backend dequantizes them and gives the same image scores."""
+    from edgead.images import read_image
+    from edgead.scorer.bank_store import load_bank
+
+    files = json.loads((model_dir / "manifest.json").read_text())["files"]
+    bank, (codes, _, _) = load_bank(model_dir, files, dequantize=False)
+    assert bank is None and codes.dtype == np.int8
+    model = load_model(model_dir, warm_up=True)
+    search = model.scorer.search
+    assert search.name == "int8" and not hasattr(search, "bank") and search.codes.dtype == np.int8
+    assert search._out.size > 0  # the warm-up frame allocated the GEMM scratch
+    assert model.scorer.bank_knn.dtype == np.uint16  # the support table as stored
+    exact = load_model(model_dir, search="exact")
+    assert exact.search_backend == "exact"
+    for path in synthetic_images["good"][:2] + synthetic_images["bad"][:2]:
+        img = read_image(path)
+        assert model.score(img).score == pytest.approx(exact.score(img).score, rel=1e-5)
 
 
 def test_stored_support_sets_give_the_same_scores(model_dir, synthetic_images):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgead.scorer import onnx_proto
-from edgead.scorer.int8_search import Int8Search, _gemm_model, dequantize_bank, quantize_bank
+from edgead.scorer.int8_search import SCRATCH_FLOATS, Int8Search, _gemm_model, dequantize_bank, quantize_bank
 from edgead.scorer.nn_search import ExactSearch, NearestNeighbourSearch, make_search
 
 
@@ -130,7 +130,7 @@ def test_large_frames_go_in_chunks(data):
     de, ie = exact.query(q)
     assert d8.shape == (2500, 1) and np.mean(i8 == ie) > 0.9
     assert float(d8.max()) == pytest.approx(float(de.max()), rel=1e-6)
-    assert int8._out.size <= 1024 * int8.block_rows  # the scratch did not grow with the frame
+    assert int8._out.size <= SCRATCH_FLOATS  # the scratch did not grow with the frame (4 MiB)
 
 
 @pytest.mark.parametrize("outliers", [0, 3])  # a good frame (many near-maxima) and a defect frame
@@ -147,14 +147,22 @@ def test_max_nn_is_the_exact_maximum(data, outliers):
         top = int(np.argmax(d_e[:, 0]))
         assert d == pytest.approx(float(d_e[top, 0]), rel=1e-6)
         assert (i, j) == (top, int(i_e[top, 0]))
-    small = Int8Search(None, quantized=quantized)  # two blocks or fewer: the full search
+    default = Int8Search(None, quantized=quantized)  # prefix, then blocks doubling from 1024 rows
+    assert [c1 - c0 for c0, c1, _, _ in default._blocks] == [375, 1024, 1601]
+    i, d, j = default.max_nn(q)
+    assert d == pytest.approx(float(d_e.max()), rel=1e-6)
+    codes, scale, mean = quantized
+    small = Int8Search(None, quantized=(codes[:300], scale[:300], mean))  # under 3 prefixes: full search
+    assert small.rows < 3 * small.prefix_rows
+    d_e = ExactSearch(bank[:300]).query(q)[0]
     i, d, j = small.max_nn(q)
     assert d == pytest.approx(float(d_e.max()), rel=1e-6)
 
 
-@pytest.mark.parametrize("block_rows", [256, 5000])  # the prefix path and the small-bank path
-def test_topk_nn_are_the_exact_k_largest(data, block_rows):
-    quantized, bank, _ = data
+@pytest.mark.parametrize("rows, block_rows", [(3000, 256), (3000, 5000), (300, 5000)])  # prefix path x2, full search
+def test_topk_nn_are_the_exact_k_largest(data, rows, block_rows):
+    (codes, scale, mean), bank, _ = data
+    quantized, bank = (codes[:rows], scale[:rows], mean), bank[:rows]
     rng = np.random.default_rng(9)
     int8, exact = Int8Search(None, quantized=quantized, block_rows=block_rows), ExactSearch(bank)
     for outliers in (0, 2, 15):
@@ -165,3 +173,19 @@ def test_topk_nn_are_the_exact_k_largest(data, block_rows):
         top, dist, rows = int8.topk_nn(q, 10)
         np.testing.assert_allclose(dist, d_e[order, 0], rtol=1e-6)  # largest first, exact
         assert set(top.tolist()) == set(order.tolist()) and (rows == i_e[top, 0]).all()
+
+
+def test_gemm_upper_bounds_hold(data):
+    """topk_nn's first bounds come from the GEMM alone: each must be at least the float32
+    distance to its winner row, also for far-off and near-duplicate queries."""
+    quantized, bank, q = data
+    int8 = Int8Search(None, quantized=quantized)
+    rng = np.random.default_rng(11)
+    near = bank[:200] + 1e-4 * rng.standard_normal((200, bank.shape[1])).astype(np.float32)
+    for queries in (q, q * 3.0 + 10.0, near):
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        idx, upper = int8._winners(queries, int8._blocks[:1])
+        direct = np.linalg.norm(queries.astype(np.float64) - bank[idx], axis=1)
+        assert (upper >= direct * (1 - 1e-6) - 1e-6).all()
+        if queries is q:  # and not uselessly loose (the bound's slack is absolute: near-duplicates
+            assert np.median(upper / direct) < 1.5  # sit far under it)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -43,12 +44,32 @@ def test_grey_frames_accepted():
     assert x.shape == (1, 3, 32, 64)
 
 
-@pytest.mark.parametrize("kw", [dict(input_size=(100, 224)), dict(resize_mode="crop"), dict(roi=(0, 0, -1, 5))])
+@pytest.mark.parametrize("kw", [dict(input_size=(100, 224)), dict(resize_mode="crop"), dict(roi=(0, 0, -1, 5)),
+                                dict(interpolation="cubic")])
 def test_bad_config_is_refused(kw):
     with pytest.raises(ConfigError):
         PreprocessConfig(**kw)
 
 
 def test_config_roundtrip():
-    cfg = PreprocessConfig(input_size=(64, 96), resize_mode="letterbox", roi=(1, 2, 30, 40))
+    cfg = PreprocessConfig(input_size=(64, 96), resize_mode="letterbox", roi=(1, 2, 30, 40), interpolation="linear")
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    # a manifest written before the field resized with INTER_AREA: it still does
+    old = cfg.to_dict()
+    del old["interpolation"]
+    assert PreprocessConfig.from_dict(old).interpolation == "area"
+
+
+@pytest.mark.parametrize("shape, linear", [((90, 60, 3), True), ((129, 64, 3), False), ((32, 32, 3), True)])
+def test_interpolation_modes(shape, linear):
+    """"linear": bilinear up to a 2x shrink (here 64 -> 32 px wide is 2x, 129 -> 64 high is more),
+    INTER_AREA beyond; "area": INTER_AREA whenever the image shrinks; both enlarge bilinearly."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    size = (64, 32)
+    fast, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="linear"))
+    area, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="area"))
+    want = cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+    np.testing.assert_array_equal(fast, want)
+    shrinks = shape[0] > size[0] or shape[1] > size[1]
+    np.testing.assert_array_equal(area, cv2.resize(img, size[::-1], interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR))

@@ -63,7 +63,7 @@ def save_bank_knn(directory: Path, bank: np.ndarray, k: int, tag: str = "") -> s
 
 
 def load_bank_knn(directory: Path, names: set[str] | dict, rows: int, tag: str = "") -> np.ndarray | None:
-    """The bank's stored k-NN table (rows, k) int64, or None when the artifact has none."""
+    """The bank's stored k-NN table (rows, k) of integer row ids, or None when the artifact has none."""
     path = Path(directory) / knn_file(tag)
     if path.name not in names:
         return None
@@ -74,12 +74,16 @@ def load_bank_knn(directory: Path, names: set[str] | dict, rows: int, tag: str =
     if knn.ndim != 2 or knn.shape[0] != rows or not np.issubdtype(knn.dtype, np.integer) \
             or (knn.size and (int(knn.min()) < 0 or int(knn.max()) >= rows)):
         raise ArtifactError(f"{path}: neighbour table {knn.dtype} {knn.shape} does not fit a bank of {rows} rows")
-    return knn.astype(np.int64)
+    # kept as stored (uint16 for banks up to 65,536 rows: a quarter of int64), indexes as it is
+    return knn if knn.dtype in (np.uint16, np.int32, np.int64) else knn.astype(np.int64)
 
 
-def load_bank(directory: Path, names: set[str] | dict, tag: str = "") -> tuple[np.ndarray, tuple | None]:
+def load_bank(directory: Path, names: set[str] | dict, tag: str = "",
+              dequantize: bool = True) -> tuple[np.ndarray | None, tuple | None]:
     """The bank of an artifact directory -> (float32 (N, D), (codes, scale, mean) or None).
-    ``names``: the artifact's file names (the manifest's ``files``) to pick the format from."""
+    ``names``: the artifact's file names (the manifest's ``files``) to pick the format from.
+    ``dequantize=False``: an int8 bank comes back as (None, codes...) -- the int8 search needs
+    only the codes, and a float32 copy made and freed at load stays in the heap (4 N D bytes)."""
     q8, npy = Path(directory) / bank_file("int8", tag), Path(directory) / bank_file("float16", tag)
     if q8.name in names:
         try:
@@ -92,7 +96,7 @@ def load_bank(directory: Path, names: set[str] | dict, tag: str = "") -> tuple[n
             raise ArtifactError(f"{q8}: memory bank arrays do not fit together "
                                 f"(codes {codes.dtype} {codes.shape}, scale {scale.shape}, mean {mean.shape})")
         quantized = (codes, scale.astype(np.float32), mean.astype(np.float32))
-        return dequantize_bank(*quantized), quantized
+        return (dequantize_bank(*quantized) if dequantize else None), quantized
     if npy.name not in names:
         raise ArtifactError(f"{directory}: the manifest lists no memory bank ({q8.name} or {npy.name})")
     try:

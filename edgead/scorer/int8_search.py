@@ -43,20 +43,27 @@ from edgead.scorer.nn_search import (
     certify_top,
 )
 
-# Bank rows per int8 GEMM block (one onnxruntime session each): the (784 x block) float32 output
-# is then 3 MiB (4 MiB at most: queries go in chunks of 1024), one scratch buffer for all blocks.
-# Measured on the dev machine (14k bank, real features): 1024 / 2048 / 4096 / one block within
-# 5 % of each other (10.6 / 10.4 / 11.0 / 11.2 ms on a loaded machine): the smallest scratch wins.
-DEFAULT_BLOCK_ROWS = 1024
+# Bank rows per int8 GEMM block at most (one onnxruntime session each, with the block's codes
+# prepacked): after the prefix (below), blocks double from 1024 rows, so that a 14k-row bank is
+# 1024 + 1024 + 2048 + 4096 + 5920 rows and a 1.4k-row one 176 + 1235.  Each session costs ~0.3 MiB of RSS beyond
+# its codes, and each call ~15 us, which a few-query pass (the exact search of the top patches)
+# pays once per block; big blocks cost the GEMM nothing (dev machine, 14k bank, full search of a
+# frame: 1024 / 2048 / 4096 / one block within 5 %).
+DEFAULT_BLOCK_ROWS = 16384
 
-# max_nn: the first block, about 1/_PREFIX_SHARE of the bank (its first rows in greedy k-center
-# order cover the rest), gives every query an upper bound before the exact search of the few that
-# can hold the maximum.
+# The float32 GEMM output, one scratch buffer for every call: queries go in chunks of
+# SCRATCH_FLOATS // block rows (4 MiB; a 224 px frame's 784 patches in one go up to 1.3k rows).
+SCRATCH_FLOATS = 1 << 20
+_MIN_QUERY_CHUNK = 16
+
+# topk_nn: the first block, the prefix, about 1/_PREFIX_SHARE of the bank (its first rows in
+# greedy k-center order cover the rest) and at most _PREFIX_MAX_ROWS, gives every query an upper
+# bound before the exact search of the few that can hold the maximum.  Banks under three
+# prefixes are searched in full.
 _PREFIX_SHARE = 8
 _PREFIX_MIN_ROWS = 128
-
-# Queries per int8 GEMM call: one 224 px frame (784 patches) in one go, larger frames in chunks.
-_QUERY_CHUNK = 1024
+_PREFIX_MAX_ROWS = 1024
+_FIRST_BLOCK_ROWS = 1024  # the block after the prefix, at least
 
 # Queries certified in the first round (the largest distances first; with full-bank bounds one
 # round almost always suffices), then up to this many per round (the bounds of max_nn are looser).
@@ -124,24 +131,37 @@ class Int8Search:
         self.scale = np.ascontiguousarray(scale, dtype=np.float32)
         self.mean = np.ascontiguousarray(mean, dtype=np.float32)
         # 0.5 ||scale * code||^2: argmin_j ||q - m_j||^2 = argmax_j (q.m_j - 0.5 ||m_j||^2), centred
-        approx = codes.astype(np.float32) * scale[:, None]
-        self._half_norms = 0.5 * np.einsum("ij,ij->i", approx, approx, dtype=np.float32)
-        self._l1 = np.abs(approx).sum(axis=1)  # ||m_j - mean||_1: the GEMM's error bound per unit step
-        del approx
+        # in row chunks: a float32 copy of the whole bank, freed at once, would stay in the heap
+        self._half_norms = np.empty(self.rows, np.float32)
+        self._l1 = np.empty(self.rows, np.float32)  # ||m_j - mean||_1: the GEMM's error bound per unit step
+        for r0 in range(0, self.rows, 4096):
+            approx = self.codes[r0: r0 + 4096].astype(np.float32) * self.scale[r0: r0 + 4096, None]
+            self._half_norms[r0: r0 + 4096] = 0.5 * np.einsum("ij,ij->i", approx, approx, dtype=np.float32)
+            self._l1[r0: r0 + 4096] = np.abs(approx).sum(axis=1)
         self.block_rows = max(1, int(DEFAULT_BLOCK_ROWS if block_rows is None else block_rows))
         opts = session_options(threads)
         # no per-session arena: each block writes into self._out (io binding), nothing to cache
         opts.enable_cpu_mem_arena = False
         self._blocks = []
-        # the first block is max_nn's prefix: about 1/PREFIX_SHARE of the bank (greedy order)
-        prefix = min(self.block_rows, max(_PREFIX_MIN_ROWS, self.rows // _PREFIX_SHARE))
-        starts = [0] + list(range(prefix, self.rows, self.block_rows))
+        # the first block is topk_nn's prefix (greedy order: it covers the rest of the bank)
+        self.prefix_rows = min(self.block_rows, _PREFIX_MAX_ROWS, max(_PREFIX_MIN_ROWS, self.rows // _PREFIX_SHARE))
+        # then blocks doubling in size up to block_rows: the pruned pass of topk_nn drops most
+        # queries in the first ones (greedy order), few-query passes make few calls
+        starts, size = [0, self.prefix_rows], min(self.block_rows, max(self.prefix_rows, _FIRST_BLOCK_ROWS))
+        while starts[-1] < self.rows:
+            starts.append(starts[-1] + size)
+            size = min(2 * size, self.block_rows)
+        starts = [c for c in starts[:-1] if c < self.rows]
+        if len(starts) > 2 and 2 * (self.rows - starts[-1]) < starts[-1] - starts[-2]:
+            starts.pop()  # a short last block joins the one before
         for c0, c1 in zip(starts, starts[1:] + [self.rows]):
             model = _gemm_model(codes[c0:c1], np.ascontiguousarray(scale[c0:c1], dtype=np.float32),
                                 -self._half_norms[c0:c1])
             sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
             self._blocks.append((c0, c1, sess, sess.io_binding()))
-        self._out = np.empty(0, np.float32)  # one block's (Q x rows) product, reused by every block
+        widest = max(c1 - c0 for c0, c1, _, _ in self._blocks)
+        self._chunk = max(_MIN_QUERY_CHUNK, SCRATCH_FLOATS // widest)  # queries per GEMM call
+        self._out = np.empty(0, np.float32)  # one (chunk x block) product, reused by every call
         self.last_refined = 0  # queries made exact by the last query() (certified maximum)
         self.last_candidates = 0  # most bank rows measured in float32 for one of them
         self._lock = threading.Lock()
@@ -155,7 +175,7 @@ class Int8Search:
             with self._lock:
                 return self._exact_nn(q, k)
         with self._lock:
-            idx = self._argmin_chunked(q)
+            idx = self._argmin(q)
             dist = _direct_distances(q, self.vectors(idx))
             self.last_refined = self._certify_top(q, dist, idx, np.zeros(len(q), dtype=bool), 1)
         return dist[:, None], idx[:, None]
@@ -177,24 +197,27 @@ class Int8Search:
         The queries with the largest bounds are searched exactly; queries whose bound still
         exceeds the k-th exact distance meet the other blocks one by one, dropping out as soon
         as a block brings their bound below it; any left are certified exactly.
-        Banks of fewer than three blocks search every query (:meth:`query`'s pass).
+        Banks under three prefixes search every query in the first pass.
         """
         q = _as_queries(queries, self.dim)
         if q.shape[0] == 0:
             raise ValueError("topk_nn needs at least one query")
         k = max(1, min(int(k), q.shape[0]))
         with self._lock:
-            small = len(self._blocks) < 3
-            idx = self._argmin_chunked(q, self._blocks if small else self._blocks[:1])
-            upper = _direct_distances(q, self.vectors(idx))
+            small = self.rows < 3 * self.prefix_rows
+            idx, upper = self._winners(q, self._blocks if small else self._blocks[:1])
             exact = np.zeros(len(q), dtype=bool)
-            first = np.argsort(-upper, kind="stable")[: k + _CERTIFY_BATCH - 1]
+            first = np.argpartition(-upper, k + _CERTIFY_BATCH - 2)[: k + _CERTIFY_BATCH - 1] \
+                if len(q) > k + _CERTIFY_BATCH - 1 else np.arange(len(q))
             upper[first], idx[first] = self._measure(q, first)
             exact[first] = True
             refined = len(first)
+            kth = np.partition(upper[exact], -k)[-k] if exact.sum() >= k else -np.inf
+            rest = np.flatnonzero(~exact & (upper > kth))  # the only queries that may still enter
+            if rest.size:  # the GEMM's bound -> the distance to the winner row, measured
+                upper[rest] = np.minimum(upper[rest], _direct_distances(q[rest], self.vectors(idx[rest])))
+                rest = rest[upper[rest] > kth]
             if not small:
-                kth = np.partition(upper[exact], -k)[-k] if exact.sum() >= k else -np.inf
-                rest = np.flatnonzero(~exact & (upper > kth))  # the only queries that may still enter
                 for block in self._blocks[1:]:  # tighten their bounds block by block
                     if not rest.size:
                         break
@@ -219,37 +242,52 @@ class Int8Search:
         return certify_top(lambda rows: self._measure(q, rows), dist, idx, k=k, exact=exact,
                            first=_CERTIFY_BATCH + k - 1, later=_CERTIFY_MAX_BATCH)
 
-    def _argmin_chunked(self, q: np.ndarray, blocks: list | None = None) -> np.ndarray:
-        """The int8 winner of every query, queries in chunks: the scratch stays (chunk x block)
-        floats whatever the frame size."""
-        return np.concatenate([self._argmin(q[s: s + _QUERY_CHUNK], blocks) for s in range(0, len(q), _QUERY_CHUNK)])
-
     def _scores(self, a: np.ndarray, blocks: list | None = None):
-        """Per block: (first row, (Q, rows) approximate q.m_j - 0.5 ||m_j||^2) for centred queries
-        ``a``.  The array is a view of one scratch buffer, overwritten by the next block."""
-        n = a.shape[0]
-        if self._out.size < n * self.block_rows:
-            self._out = np.empty(n * self.block_rows, np.float32)
-        for c0, c1, sess, binding in self._blocks if blocks is None else blocks:
-            out = self._out[: n * (c1 - c0)].reshape(n, c1 - c0)
-            binding.bind_cpu_input("A", a)
-            binding.bind_output("Y", "cpu", 0, np.float32, out.shape, out.ctypes.data)
-            sess.run_with_iobinding(binding)
-            yield c0, out
+        """Per (query chunk, block): (first query, first row, (chunk, rows) approximate
+        a.m_j - 0.5 ||m_j - mean||^2) for centred queries ``a``.  The array is a view of one
+        scratch buffer, overwritten by the next call."""
+        for s0 in range(0, a.shape[0], self._chunk):
+            chunk = a[s0: s0 + self._chunk]
+            n = chunk.shape[0]
+            for c0, c1, sess, binding in self._blocks if blocks is None else blocks:
+                if self._out.size < n * (c1 - c0):
+                    self._out = np.empty(n * (c1 - c0), np.float32)
+                out = self._out[: n * (c1 - c0)].reshape(n, c1 - c0)
+                binding.bind_cpu_input("A", chunk)
+                binding.bind_output("Y", "cpu", 0, np.float32, out.shape, out.ctypes.data)
+                sess.run_with_iobinding(binding)
+                yield s0, c0, out
 
     def _argmin(self, q: np.ndarray, blocks: list | None = None) -> np.ndarray:
-        a = np.ascontiguousarray(q - self.mean)
+        return self._best(np.ascontiguousarray(q - self.mean), blocks)[0]
+
+    def _best(self, a: np.ndarray, blocks: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per centred query: (int8 winner row, its GEMM score ~ a.m_j - 0.5 ||m_j - mean||^2)."""
         n = a.shape[0]
-        ar = np.arange(n)
         best_v = np.full(n, -np.inf, dtype=np.float32)
         best_i = np.zeros(n, dtype=np.int64)
-        for c0, y in self._scores(a, blocks):
+        for s0, c0, y in self._scores(a, blocks):
             arg = y.argmax(axis=1)
-            val = y[ar, arg]
-            better = val > best_v
-            best_v[better] = val[better]
-            best_i[better] = arg[better] + c0
-        return best_i
+            val = y[np.arange(len(y)), arg]
+            v, i = best_v[s0: s0 + len(y)], best_i[s0: s0 + len(y)]  # views
+            better = val > v
+            v[better] = val[better]
+            i[better] = arg[better] + c0
+        return best_i, best_v
+
+    def _winners(self, q: np.ndarray, blocks: list) -> tuple[np.ndarray, np.ndarray]:
+        """Per query: (int8 winner row in ``blocks``, an upper bound of its distance to it).
+
+        From the GEMM alone, without dequantizing the winners: the true score of row j is at
+        least the GEMM's minus its error bound (see :meth:`_exact_nn`), so
+        ``||q - m_j||^2 <= ||a||^2 - 2 (score - step ||m_j - mean||_1)`` with ``a = q - mean``."""
+        a = np.ascontiguousarray(q - self.mean)
+        step = 2.0 * float(np.abs(a).max()) / 255.0
+        idx, val = self._best(a, blocks)
+        sq = np.einsum("ij,ij->i", a, a)
+        slack = 1e-5 * (np.abs(val) + sq + self._half_norms.max())  # float32 rounding of both sides
+        upper = np.sqrt(np.maximum(sq - 2.0 * (val - step * self._l1[idx]) + slack, 0.0))
+        return idx, upper.astype(np.float32)
 
     def _exact_nn(self, q: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """True k nearest neighbours (Q, k) of a few queries, pruned by the int8 GEMM's error bound.
@@ -265,8 +303,8 @@ class Int8Search:
         a = np.ascontiguousarray(q - self.mean)
         step = 2.0 * float(np.abs(a).max()) / 255.0
         approx = np.empty((len(q), self.rows), np.float32)
-        for c0, y in self._scores(a):
-            approx[:, c0: c0 + y.shape[1]] = y
+        for s0, c0, y in self._scores(a):
+            approx[s0: s0 + len(y), c0: c0 + y.shape[1]] = y
         err = step * self._l1 + 1e-5 * (np.abs(approx).max(axis=1, keepdims=True) + self._half_norms.max())
         upper, lower = approx + err, approx - err
         dist = np.empty((len(q), k), np.float32)

@@ -642,7 +642,7 @@ def _hnsw_kwargs(hnsw_params: dict | None) -> dict:
     return params
 
 
-def make_search(bank: np.ndarray, backend: str = "auto", index_path: str | Path | None = None,
+def make_search(bank: np.ndarray | None, backend: str = "auto", index_path: str | Path | None = None,
                 hnsw_params: dict | None = None, threads: int = 1,
                 quantized: tuple | None = None) -> NearestNeighbourSearch:
     """Build the search backend for ``bank``.
@@ -661,9 +661,16 @@ def make_search(bank: np.ndarray, backend: str = "auto", index_path: str | Path 
         raise ConfigError(f"unknown nearest-neighbour backend {backend!r}: "
                           f"expected one of {', '.join(repr(b) for b in BACKENDS)}")
     params = _hnsw_kwargs(hnsw_params)
-    rows = int(np.shape(bank)[0]) if np.ndim(bank) >= 1 else 0
+    if bank is None and quantized is not None:
+        rows = int(quantized[0].shape[0])
+    else:
+        rows = int(np.shape(bank)[0]) if np.ndim(bank) >= 1 else 0
     if choice == "auto":
         choice = choose_backend(rows, index_path is not None, quantized is not None)
+    if bank is None and choice != "int8":  # exact and hnsw search float32 rows
+        from edgead.scorer.int8_search import dequantize_bank
+
+        bank = dequantize_bank(*quantized)
     if choice == "exact":
         return ExactSearch(bank)
     if choice == "int8":

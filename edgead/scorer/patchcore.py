@@ -34,12 +34,13 @@ class PatchCoreScorer:
 
     method = "patchcore"
 
-    def __init__(self, bank: np.ndarray, *, num_neighbors: int = 9, backend: str = "auto",
+    def __init__(self, bank: np.ndarray | None, *, num_neighbors: int = 9, backend: str = "auto",
                  index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1,
                  quantized: tuple | None = None, bank_knn: np.ndarray | None = None,
                  image_score: dict | None = None):
         """``quantized``: the int8 (codes, scale, mean) the bank was stored as, if it was
-        (edgead.scorer.bank_store); the int8 search then multiplies with them as they are.
+        (edgead.scorer.bank_store); the int8 search then multiplies with them as they are, and
+        ``bank`` may be None (dequantized only for the exact and hnsw backends).
         ``bank_knn``: each row's nearest bank rows (itself first), from export; without it the
         support set of the reweighting is searched per frame.  ``image_score``: the manifest's
         rule, ``{"rule": "reweighted"}`` (the paper's, default) or ``{"rule": "topk_mean",
@@ -52,12 +53,15 @@ class PatchCoreScorer:
         self.topk = max(1, int(rule.get("k", 10)))
         # the search holds the bank (a float32 view for exact/hnsw, only the int8 codes for int8):
         # the caller's arrays can be freed, one bank in memory
-        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        if bank is not None:
+            bank = np.ascontiguousarray(bank, dtype=np.float32)
+        elif quantized is None:
+            raise ArtifactError("PatchCore needs a memory bank (float or int8)")
         self.search: NearestNeighbourSearch = make_search(
             bank, backend=backend, index_path=index_path, hnsw_params=hnsw_params, threads=threads,
             quantized=quantized,
         )
-        self.bank_rows = int(bank.shape[0])
+        self.bank_rows = int(bank.shape[0] if bank is not None else quantized[0].shape[0])
         del bank
         use_knn = bank_knn is not None and bank_knn.shape[1] >= min(int(num_neighbors), self.bank_rows)
         self.bank_knn = bank_knn if use_knn else None

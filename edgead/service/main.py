@@ -75,7 +75,7 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
 
         precision = None if config.model.precision == "auto" else config.model.precision
         model = load_model(config.model.path, precision=precision, threads=config.model.threads,
-                           search=config.model.search)
+                           search=config.model.search, warm_up=True)
         log.info("model %s %s (%s, %s, sha256 %s), threshold %.6g", model.name, model.version, model.precision,
                  "x".join(map(str, model.input_size)), model.sha256[:12], model.threshold)
         if args.check:

@@ -28,7 +28,7 @@ _UNSET = object()
 def _default_loader(path: Any, **kwargs: Any) -> Any:
     from edgead.model import load_model
 
-    return load_model(path, **kwargs)
+    return load_model(path, warm_up=True, **kwargs)
 
 
 def source_options(config: EdgeadConfig, model: Any) -> SourceOptions:

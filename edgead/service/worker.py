@@ -13,7 +13,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from edgead.heap import release_free_memory
+
 log = logging.getLogger(__name__)
+
+# at most this often, when the queue has run empty, freed heap memory goes back to the OS
+TRIM_INTERVAL_S = 1.0
 
 
 class QueueFull(Exception):
@@ -56,6 +61,7 @@ class InferenceWorker:
         self._busy_since: float | None = None
         self._avg_job_s = 0.1  # EWMA of job duration, for Retry-After
         self.jobs_done = 0
+        self._trimmed_at = 0.0
 
     def start(self) -> None:
         if self._thread is None:
@@ -105,6 +111,10 @@ class InferenceWorker:
                 self._busy_since = None
                 self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.monotonic() - start)
                 self.jobs_done += 1
+            if self._queue.empty() and time.monotonic() - self._trimmed_at > TRIM_INTERVAL_S:
+                # idle: hand what the jobs freed back to the OS (a few ms at most, off any request)
+                release_free_memory()
+                self._trimmed_at = time.monotonic()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Refuse new jobs, fail the queued ones, let the running one finish."""
