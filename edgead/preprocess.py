@@ -17,10 +17,12 @@ from edgead.errors import ConfigError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("stretch", "letterbox")
-# "area": cv2.INTER_AREA whenever the image shrinks (artifacts written before this option);
-# "linear": bilinear unless it shrinks by more than LINEAR_MAX_SHRINK, INTER_AREA beyond (bilinear
-# aliases there).  INTER_AREA at a non-integer factor is slow: 0.39 ms against 0.07 ms for bilinear
-# for a 289x240 frame into 224x224 on the dev machine, a fifth of the INT8 Lite0 backbone.
+# "area" (default): cv2.INTER_AREA whenever the image shrinks; "linear": bilinear unless it shrinks
+# by more than LINEAR_MAX_SHRINK, INTER_AREA beyond (bilinear aliases there).  INTER_AREA at a
+# non-integer factor is slow: 0.39 ms against 0.07 ms for bilinear for a 289x240 frame into 224x224
+# on the dev machine, a fifth of the INT8 Lite0 backbone.  Measured on ../shared/data (3 seeds,
+# docs/realdata.md): "linear" costs magnetic_tile 0.7 pt image AUROC and elpv_poly nothing, so the
+# default stays "area" and "linear" is an export option for lines that need the time.
 INTERPOLATIONS = ("area", "linear")
 LINEAR_MAX_SHRINK = 2.0
 
@@ -33,7 +35,7 @@ class PreprocessConfig:
     frame when ``"fraction"``; None means the whole frame. ``resize_mode`` "stretch" fits
     the ROI to the input size (nothing is cut off); "letterbox" keeps the aspect ratio and
     pads with the ImageNet mean colour.  ``interpolation``: see :data:`INTERPOLATIONS` (a
-    manifest without the field was fitted with "area" and is served so).
+    manifest without the field was fitted with "area").
     """
 
     input_size: tuple[int, int] = (224, 224)  # (height, width)
@@ -43,7 +45,7 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     color: str = "rgb"
-    interpolation: str = "linear"
+    interpolation: str = "area"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ DEFAULT_CANDIDATES = (
     "size=288 tiles=3x3 taps=2,4,10,s8 coreset_max=5000 score=topk_mean topk=20",
 )
 SPEC_KEYS = ("size", "resize", "interp", "roi", "tiles", "overlap", "merge", "banks", "coreset", "coreset_max",
-             "method", "backbone", "taps", "target_dim", "score", "topk")
+             "method", "backbone", "taps", "target_dim", "score", "topk", "seed")
 
 
 def parse_spec(text: str) -> dict[str, str]:
@@ -105,6 +105,8 @@ def apply_spec(base: ExportConfig, spec: str | dict) -> ExportConfig:
         kw["image_score"] = conf["score"]
     if "topk" in conf:
         kw["topk"] = int(conf["topk"])
+    if "seed" in conf:
+        kw["seed"] = int(conf["seed"])
     return replace(base, preprocess=replace(base.preprocess, **pre), tiling=replace(base.tiling, **tiling), **kw)
 
 

@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taps", default=None, help="comma-separated feature taps (default: the stride-8 and stride-16 stages)")
     p.add_argument("--size", default="224", type=parse_size, help="input size: N or HxW, multiples of 32 (default 224)")
     p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox"], help="resize mode (default stretch: nothing cut off)")
-    p.add_argument("--interpolation", default="linear", choices=["linear", "area"],
-                   help="resize filter: bilinear up to a 2x shrink, INTER_AREA beyond (default linear: 5x faster "
-                        "than INTER_AREA at small factors), or INTER_AREA whenever the image shrinks")
+    p.add_argument("--interpolation", default="area", choices=["area", "linear"],
+                   help="resize filter: INTER_AREA whenever the image shrinks (default), or bilinear up to a 2x "
+                        "shrink (5x faster at small factors, ~0.3 ms a frame here; 0.7 pt AUROC on magnetic_tile)")
     p.add_argument("--roi", default=None, type=_roi_arg,
                    help="region of interest x,y,w,h in pixels, or fractions if all <= 1; 'auto': proposed from the training images")
     p.add_argument("--tiles", default="1x1", type=_grid_arg, help="score the ROI as RxC overlapping tiles at --size each (default 1x1)")

@@ -22,8 +22,10 @@ def test_apply_spec_sets_size_tiles_coreset_and_roi():
     assert cfg.tiling.grid == (2, 3) and cfg.tiling.overlap == 0.25 and cfg.tiling.banks == "per_tile"
     assert cfg.coreset == 0.01 and cfg.coreset_max is None and cfg.roi_auto
     assert apply_spec(base, "roi=0.1,0.1,0.5,0.5").preprocess.roi_units == "fraction"
+    fast = apply_spec(base, "interp=linear seed=3")
+    assert fast.preprocess.interpolation == "linear" and base.preprocess.interpolation == "area" and fast.seed == 3
     assert apply_spec(base, "") == base
-    for bad in ("size=100", "tiles=0x1", "depth=3", "size"):
+    for bad in ("size=100", "tiles=0x1", "depth=3", "size", "interp=cubic"):
         with pytest.raises(ConfigError):
             apply_spec(base, bad)
 

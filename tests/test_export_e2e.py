@@ -30,7 +30,7 @@ def test_manifest_and_files(model_dir):
         assert z["codes"].dtype == np.int8 and z["codes"].shape == (m["bank_size"], 152)
         assert z["scale"].shape == (m["bank_size"],) and z["mean"].shape == (152,)
     assert m["patchcore"]["bank_dtype"] == "int8"
-    assert m["preprocess"]["interpolation"] == "linear"  # new exports: bilinear up to a 2x shrink
+    assert m["preprocess"]["interpolation"] == "area"
     assert m["training_images"] == 25 and m["holdout_images"] == 5
     assert m["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
     assert not list(model_dir.parent.glob(f".{model_dir.name}.tmp-*"))  # staging cleaned up
