@@ -68,6 +68,12 @@ _FIRST_BLOCK_ROWS = 1024  # the block after the prefix, at least
 # Queries certified in the first round (the largest distances first; with full-bank bounds one
 # round almost always suffices), then up to this many per round (the bounds of max_nn are looser).
 _CERTIFY_BATCH = 4
+# topk_nn: with more queries than this still above the k-th exact distance, the _RAISE_BATCH
+# largest bounds are measured before the next block.  The prefix's bounds can be 40 % loose, and
+# its first picks then far from the top (14k bank, magnetic_tile goods: k-th 20.7 against a
+# maximum of 35.0, every patch left for the full search): search p99 7.0 -> 3.5 ms, p50 -5 %.
+_RAISE_KTH_ABOVE = 32
+_RAISE_BATCH = 4
 _CERTIFY_MAX_BATCH = 64
 
 
@@ -219,6 +225,15 @@ class Int8Search:
                 rest = rest[upper[rest] > kth]
             if not small:
                 for block in self._blocks[1:]:  # tighten their bounds block by block
+                    if rest.size > _RAISE_KTH_ABOVE:
+                        # many left: the first exact ones were not the top (loose prefix bounds);
+                        # measure the largest bounds now to raise the k-th distance
+                        take = rest[np.argpartition(-upper[rest], _RAISE_BATCH - 1)[:_RAISE_BATCH]]
+                        upper[take], idx[take] = self._measure(q, take)
+                        exact[take] = True
+                        refined += len(take)
+                        kth = np.partition(upper[exact], -k)[-k]
+                        rest = rest[~exact[rest] & (upper[rest] > kth)]
                     if not rest.size:
                         break
                     b_idx = self._argmin(q[rest], [block])
