@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -81,6 +82,44 @@ def test_worker_runs_jobs_in_order_on_one_thread():
     w.stop()
     with pytest.raises(WorkerStopped):
         w.submit(Job(origin="upload"))
+
+
+def test_worker_returns_freed_memory_when_idle(monkeypatch):
+    """After a job, with nothing queued and the interval passed, the worker trims the heap;
+    not more often than TRIM_INTERVAL_S."""
+    from edgead.service import worker as worker_module
+
+    trims = []
+    monkeypatch.setattr(worker_module, "release_free_memory", lambda: trims.append(time.monotonic()) or True)
+    monkeypatch.setattr(worker_module, "TRIM_INTERVAL_S", 3600.0)
+    w = InferenceWorker(lambda job: job.name, maxsize=4)
+    w.start()
+    for name in ("a", "b", "c"):
+        assert w.submit(Job(origin="upload", name=name)).result(10) == name
+    wait_for(lambda: len(trims) == 1)  # the first idle moment trims, then the interval holds
+    assert w.jobs_done == 3 and len(trims) == 1
+    w.stop()
+
+
+def _rss_anon_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+
+
+def test_release_free_memory_gives_pages_back():
+    import platform
+
+    from edgead.heap import release_free_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    blocks = [bytearray(b"x" * 65536) for _ in range(1000)]  # 64 MiB in the heap (under the mmap threshold)
+    keep = blocks[::8]  # pinned: the heap cannot shrink from its top
+    del blocks
+    before = _rss_anon_mib()
+    assert release_free_memory() is True
+    assert before - _rss_anon_mib() > 20  # ~56 MiB were free between the pinned blocks
+    del keep
 
 
 def test_worker_bound_and_shutdown():
