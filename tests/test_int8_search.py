@@ -189,3 +189,21 @@ def test_gemm_upper_bounds_hold(data):
         assert (upper >= direct * (1 - 1e-6) - 1e-6).all()
         if queries is q:  # and not uselessly loose (the bound's slack is absolute: near-duplicates
             assert np.median(upper / direct) < 1.5  # sit far under it)
+
+
+@pytest.mark.parametrize("k", [1, 10, 40])
+def test_full_query_certifies_the_k_largest(data, k):
+    """query(certify=k), the anomaly-map pass: its k largest distances are brute force's (the
+    top-k mean image score computed alongside a map equals the decision path's)."""
+    quantized, bank, _ = data
+    rng = np.random.default_rng(1)
+    q = (bank[rng.integers(0, len(bank), 600)] + 0.4 * rng.standard_normal((600, bank.shape[1]))).astype(np.float32)
+    q[0] *= 20.0  # one far-off patch: the batch's 8-bit step grows, int8 winners go wrong (4 % here)
+    d_e = np.sort(ExactSearch(bank).query(q)[0][:, 0])[::-1][:k]
+    int8 = Int8Search(None, quantized=quantized)
+    d_8 = np.sort(int8.query(q, certify=k)[0][:, 0])[::-1][:k]
+    np.testing.assert_allclose(d_8, d_e, rtol=1e-6)
+    np.testing.assert_allclose(int8.topk_nn(q, k)[1], d_e, rtol=1e-6)
+    if k > 1:  # the maximum alone certified: the k-th largest is not brute force's
+        d_1 = np.sort(int8.query(q, certify=1)[0][:, 0])[::-1][:k]
+        assert np.abs(d_1 / d_e - 1).max() > 1e-3

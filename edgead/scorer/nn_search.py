@@ -106,9 +106,10 @@ class NearestNeighbourSearch(Protocol):
 
     name: str  # "exact" or "hnsw"
 
-    def query(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, queries: np.ndarray, k: int = 1, certify: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """queries float32 (Q, D) -> (distances (Q, k) float32 Euclidean, indices (Q, k) int64),
-        each row sorted ascending."""
+        each row sorted ascending.  An approximate backend makes the ``certify`` largest
+        nearest-neighbour distances of the batch exact (k == 1): the PatchCore image score."""
         ...
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -223,7 +224,8 @@ class ExactSearch:
         self._lock = threading.Lock()
 
     # -- public API -----------------------------------------------------------------------------
-    def query(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, queries: np.ndarray, k: int = 1, certify: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Exact already: ``certify`` has nothing to do."""
         q = _as_queries(queries, self.dim)
         k = _check_k(k, self.rows)
         nq = q.shape[0]
@@ -563,7 +565,7 @@ class HnswSearch:
                 pass
             raise ArtifactError(f"cannot write HNSW index {path}: {exc}") from exc
 
-    def query(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, queries: np.ndarray, k: int = 1, certify: int = 1) -> tuple[np.ndarray, np.ndarray]:
         q = _as_queries(queries, self.dim)
         k = _check_k(k, self.rows)
         if q.shape[0] == 0:
@@ -573,7 +575,7 @@ class HnswSearch:
         idx = labels.astype(np.int64, copy=False)
         if k == 1 and self.exact_max and self._exact is not None:
             self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in self._exact.query(q[rows], k=1)),
-                                            dist[:, 0], idx[:, 0])
+                                            dist[:, 0], idx[:, 0], k=max(1, min(int(certify), len(q))))
         return dist, idx
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:

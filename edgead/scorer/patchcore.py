@@ -71,7 +71,8 @@ class PatchCoreScorer:
         """features (D, h, w) -> (patch NN distances (h, w), NN indices (h*w,), patches (h*w, D))."""
         d, h, w = features.shape
         patches = np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
-        dist, idx = self.search.query(patches, k=1)
+        # the image score's distances exact (the top-k mean's k, the reweighted maximum's one)
+        dist, idx = self.search.query(patches, k=1, certify=self.topk if self.rule == "topk_mean" else 1)
         return dist[:, 0].reshape(h, w), idx[:, 0], patches
 
     def image_score(self, patch_dist: np.ndarray, nn_index: np.ndarray, patches: np.ndarray) -> float:
@@ -110,7 +111,7 @@ class PatchCoreScorer:
         if topk_nn is not None:
             dist = topk_nn(patches, k)[1]
         else:
-            dist = np.sort(self.search.query(patches, k=1)[0][:, 0])[::-1][:k]
+            dist = np.sort(self.search.query(patches, k=1, certify=k)[0][:, 0])[::-1][:k]
         return dist, (time.perf_counter() - t0) * 1e3
 
     @staticmethod
