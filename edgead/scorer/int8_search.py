@@ -167,8 +167,6 @@ class Int8Search:
                                 -self._half_norms[c0:c1])
             sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
             self._blocks.append((c0, c1, sess, sess.io_binding()))
-        widest = max(c1 - c0 for c0, c1, _, _ in self._blocks)
-        self._chunk = max(_MIN_QUERY_CHUNK, SCRATCH_FLOATS // widest)  # queries per GEMM call
         self._out = np.empty(0, np.float32)  # one (chunk x block) product, reused by every call
         self.last_refined = 0  # queries made exact by the last query() (certified maximum)
         self.last_candidates = 0  # most bank rows measured in float32 for one of them
@@ -266,13 +264,14 @@ class Int8Search:
                            first=_CERTIFY_BATCH + k - 1, later=_CERTIFY_MAX_BATCH)
 
     def _scores(self, a: np.ndarray, blocks: list | None = None):
-        """Per (query chunk, block): (first query, first row, (chunk, rows) approximate
-        a.m_j - 0.5 ||m_j - mean||^2) for centred queries ``a``.  The array is a view of one
-        scratch buffer, overwritten by the next call."""
-        for s0 in range(0, a.shape[0], self._chunk):
-            chunk = a[s0: s0 + self._chunk]
-            n = chunk.shape[0]
-            for c0, c1, sess, binding in self._blocks if blocks is None else blocks:
+        """Per (block, query chunk): (first query, first row, (chunk, rows) approximate
+        a.m_j - 0.5 ||m_j - mean||^2) for centred queries ``a``; a block's chunk is what fits
+        SCRATCH_FLOATS.  The array is a view of one scratch buffer, overwritten by the next call."""
+        for c0, c1, sess, binding in self._blocks if blocks is None else blocks:
+            step = max(_MIN_QUERY_CHUNK, SCRATCH_FLOATS // (c1 - c0))
+            for s0 in range(0, a.shape[0], step):
+                chunk = a[s0: s0 + step]
+                n = chunk.shape[0]
                 if self._out.size < n * (c1 - c0):
                     self._out = np.empty(n * (c1 - c0), np.float32)
                 out = self._out[: n * (c1 - c0)].reshape(n, c1 - c0)
