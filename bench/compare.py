@@ -47,6 +47,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from edgead.artifact import read_manifest  # noqa: E402
 from edgead.bench import load_frames, measure, percentiles  # noqa: E402
+from edgead.images import decode_image  # noqa: E402
 from edgead.metrics_math import spearman  # noqa: E402
 from edgead.model import load_model  # noqa: E402
 from edgead.scorer.bank_store import load_bank  # noqa: E402
@@ -104,7 +105,7 @@ def run_torch(model_dir: Path, frames: list, n: int, warmup: int) -> tuple[dict,
     manifest = read_manifest(model_dir)
     ref = TorchPatchCore(manifest, load_bank(model_dir, manifest["files"])[0])
     pre = PreprocessConfig.from_dict(manifest["preprocess"])
-    batches = [frame_inputs(f.image, pre, TilingConfig())[0].copy() for f in frames]
+    batches = [frame_inputs(decode_image(f.data, f.name), pre, TilingConfig())[0].copy() for f in frames]
     for i in range(warmup):
         ref(batches[i % len(batches)])
     samples: dict[str, list[float]] = {"backbone": [], "search": [], "score": [], "total": []}
@@ -126,7 +127,7 @@ def run_edgead(model_dir: Path, frames: list, n: int, warmup: int, threads: int)
     for precision, search in EDGEAD_CONFIGS:
         model = load_model(model_dir, precision=precision, threads=threads, search=search)
         samples = measure(model, frames, n, warmup)
-        scores = [model.score(f.image, with_map=False).score for f in frames]
+        scores = [model.score(decode_image(f.data, f.name), with_map=False).score for f in frames]
         out[f"edgead {precision} {search}"] = {"latency_ms": {k: percentiles(v) for k, v in samples.items()},
                                                "scores": scores}
     return out
@@ -137,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.model)
     if manifest["method"] != "patchcore":
         raise SystemExit("compare.py: a PatchCore artifact is needed")
-    frames = load_frames(args.images, 16, max(manifest["preprocess"]["input_size"]))
+    frames = load_frames(args.images, 16, max(manifest["preprocess"]["input_size"]))  # 16: the scores are compared
     results = run_edgead(args.model, frames, args.n, args.warmup, args.threads)
     torch_latency, torch_scores = run_torch(args.model, frames, args.n, args.warmup)
     results["torch fp32 cdist"] = {"latency_ms": torch_latency, "scores": torch_scores}
