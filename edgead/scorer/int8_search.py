@@ -229,12 +229,15 @@ class Int8Search:
                 upper[rest] = np.minimum(upper[rest], _direct_distances(q[rest], self.vectors(idx[rest])))
                 rest = rest[upper[rest] > kth]
             if not small:
+                settled = np.zeros(len(q), dtype=bool)  # bound unchanged by the last block
                 for block in self._blocks[1:]:  # tighten their bounds block by block
                     if rest.size > _RAISE_KTH_ABOVE:
                         # many left: the first exact ones were not the top (loose prefix bounds);
-                        # measure the largest bounds now to raise the k-th distance
+                        # measure the largest bounds now to raise the k-th distance, preferring
+                        # bounds the last block did not move (likely near their true distance)
                         batch = min(rest.size, max(_RAISE_BATCH, k))
-                        take = rest[np.argpartition(-upper[rest], batch - 1)[:batch]]
+                        pool = rest[settled[rest]] if settled[rest].sum() >= batch else rest
+                        take = pool[np.argpartition(-upper[pool], batch - 1)[:batch]]
                         upper[take], idx[take] = self._measure(q, take)
                         exact[take] = True
                         refined += len(take)
@@ -246,6 +249,7 @@ class Int8Search:
                     b_dist = _direct_distances(q[rest], self.vectors(b_idx))
                     closer = b_dist < upper[rest]
                     upper[rest[closer]], idx[rest[closer]] = b_dist[closer], b_idx[closer]
+                    settled[rest] = ~closer
                     rest = rest[upper[rest] > kth]
             self.last_refined = refined + self._certify_top(q, upper, idx, exact, k)
         top = np.argsort(-upper, kind="stable")[:k]
