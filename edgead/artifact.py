@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -169,6 +168,8 @@ def update_manifest(model_dir: str | Path, **changes) -> dict:
 
 def pack_tar(model_dir: str | Path, tar_path: str | Path) -> Path:
     """Write the artifact directory as one .tar (atomically)."""
+    import tarfile  # here, not at import: 0.8 MiB of RSS the daemon does not need
+
     model_dir, tar_path = Path(model_dir), Path(tar_path)
     tmp = tar_path.with_name(f".{tar_path.name}.tmp")
     with tarfile.open(tmp, "w") as tar:
@@ -179,6 +180,8 @@ def pack_tar(model_dir: str | Path, tar_path: str | Path) -> Path:
 
 def unpack_tar(tar_path: str | Path, dest: str | Path) -> Path:
     """Extract a packed artifact (safe paths only) and return its directory."""
+    import tarfile
+
     tar_path, dest = Path(tar_path), Path(dest)
     try:
         with tarfile.open(tar_path) as tar:
