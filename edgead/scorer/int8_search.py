@@ -22,8 +22,9 @@ The PatchCore image score needs only the largest distances: :meth:`Int8Search.to
 them without searching every patch against the whole bank (bounds from the bank's first rows).
 
 The graphs are built at load from the bank with :mod:`edgead.scorer.onnx_proto` (no ``onnx``
-import on the Pi).  Memory: the int8 codes twice (here, to dequantize the rows that are measured,
-and inside onnxruntime), no float32 copy of the bank, and one (chunk x block) float32 product.
+import on the Pi).  Memory: the int8 codes here (to dequantize the rows that are measured) and
+inside onnxruntime (initializer and prepacked copy), no float32 copy of the bank, and one
+(chunk x block) float32 product of 1 MiB.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ from edgead.scorer.nn_search import (
 
 # Bank rows per int8 GEMM block at most (one onnxruntime session each, with the block's codes
 # prepacked): after the prefix (below), blocks double from 1024 rows, so that a 14k-row bank is
-# 1024 + 1024 + 2048 + 4096 + 5920 rows and a 1.4k-row one 176 + 1235.  Each session costs ~0.3 MiB of RSS beyond
-# its codes, and each call ~15 us, which a few-query pass (the exact search of the top patches)
-# pays once per block; big blocks cost the GEMM nothing (dev machine, 14k bank, full search of a
-# frame: 1024 / 2048 / 4096 / one block within 5 %).
+# 1024 + 1024 + 2048 + 4096 + 5920 rows and a 1.4k-row one 176 + 1235.  Each session costs
+# ~0.3 MiB of RSS beyond its codes, and each call ~15 us, which a few-query pass (the exact
+# search of the top patches) pays once per block; big blocks cost the GEMM little (dev machine,
+# 14k bank, full search of a frame: 1024 / 2048 / 4096 / one block within 5 %).
 DEFAULT_BLOCK_ROWS = 16384
 
 # The float32 GEMM output, one scratch buffer for every call: queries go in chunks of
@@ -69,17 +70,19 @@ _PREFIX_MAX_ROWS = 1024
 _FIRST_BLOCK_ROWS = 1024  # the block after the prefix, at least
 
 # Queries certified in the first round (the largest distances first; with full-bank bounds one
-# round almost always suffices), then up to this many per round (the bounds of max_nn are looser).
+# round almost always suffices), then up to _CERTIFY_MAX_BATCH per round (topk_nn's bounds are
+# looser).
 _CERTIFY_BATCH = 4
+_CERTIFY_MAX_BATCH = 64
 # topk_nn: with more queries than this still above the k-th exact distance, the _RAISE_BATCH
-# largest bounds are measured before the next block.  The prefix's bounds can be 40 % loose, and
-# its first picks then far from the top (14k bank, magnetic_tile goods: k-th 20.7 against a
-# maximum of 35.0, every patch left for the full search): search p99 7.0 -> 3.5 ms, p50 -5 %.
+# (or k) largest bounds that the last block left unchanged are measured before the next block.
+# The prefix's bounds can be 40 % loose and its first picks far from the top (14k bank,
+# magnetic_tile goods: k-th 20.7 against a maximum of 35.0, every patch left for the full
+# search): search p99 over 191 goods 9.1 -> 4.7 ms, p50 -10 %.
 _RAISE_KTH_ABOVE = 32
 _RAISE_BATCH = 4
 # topk_nn searches every query against the whole bank when k is over 1/_WIDE_TOPK of them
 _WIDE_TOPK = 50
-_CERTIFY_MAX_BATCH = 64
 
 
 def quantize_bank(bank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
