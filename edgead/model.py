@@ -5,6 +5,7 @@ Runtime only: numpy + onnxruntime (+ hnswlib). Never imports torch.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from edgead.artifact import manifest_sha256, verify_artifact
 from edgead.backbone import Backbone
 from edgead.decision import Decision
-from edgead.errors import ArtifactError, ConfigError
+from edgead.errors import ArtifactError, ConfigError, EdgeadError
 from edgead.heap import release_free_memory
 from edgead.images import decode_image
 from edgead.preprocess import PreprocessConfig
@@ -26,6 +27,8 @@ from edgead.scorer.padim import PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer, topk_mean
 from edgead.threads import limit_threads
 from edgead.tiling import TilingConfig, frame_inputs, merge_maps
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "fp32")
 BACKBONE_FILES = {"fp32": "backbone.onnx", "int8": "backbone.int8.onnx"}
@@ -233,9 +236,16 @@ class InspectionModel:
     def warm_up(self) -> None:
         """Score one mid-grey frame with its map (onnxruntime allocates its buffers, the int8
         search its scratch), then give the load's freed memory back to the OS: the first
-        inspected part is then as fast as the rest, and RSS shows what serving needs."""
+        inspected part is then as fast as the rest, and RSS shows what serving needs.  The frame
+        holds a pixel ROI; a warm-up that fails anyway is logged, never fatal."""
         h, w = self.input_size
-        self.score(np.full((h, w, 3), 128, np.uint8), with_map=True, defer_map=False).anomaly_map
+        cfg = self.preprocess_cfg
+        if cfg.roi is not None and cfg.roi_units == "px":
+            h, w = max(h, int(np.ceil(cfg.roi[1] + cfg.roi[3]))), max(w, int(np.ceil(cfg.roi[0] + cfg.roi[2])))
+        try:
+            self.score(np.full((h, w, 3), 128, np.uint8), with_map=True, defer_map=False).anomaly_map
+        except EdgeadError as exc:
+            log.warning("model warm-up skipped: %s", exc)
         release_free_memory()
 
     def score_bytes(self, data: bytes, with_map: bool = True, name: str = "upload",

@@ -267,6 +267,28 @@ def test_int8_bank_is_served_from_its_codes(model_dir, synthetic_images):
         assert model.score(img).score == pytest.approx(exact.score(img).score, rel=1e-5)
 
 
+def test_warm_up_frame_holds_a_pixel_roi(model_dir, caplog, monkeypatch):
+    """The daemon's warm-up frame contains a pixel ROI larger than the model input (a 640 px
+    ROI lies outside a 128 px frame), and a warm-up that fails anyway is logged, not fatal."""
+    from dataclasses import replace
+
+    from edgead.errors import ConfigError
+
+    model = load_model(model_dir)
+    model.preprocess_cfg = replace(model.preprocess_cfg, roi=(300, 200, 640, 480), roi_units="px")
+    with pytest.raises(ConfigError):
+        model.score(np.zeros((128, 128, 3), np.uint8))  # a model-sized frame cannot hold it
+    model.warm_up()
+    assert "warm-up skipped" not in caplog.text and model.scorer.search._out.size > 0
+
+    def broken(*args, **kwargs):
+        raise ConfigError("camera frame smaller than the ROI")
+
+    monkeypatch.setattr(model, "score", broken)
+    model.warm_up()
+    assert "warm-up skipped: camera frame smaller than the ROI" in caplog.text
+
+
 def test_stored_support_sets_give_the_same_scores(model_dir, synthetic_images):
     from edgead.images import read_image
 
