@@ -184,7 +184,7 @@ def test_gemm_upper_bounds_hold(data):
     near = bank[:200] + 1e-4 * rng.standard_normal((200, bank.shape[1])).astype(np.float32)
     for queries in (q, q * 3.0 + 10.0, near):
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        idx, upper = int8._winners(queries, int8._blocks[:1])
+        idx, upper = int8._winners(int8._centred(queries), int8._blocks[:1])
         direct = np.linalg.norm(queries.astype(np.float64) - bank[idx], axis=1)
         assert (upper >= direct * (1 - 1e-6) - 1e-6).all()
         if queries is q:  # and not uselessly loose (the bound's slack is absolute: near-duplicates

@@ -191,8 +191,8 @@ class Int8Search:
         with self._lock:
             idx = self._argmin(q)
             dist = _direct_distances(q, self.vectors(idx))
-            self.last_refined = self._certify_top(q, dist, idx, np.zeros(len(q), dtype=bool),
-                                                  max(1, min(int(certify), len(q))))
+            self.last_refined = self._certify_top(q, self._centred(q), dist, idx, np.zeros(len(q), dtype=bool),
+                                                  certify)
         return dist[:, None], idx[:, None]
 
     def max_nn(self, queries: np.ndarray) -> tuple[int, float, int]:
@@ -222,11 +222,12 @@ class Int8Search:
             # a small bank, or a wide top-k (the texture recipe's 40 of 784 patches: most patches
             # stay candidates, measured 20 % slower pruned): every query meets the whole bank
             small = self.rows < 3 * self.prefix_rows or k * _WIDE_TOPK > len(q)
-            idx, upper = self._winners(q, self._blocks if small else self._blocks[:1])
+            a = self._centred(q)  # once: every pass below takes its rows
+            idx, upper = self._winners(a, self._blocks if small else self._blocks[:1])
             exact = np.zeros(len(q), dtype=bool)
             first = np.argpartition(-upper, k + _CERTIFY_BATCH - 2)[: k + _CERTIFY_BATCH - 1] \
                 if len(q) > k + _CERTIFY_BATCH - 1 else np.arange(len(q))
-            upper[first], idx[first] = self._measure(q, first)
+            upper[first], idx[first] = self._measure(q, a, first)
             exact[first] = True
             refined = len(first)
             kth = np.partition(upper[exact], -k)[-k] if exact.sum() >= k else -np.inf
@@ -244,33 +245,34 @@ class Int8Search:
                         batch = min(rest.size, max(_RAISE_BATCH, k))
                         pool = rest[settled[rest]] if settled[rest].sum() >= batch else rest
                         take = pool[np.argpartition(-upper[pool], batch - 1)[:batch]]
-                        upper[take], idx[take] = self._measure(q, take)
+                        upper[take], idx[take] = self._measure(q, a, take)
                         exact[take] = True
                         refined += len(take)
                         kth = np.partition(upper[exact], -k)[-k]
                         rest = rest[~exact[rest] & (upper[rest] > kth)]
                     if not rest.size:
                         break
-                    b_idx = self._argmin(q[rest], [block])
+                    b_idx = self._best(a[rest], [block])[0]
                     b_dist = _direct_distances(q[rest], self.vectors(b_idx))
                     closer = b_dist < upper[rest]
                     upper[rest[closer]], idx[rest[closer]] = b_dist[closer], b_idx[closer]
                     settled[rest] = ~closer
                     rest = rest[upper[rest] > kth]
-            self.last_refined = refined + self._certify_top(q, upper, idx, exact, k)
+            self.last_refined = refined + self._certify_top(q, a, upper, idx, exact, k)
         top = np.argsort(-upper, kind="stable")[:k]
         return top, upper[top], idx[top]
 
-    def _measure(self, q: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact nearest neighbours of queries ``q[rows]``: (distances, bank rows)."""
-        d, i = self._exact_nn(q[rows])
+    def _measure(self, q: np.ndarray, a: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact nearest neighbours of queries ``q[rows]`` (``a``: all queries centred):
+        (distances, bank rows)."""
+        d, i = self._exact_nn(q[rows], a=a[rows])
         return d[:, 0], i[:, 0]
 
-    def _certify_top(self, q: np.ndarray, dist: np.ndarray, idx: np.ndarray, exact: np.ndarray,
-                     k: int) -> int:
+    def _certify_top(self, q: np.ndarray, a: np.ndarray, dist: np.ndarray, idx: np.ndarray,
+                     exact: np.ndarray, k: int) -> int:
         """Make the ``k`` largest of ``dist`` exact, in place (nn_search.certify_top with the
         bound-pruned exact search); return how many queries were measured."""
-        return certify_top(lambda rows: self._measure(q, rows), dist, idx, k=k, exact=exact,
+        return certify_top(lambda rows: self._measure(q, a, rows), dist, idx, k=k, exact=exact,
                            first=_CERTIFY_BATCH + k - 1, later=_CERTIFY_MAX_BATCH)
 
     def _scores(self, a: np.ndarray, blocks: list | None = None):
@@ -290,8 +292,19 @@ class Int8Search:
                 sess.run_with_iobinding(binding)
                 yield s0, c0, out
 
+    def _centred(self, q: np.ndarray) -> np.ndarray:
+        """Queries minus the bank mean, contiguous: what the GEMM multiplies."""
+        return np.ascontiguousarray(q - self.mean)
+
+    @staticmethod
+    def _quant_step(a: np.ndarray) -> float:
+        """An upper bound of the 8-bit step the GEMM quantizes (centred queries) ``a`` -- or any
+        chunk of them -- with: asymmetric uint8 with a rounded zero point, or symmetric int8,
+        both ``<= 2 max|a| / 255``.  The GEMM's error is at most this times ``||m_j - mean||_1``."""
+        return 2.0 * float(np.abs(a).max()) / 255.0
+
     def _argmin(self, q: np.ndarray, blocks: list | None = None) -> np.ndarray:
-        return self._best(np.ascontiguousarray(q - self.mean), blocks)[0]
+        return self._best(self._centred(q), blocks)[0]
 
     def _best(self, a: np.ndarray, blocks: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per centred query: (int8 winner row, its GEMM score ~ a.m_j - 0.5 ||m_j - mean||^2)."""
@@ -307,33 +320,33 @@ class Int8Search:
             i[better] = arg[better] + c0
         return best_i, best_v
 
-    def _winners(self, q: np.ndarray, blocks: list) -> tuple[np.ndarray, np.ndarray]:
-        """Per query: (int8 winner row in ``blocks``, an upper bound of its distance to it).
+    def _winners(self, a: np.ndarray, blocks: list) -> tuple[np.ndarray, np.ndarray]:
+        """Per centred query ``a = q - mean``: (int8 winner row in ``blocks``, an upper bound of
+        its distance to it).
 
         From the GEMM alone, without dequantizing the winners: the true score of row j is at
-        least the GEMM's minus its error bound (see :meth:`_exact_nn`), so
-        ``||q - m_j||^2 <= ||a||^2 - 2 (score - step ||m_j - mean||_1)`` with ``a = q - mean``."""
-        a = np.ascontiguousarray(q - self.mean)
-        step = 2.0 * float(np.abs(a).max()) / 255.0
+        least the GEMM's minus its error bound (:meth:`_quant_step`), so
+        ``||q - m_j||^2 <= ||a||^2 - 2 (score - step ||m_j - mean||_1)``."""
+        step = self._quant_step(a)
         idx, val = self._best(a, blocks)
         sq = np.einsum("ij,ij->i", a, a)
         slack = 1e-5 * (np.abs(val) + sq + self._half_norms.max())  # float32 rounding of both sides
         upper = np.sqrt(np.maximum(sq - 2.0 * (val - step * self._l1[idx]) + slack, 0.0))
         return idx, upper.astype(np.float32)
 
-    def _exact_nn(self, q: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """True k nearest neighbours (Q, k) of a few queries, pruned by the int8 GEMM's error bound.
+    def _exact_nn(self, q: np.ndarray, k: int = 1, a: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """True k nearest neighbours (Q, k) of a few queries (``a``: them centred, if the caller
+        has it), pruned by the int8 GEMM's error bound.
 
         The GEMM multiplies the bank's codes exactly; its only error is the queries' 8-bit
-        quantization, at most one step ``s`` per component (asymmetric uint8 with a rounded zero
-        point, or symmetric int8: ``s <= 2 max|a| / 255`` covers both), so
+        quantization, at most one step ``s`` per component (:meth:`_quant_step`), so
         ``|approx - exact| <= s * ||m_j - mean||_1`` for every row j.  Rows whose upper bound
         cannot reach the k-th best row's lower bound are not among the k nearest; the rest (a
         few) are measured in float32.
         """
         self.last_candidates = 0
-        a = np.ascontiguousarray(q - self.mean)
-        step = 2.0 * float(np.abs(a).max()) / 255.0  # any chunk's own step is at most this
+        a = self._centred(q) if a is None else a
+        step = self._quant_step(a)  # any chunk's own step is at most this
         parts = [self._exact_chunk(q[s0: s0 + _EXACT_CHUNK], a[s0: s0 + _EXACT_CHUNK], step, k)
                  for s0 in range(0, len(q), _EXACT_CHUNK)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

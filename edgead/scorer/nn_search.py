@@ -323,9 +323,9 @@ def certify_top(measure: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
     """Make the ``k`` largest of a batch's NN distances exact (in place); return how many queries
     were measured.
 
-    ``dist[i]`` must be the distance from query i to a real bank row ``idx[i]`` (an approximate
-    search's answer), hence an upper bound of the true NN distance; ``exact`` marks the queries
-    already measured.  ``measure(rows)`` returns the exact (distances, neighbour rows) of those
+    ``dist[i]`` must be an upper bound of query i's true NN distance (an approximate search's
+    distance to its row ``idx[i]``, or a bound); ``exact`` marks the queries already measured.
+    ``k`` is clamped to [1, len(dist)].  ``measure(rows)`` returns the exact (distances, neighbour rows) of those
     queries.  Round 1 measures the ``first`` largest unmeasured queries; each later round up to
     ``later`` (None: all) of those whose bound still exceeds the k-th largest exact distance.
     Afterwards no unmeasured query can enter the top k: its true distance <= its bound <= that
@@ -333,6 +333,7 @@ def certify_top(measure: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
     neighbours are exactly what brute force gives.
     """
     exact = np.zeros(len(dist), dtype=bool) if exact is None else exact
+    k = max(1, min(int(k), len(dist)))
     refined, batch = 0, first
     while True:
         kth = np.partition(dist[exact], -k)[-k] if exact.sum() >= k else -np.inf
@@ -575,7 +576,7 @@ class HnswSearch:
         idx = labels.astype(np.int64, copy=False)
         if k == 1 and self.exact_max and self._exact is not None:
             self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in self._exact.query(q[rows], k=1)),
-                                            dist[:, 0], idx[:, 0], k=max(1, min(int(certify), len(q))))
+                                            dist[:, 0], idx[:, 0], k=certify)
         return dist, idx
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:

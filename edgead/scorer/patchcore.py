@@ -69,8 +69,8 @@ class PatchCoreScorer:
 
     def patch_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """features (D, h, w) -> (patch NN distances (h, w), NN indices (h*w,), patches (h*w, D))."""
-        d, h, w = features.shape
-        patches = np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
+        _, h, w = features.shape
+        patches = self._patches(features)
         # the image score's distances exact (the top-k mean's k, the reweighted maximum's one)
         dist, idx = self.search.query(patches, k=1, certify=self.topk if self.rule == "topk_mean" else 1)
         return dist[:, 0].reshape(h, w), idx[:, 0], patches
