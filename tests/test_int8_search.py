@@ -148,7 +148,7 @@ def test_max_nn_is_the_exact_maximum(data, outliers):
         assert d == pytest.approx(float(d_e[top, 0]), rel=1e-6)
         assert (i, j) == (top, int(i_e[top, 0]))
     default = Int8Search(None, quantized=quantized)  # prefix, then blocks doubling from 1024 rows
-    assert [c1 - c0 for c0, c1, _, _ in default._blocks] == [375, 1024, 1601]
+    assert [c1 - c0 for c0, c1, *_ in default._blocks] == [375, 1024, 1601]
     i, d, j = default.max_nn(q)
     assert d == pytest.approx(float(d_e.max()), rel=1e-6)
     codes, scale, mean = quantized
@@ -207,3 +207,49 @@ def test_full_query_certifies_the_k_largest(data, k):
     if k > 1:  # the maximum alone certified: the k-th largest is not brute force's
         d_1 = np.sort(int8.query(q, certify=1)[0][:, 0])[::-1][:k]
         assert np.abs(d_1 / d_e - 1).max() > 1e-3
+
+
+def test_prefix_order_mixes_extremes_and_dense_rows(data):
+    from edgead.scorer.int8_search import prefix_order
+
+    rng = np.random.default_rng(2)
+    rows, prefix = 400, 40
+    knn = np.concatenate([np.arange(rows)[:, None], rng.integers(0, rows, (rows, 8))], axis=1)
+    knn[:, 1:4] = 300 + np.arange(3)  # rows 300-302: every row's neighbours (the dense region)
+    order = prefix_order(rows, prefix, knn)
+    assert sorted(order.tolist()) == list(range(rows))  # a permutation
+    head = order[:prefix]
+    assert head[:10].tolist() == list(range(10))  # the greedy extremes first
+    assert {300, 301, 302} <= set(head.tolist())  # then the dense rows
+    assert (np.diff(order[prefix:]) > 0).all()  # the rest in greedy order
+    np.testing.assert_array_equal(prefix_order(rows, prefix, None), np.arange(rows))  # no table: greedy
+
+
+def test_prefix_order_gives_the_same_answers(data):
+    """A bank_knn-ordered prefix changes the search's work, never its answers or row numbers."""
+    quantized, bank, q = data
+    rng = np.random.default_rng(4)
+    exact = ExactSearch(bank)
+    knn = exact.query(bank, k=9)[1]
+    plain = Int8Search(None, quantized=quantized)
+    mixed = Int8Search(None, quantized=quantized, bank_knn=knn)
+    assert not np.array_equal(mixed._order[: mixed.prefix_rows], np.arange(mixed.prefix_rows))
+    np.testing.assert_array_equal(mixed.vectors(np.arange(len(bank))), bank)
+    for _ in range(4):
+        frame = (bank[rng.integers(0, len(bank), 300)] + 0.4 * rng.standard_normal((300, bank.shape[1]))).astype(np.float32)
+        for k in (1, 5):
+            a, b = plain.topk_nn(frame, k), mixed.topk_nn(frame, k)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[2], b[2])
+            np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+        d_e, i_e = exact.query(frame)
+        d_m, i_m = mixed.query(frame)
+        assert float(d_m.max()) == pytest.approx(float(d_e.max()), rel=1e-6)
+        assert int(i_m[np.argmax(d_m[:, 0]), 0]) == int(i_e[np.argmax(d_e[:, 0]), 0])
+    # a frame with a clear maximum (4 far patches): the others are the GEMM's winners, uncertified;
+    # each is a bank row number (not a block position), at the distance given
+    d_m, i_m = mixed.query(q)
+    assert mixed.last_refined < len(q) // 2
+    np.testing.assert_allclose(d_m[:, 0], np.linalg.norm(q - bank[i_m[:, 0]], axis=1), rtol=1e-5)
+    assert np.mean(i_m[:, 0] == exact.query(q)[1][:, 0]) > 0.9
+    np.testing.assert_array_equal(mixed.query(bank[5:6], k=9)[1], exact.query(bank[5:6], k=9)[1])

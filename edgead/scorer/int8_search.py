@@ -68,6 +68,9 @@ _PREFIX_SHARE = 8
 _PREFIX_MIN_ROWS = 128
 _PREFIX_MAX_ROWS = 1024
 _FIRST_BLOCK_ROWS = 1024  # the block after the prefix, at least
+# share of the prefix taken from the bank's first rows (the rest: dense rows, see prefix_order;
+# 0.1 to 0.5 measured alike, 1.0 = the greedy order: search p99 +50 % at 14k rows)
+_PREFIX_EXTREMES = 0.25
 
 # Queries certified in the first round (the largest distances first; with full-bank bounds one
 # round almost always suffices), then up to _CERTIFY_MAX_BATCH per round (topk_nn's bounds are
@@ -118,18 +121,45 @@ def _gemm_model(codes: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> bytes
     )
 
 
+def prefix_order(rows: int, prefix_rows: int, bank_knn: np.ndarray | None = None) -> np.ndarray:
+    """The order in which the int8 search's blocks take the bank rows; the first ``prefix_rows``
+    are :meth:`Int8Search.topk_nn`'s prefix, whose distances bound every query's.
+
+    An export's bank is in greedy k-center order: its first rows cover the extremes of the
+    training patches, and bound the typical (central) patch of a good frame loosely.  With the
+    support table ``bank_knn``, a quarter of the prefix is the first rows (the extremes) and the
+    rest the rows most often among the other rows' nearest neighbours (the dense regions, where
+    most patches fall); the other rows follow in greedy order.  Measured on 191 magnetic_tile
+    goods, 14.1k bank, 1024-row prefix (exact distances): the patches still above the frame's
+    maximum after the prefix, p50 / p90 / p99 over frames, 5 / 53 / 629 greedy -> 9 / 32 / 96.
+    Without the table: the greedy order.
+    """
+    order = np.arange(rows, dtype=np.int64)
+    if bank_knn is None or bank_knn.shape[0] != rows or bank_knn.shape[1] < 2 or prefix_rows >= rows:
+        return order
+    head = int(prefix_rows * _PREFIX_EXTREMES)
+    indegree = np.bincount(np.asarray(bank_knn[:, 1:], dtype=np.int64).reshape(-1), minlength=rows)[:rows]
+    dense = np.argsort(-indegree[head:], kind="stable")[: prefix_rows - head] + head
+    taken = np.zeros(rows, dtype=bool)
+    taken[:head] = True
+    taken[dense] = True
+    return np.concatenate([order[:head], np.sort(dense), order[~taken]])
+
+
 class Int8Search:
     """Nearest neighbours by int8 GEMM (onnxruntime) with float32 answers; see the module doc.
 
     ``bank`` float (N, D), or None with ``quantized`` = (codes, scale, mean) as the artifact stores
     it (:mod:`edgead.scorer.bank_store`; the bank is then their dequantization); a float bank
-    alone is quantized here.  ``threads``: onnxruntime intra-op threads per GEMM.
+    alone is quantized here.  ``threads``: onnxruntime intra-op threads per GEMM.  ``bank_knn``:
+    each row's nearest bank rows (the export's support table), to choose the prefix (see
+    :func:`prefix_order`); row indices in and out are the bank's own whatever the order inside.
     """
 
     name = "int8"
 
     def __init__(self, bank: np.ndarray | None, *, quantized: tuple | None = None, threads: int = 1,
-                 block_rows: int | None = None):
+                 block_rows: int | None = None, bank_knn: np.ndarray | None = None):
         import onnxruntime as ort
 
         from edgead.backbone import session_options
@@ -149,15 +179,11 @@ class Int8Search:
         self._half_norms = np.empty(self.rows, np.float32)
         self._l1 = np.empty(self.rows, np.float32)  # ||m_j - mean||_1: the GEMM's error bound per unit step
         for r0 in range(0, self.rows, 4096):
-            approx = self.codes[r0: r0 + 4096].astype(np.float32) * self.scale[r0: r0 + 4096, None]
+            approx = codes[r0: r0 + 4096].astype(np.float32) * self.scale[r0: r0 + 4096, None]
             self._half_norms[r0: r0 + 4096] = 0.5 * np.einsum("ij,ij->i", approx, approx, dtype=np.float32)
             self._l1[r0: r0 + 4096] = np.abs(approx).sum(axis=1)
         self.block_rows = max(1, int(DEFAULT_BLOCK_ROWS if block_rows is None else block_rows))
-        opts = session_options(threads)
-        # no per-session arena: each block writes into self._out (io binding), nothing to cache
-        opts.enable_cpu_mem_arena = False
-        self._blocks = []
-        # the first block is topk_nn's prefix (greedy order: it covers the rest of the bank)
+        # the first block is topk_nn's prefix (its rows: prefix_order), bounding every query
         self.prefix_rows = min(self.block_rows, _PREFIX_MAX_ROWS, max(_PREFIX_MIN_ROWS, self.rows // _PREFIX_SHARE))
         # then blocks doubling in size up to block_rows: the pruned pass of topk_nn drops most
         # queries in the first ones (greedy order), few-query passes make few calls
@@ -168,9 +194,17 @@ class Int8Search:
         starts = [c for c in starts[:-1] if c < self.rows]
         if len(starts) > 2 and 2 * (self.rows - starts[-1]) < starts[-1] - starts[-2]:
             starts.pop()  # a short last block joins the one before
+        # the blocks take the rows in this order: position p holds bank row self._order[p]
+        self._order = prefix_order(self.rows, self.prefix_rows, bank_knn)
+        self._l1_by_pos = self._l1[self._order]
+        opts = session_options(threads)
+        # no per-session arena: each block writes into self._out (io binding), nothing to cache
+        opts.enable_cpu_mem_arena = False
+        self._blocks = []
         for c0, c1 in zip(starts, starts[1:] + [self.rows]):
-            model = _gemm_model(codes[c0:c1], np.ascontiguousarray(scale[c0:c1], dtype=np.float32),
-                                -self._half_norms[c0:c1])
+            rows = self._order[c0:c1]
+            model = _gemm_model(self.codes[rows], np.ascontiguousarray(scale[rows], dtype=np.float32),
+                                -self._half_norms[rows])
             sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
             self._blocks.append((c0, c1, sess, sess.io_binding()))
         self._out = np.empty(0, np.float32)  # one (chunk x block) product, reused by every call
@@ -317,7 +351,7 @@ class Int8Search:
             v, i = best_v[s0: s0 + len(y)], best_i[s0: s0 + len(y)]  # views
             better = val > v
             v[better] = val[better]
-            i[better] = arg[better] + c0
+            i[better] = self._order[arg[better] + c0]
         return best_i, best_v
 
     def _winners(self, a: np.ndarray, blocks: list) -> tuple[np.ndarray, np.ndarray]:
@@ -356,10 +390,11 @@ class Int8Search:
         approx = np.empty((len(q), self.rows), np.float32)
         for s0, c0, y in self._scores(a):
             approx[s0: s0 + len(y), c0: c0 + y.shape[1]] = y
-        err = step * self._l1 + 1e-5 * (np.abs(approx).max(axis=1, keepdims=True) + self._half_norms.max())
+        err = step * self._l1_by_pos + 1e-5 * (np.abs(approx).max(axis=1, keepdims=True) + self._half_norms.max())
         upper, lower = approx + err, approx - err
         if k == 1:  # all queries at once: (query, row) candidate pairs, the nearest per query
-            qi, rows = np.nonzero(upper >= lower.max(axis=1, keepdims=True))  # >= 1 per query
+            qi, pos = np.nonzero(upper >= lower.max(axis=1, keepdims=True))  # >= 1 per query
+            rows = self._order[pos]
             d = _direct_distances(q[qi], self.vectors(rows))
             order = np.lexsort((rows, d, qi))  # by query, then distance, then row (ties: lowest)
             best = order[np.r_[0, np.flatnonzero(np.diff(qi[order])) + 1]]
@@ -369,7 +404,7 @@ class Int8Search:
         idx = np.empty((len(q), k), np.int64)
         for i in range(len(q)):
             kth = np.partition(lower[i], self.rows - k)[self.rows - k]
-            cand = np.flatnonzero(upper[i] >= kth)
+            cand = np.sort(self._order[np.flatnonzero(upper[i] >= kth)])  # ties: the lowest row
             d = _direct_distances(q[i], self.vectors(cand))
             order = np.argsort(d, kind="stable")[:k]
             dist[i], idx[i] = d[order], cand[order]

@@ -647,7 +647,7 @@ def _hnsw_kwargs(hnsw_params: dict | None) -> dict:
 
 def make_search(bank: np.ndarray | None, backend: str = "auto", index_path: str | Path | None = None,
                 hnsw_params: dict | None = None, threads: int = 1,
-                quantized: tuple | None = None) -> NearestNeighbourSearch:
+                quantized: tuple | None = None, bank_knn: np.ndarray | None = None) -> NearestNeighbourSearch:
     """Build the search backend for ``bank``.
 
     ``backend``: "int8", "exact", "hnsw" or "auto" (see :func:`choose_backend`; an index counts
@@ -658,6 +658,8 @@ def make_search(bank: np.ndarray | None, backend: str = "auto", index_path: str 
     exact backend's BLAS threads are process-wide (set OPENBLAS_NUM_THREADS before numpy is
     imported, or edgead.threads.limit_threads).  ``quantized``: the bank's stored int8 form
     (codes, scale, mean), used by the int8 backend instead of quantizing ``bank`` again.
+    ``bank_knn``: the export's support table (each row's nearest rows), which the int8 backend
+    uses to choose its bounding prefix (:func:`edgead.scorer.int8_search.prefix_order`).
     """
     choice = str(backend).strip().lower() if isinstance(backend, str) else backend
     if choice not in BACKENDS:
@@ -679,7 +681,8 @@ def make_search(bank: np.ndarray | None, backend: str = "auto", index_path: str 
     if choice == "int8":
         from edgead.scorer.int8_search import Int8Search
 
-        return Int8Search(None if quantized is not None else bank, quantized=quantized, threads=threads)
+        return Int8Search(None if quantized is not None else bank, quantized=quantized, threads=threads,
+                          bank_knn=bank_knn)
     if index_path is None:
         log.warning("no HNSW index in the artifact: building one for %d bank rows at start-up "
                     "(M=%d, ef_construction=%d)", rows, params["M"], params["ef_construction"])

@@ -59,7 +59,7 @@ class PatchCoreScorer:
             raise ArtifactError("PatchCore needs a memory bank (float or int8)")
         self.search: NearestNeighbourSearch = make_search(
             bank, backend=backend, index_path=index_path, hnsw_params=hnsw_params, threads=threads,
-            quantized=quantized,
+            quantized=quantized, bank_knn=bank_knn,
         )
         self.bank_rows = int(bank.shape[0] if bank is not None else quantized[0].shape[0])
         del bank
