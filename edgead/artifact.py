@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgead import ARTIFACT_SCHEMA_VERSION
+from edgead import ARTIFACT_SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS
 from edgead.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -124,10 +124,11 @@ def read_manifest(model_dir: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ArtifactError(f"{path}: manifest lacks {', '.join(missing)}")
-    if manifest["schema_version"] != ARTIFACT_SCHEMA_VERSION:
+    if manifest["schema_version"] not in READABLE_SCHEMA_VERSIONS:
         raise ArtifactError(
             f"{path}: schema version {manifest['schema_version']} is not supported "
-            f"(this edgead reads version {ARTIFACT_SCHEMA_VERSION})"
+            f"(this edgead reads versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: a newer model "
+            f"needs a newer edgead)"
         )
     return manifest
 

@@ -13,7 +13,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edgead.errors import ConfigError
-from edgead.preprocess import Geometry, PreprocessConfig, as_bgr, map_to_box, map_to_frame, normalize, resize_to_input, roi_box
+from edgead.preprocess import (
+    Geometry,
+    PreprocessConfig,
+    as_bgr,
+    map_to_box,
+    map_to_frame,
+    normalize,
+    resize_to_input,
+    roi_box,
+    roi_tone_curve,
+)
 
 MERGE_MODES = ("mean", "max")
 BANK_LAYOUTS = ("shared", "per_tile")
@@ -86,9 +96,10 @@ def frame_inputs(image: np.ndarray, pre: PreprocessConfig, tiling: TilingConfig,
     boxes = tile_boxes(roi_box(pre, image.shape[:2]), tiling.grid, tiling.overlap)
     if out is None or out.shape[0] != len(boxes):
         out = np.empty((len(boxes), 3, *pre.input_size), dtype=np.float32)
+    tone = roi_tone_curve(image, pre)  # one curve for the whole ROI, so tiles stay comparable
     geometries = []
     for i, box in enumerate(boxes):
-        resized, geometry = resize_to_input(image, pre, box)
+        resized, geometry = resize_to_input(image, pre, box, tone)
         normalize(resized, pre, out=out[i : i + 1])
         geometries.append(geometry)
     return out, geometries

@@ -48,7 +48,7 @@ DEFAULT_CANDIDATES = (
     "backbone=efficientnet-lite1 taps=14,19,s8 size=224 score=topk_mean topk=40",
     "size=320 tiles=3x3 taps=2,4,10,s8 coreset_max=5000 score=topk_mean topk=20",
 )
-SPEC_KEYS = ("size", "resize", "interp", "roi", "tiles", "overlap", "merge", "banks", "coreset", "coreset_max",
+SPEC_KEYS = ("size", "resize", "interp", "photometric", "roi", "tiles", "overlap", "merge", "banks", "coreset", "coreset_max",
              "method", "backbone", "taps", "target_dim", "score", "topk", "seed")
 
 
@@ -83,6 +83,8 @@ def apply_spec(base: ExportConfig, spec: str | dict) -> ExportConfig:
         pre["resize_mode"] = conf["resize"]
     if "interp" in conf:
         pre["interpolation"] = conf["interp"]
+    if "photometric" in conf:
+        pre["photometric"] = conf["photometric"]
     tiling = {}
     if "tiles" in conf:
         tiling["grid"] = parse_grid(conf["tiles"])

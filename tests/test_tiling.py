@@ -48,6 +48,19 @@ def test_one_tile_is_the_untiled_preprocess():
     np.testing.assert_allclose(merge_maps(amap[None], geos), map_to_frame(amap, geo))
 
 
+def test_tiles_share_one_tone_curve():
+    """The ROI's tone curve, not one per tile: a dark tile stays darker than a bright one, and
+    untiled and tiled inputs get the same curve."""
+    frame = np.zeros((100, 200), np.uint8)
+    frame[:, :100] = np.random.default_rng(0).integers(20, 60, (100, 100))  # dark left half
+    frame[:, 100:] = np.random.default_rng(1).integers(150, 230, (100, 100))  # bright right half
+    pre = PreprocessConfig(input_size=(64, 64), photometric="equalize")
+    x, _ = frame_inputs(frame, pre, TilingConfig(grid=(1, 2), overlap=0.0))
+    assert x[0].mean() < -0.5 < 0.5 < x[1].mean()  # per-tile equalisation would give both ~0.1
+    whole, _ = preprocess(frame, pre)
+    np.testing.assert_array_equal(frame_inputs(frame, pre, TilingConfig())[0], whole)
+
+
 @pytest.mark.parametrize("mode", ["mean", "max"])
 def test_merge_puts_a_tile_peak_at_its_frame_place(mode):
     frame = np.zeros((200, 300, 3), np.uint8)
