@@ -24,8 +24,10 @@ def test_apply_spec_sets_size_tiles_coreset_and_roi():
     assert apply_spec(base, "roi=0.1,0.1,0.5,0.5").preprocess.roi_units == "fraction"
     fast = apply_spec(base, "interp=linear seed=3")
     assert fast.preprocess.interpolation == "linear" and base.preprocess.interpolation == "area" and fast.seed == 3
+    eq = apply_spec(base, "photometric=equalize")
+    assert eq.preprocess.photometric == "equalize" and base.preprocess.photometric == "none"
     assert apply_spec(base, "") == base
-    for bad in ("size=100", "tiles=0x1", "depth=3", "size", "interp=cubic"):
+    for bad in ("size=100", "tiles=0x1", "depth=3", "size", "interp=cubic", "photometric=gamma"):
         with pytest.raises(ConfigError):
             apply_spec(base, bad)
 
