@@ -29,8 +29,9 @@ LINEAR_MAX_SHRINK = 2.0
 # every channel of the resized input (tone_curve).  "equalize": histogram equalisation
 # (cv2.equalizeHist's curve); "standardize": luminance mean -> STANDARD_MEAN, std -> STANDARD_STD.
 # It takes the frame-to-frame changes of lighting and exposure out of what the memory bank must
-# cover.  Measured on ../shared/data/magnetic_tile (texture recipe, INT8, docs/realdata.md):
-# 0.933 image AUROC without, 0.984 equalize, 0.979 standardize; cracks 0.877 -> 0.982.
+# cover.  Measured on ../shared/data (texture recipe, INT8, docs/realdata.md): magnetic_tile 0.933
+# image AUROC without, 0.982 equalize, 0.978 standardize (cracks 0.877 -> 0.982); but elpv_poly
+# 0.907 -> 0.867 and deeppcb's board recipe 0.940 -> 0.762: a per-line choice, off by default.
 PHOTOMETRIC = ("none", "equalize", "standardize")
 STANDARD_MEAN, STANDARD_STD = 128.0, 60.0
 _TONE_SAMPLES = 1 << 16  # ROI pixels the statistics are taken from, at most (a regular subsample)
