@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgead.cli_common import parse_roi, parse_size
 from edgead.errors import ConfigError
-from edgead.preprocess import PreprocessConfig
+from edgead.preprocess import INTERPOLATIONS, PHOTOMETRIC, PreprocessConfig
 from edgead.tiling import BANK_LAYOUTS, MERGE_MODES, TilingConfig, parse_grid
 
 
@@ -32,13 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taps", default=None, help="comma-separated feature taps (default: the stride-8 and stride-16 stages)")
     p.add_argument("--size", default="224", type=parse_size, help="input size: N or HxW, multiples of 32 (default 224)")
     p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox"], help="resize mode (default stretch: nothing cut off)")
-    p.add_argument("--interpolation", default="area", choices=["area", "linear"],
+    p.add_argument("--interpolation", default="area", choices=INTERPOLATIONS,
                    help="resize filter: INTER_AREA whenever the image shrinks (default), or bilinear up to a 2x "
                         "shrink (5x faster at small factors, ~0.3 ms a frame here; 0.7 pt AUROC on magnetic_tile)")
-    p.add_argument("--photometric", default="none", choices=["none", "equalize", "standardize"],
+    p.add_argument("--photometric", default="none", choices=PHOTOMETRIC,
                    help="per-frame brightness normalisation of the ROI before the backbone, the same at fit and "
                         "serve: histogram equalisation, or luminance mean/std standardised (default none; "
-                        "magnetic_tile texture recipe: 0.933 -> 0.984 image AUROC with equalize)")
+                        "magnetic_tile texture recipe: 0.933 -> 0.982 image AUROC with equalize; elpv_poly and boards lose)")
     p.add_argument("--roi", default=None, type=_roi_arg,
                    help="region of interest x,y,w,h in pixels, or fractions if all <= 1; 'auto': proposed from the training images")
     p.add_argument("--tiles", default="1x1", type=_grid_arg, help="score the ROI as RxC overlapping tiles at --size each (default 1x1)")

@@ -186,7 +186,7 @@ class Int8Search:
         # the first block is topk_nn's prefix (its rows: prefix_order), bounding every query
         self.prefix_rows = min(self.block_rows, _PREFIX_MAX_ROWS, max(_PREFIX_MIN_ROWS, self.rows // _PREFIX_SHARE))
         # then blocks doubling in size up to block_rows: the pruned pass of topk_nn drops most
-        # queries in the first ones (greedy order), few-query passes make few calls
+        # queries in the first ones, few-query passes make few calls
         starts, size = [0, self.prefix_rows], min(self.block_rows, max(self.prefix_rows, _FIRST_BLOCK_ROWS))
         while starts[-1] < self.rows:
             starts.append(starts[-1] + size)
@@ -223,10 +223,10 @@ class Int8Search:
             with self._lock:
                 return self._exact_nn(q, k)
         with self._lock:
-            idx = self._argmin(q)
+            a = self._centred(q)  # once: the full pass and the certification take it
+            idx = self._best(a)[0]
             dist = _direct_distances(q, self.vectors(idx))
-            self.last_refined = self._certify_top(q, self._centred(q), dist, idx, np.zeros(len(q), dtype=bool),
-                                                  certify)
+            self.last_refined = self._certify_top(q, a, dist, idx, np.zeros(len(q), dtype=bool), certify)
         return dist[:, None], idx[:, None]
 
     def max_nn(self, queries: np.ndarray) -> tuple[int, float, int]:
@@ -336,9 +336,6 @@ class Int8Search:
         chunk of them -- with: asymmetric uint8 with a rounded zero point, or symmetric int8,
         both ``<= 2 max|a| / 255``.  The GEMM's error is at most this times ``||m_j - mean||_1``."""
         return 2.0 * float(np.abs(a).max()) / 255.0
-
-    def _argmin(self, q: np.ndarray, blocks: list | None = None) -> np.ndarray:
-        return self._best(self._centred(q), blocks)[0]
 
     def _best(self, a: np.ndarray, blocks: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per centred query: (int8 winner row, its GEMM score ~ a.m_j - 0.5 ||m_j - mean||^2)."""

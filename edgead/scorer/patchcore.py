@@ -91,7 +91,7 @@ class PatchCoreScorer:
         (int8 search: ``topk_nn``); the anomaly map then needs :meth:`patch_scores`."""
         if self.rule == "topk_mean":
             top, search_ms = self.top_distances(features)
-            return float(np.mean(top, dtype=np.float64)), search_ms
+            return topk_mean(top, self.topk), search_ms
         patches, t0 = self._patches(features), time.perf_counter()
         topk_nn = getattr(self.search, "topk_nn", None)
         if topk_nn is None:
