@@ -76,6 +76,24 @@ def test_certified_on_near_ties():
         assert float(int8.query(chunk)[0].max()) == pytest.approx(float(exact.query(chunk)[0].max()), rel=1e-6)
 
 
+def test_exact_nn_of_every_query_is_brute_force():
+    """The few-query exact search (the certification's): near-duplicate rows and queries half-way
+    between rows, so the int8 winner is often not the nearest; each answer must be brute force's."""
+    rng = np.random.default_rng(5)
+    raw = features(rng, 2000, d=32)
+    raw[1000:] = raw[:1000] + 0.02 * rng.standard_normal((1000, 32)).astype(np.float32)
+    quantized = quantize_bank(raw)
+    bank = dequantize_bank(*quantized)
+    q = (0.5 * (bank[rng.integers(0, 2000, 400)] + bank[rng.integers(0, 2000, 400)])).astype(np.float32)
+    int8 = Int8Search(None, quantized=quantized, block_rows=700)
+    d8, i8 = int8._exact_nn(q)
+    full = np.linalg.norm(q[:, None, :].astype(np.float64) - bank[None].astype(np.float64), axis=2)
+    np.testing.assert_allclose(d8[:, 0], full.min(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(full[np.arange(len(q)), i8[:, 0]], full.min(axis=1), rtol=1e-5)
+    approx_winner = int8._best(int8._centred(q))[0]
+    assert np.mean(approx_winner != full.argmin(axis=1)) > 0.05  # the case is not trivial
+
+
 def test_knn_vectors_and_distances_to(data):
     quantized, bank, q = data
     int8, exact = Int8Search(None, quantized=quantized), ExactSearch(bank)
