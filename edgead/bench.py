@@ -161,9 +161,31 @@ def measure(model, frames: list[Frame], n: int, warmup: int, with_map: bool = Tr
     return samples
 
 
+def frames_at_input_size(frames: list[Frame], model) -> list[Frame]:
+    """The frames as a camera set to the model's input size delivers them (picamera2's default:
+    its ISP scales, so ``resize + normalise`` is a normalise): resized once (INTER_AREA), PNG.
+    Refused for a model with a ROI or tiles, whose frames the camera cannot pre-scale alone."""
+    import cv2
+
+    from edgead.errors import ConfigError
+    from edgead.images import decode_image
+
+    if model.preprocess_cfg.roi is not None or model.tiling.count > 1:
+        raise ConfigError("--frames-at-input-size needs a model without ROI or tiles "
+                          f"({model.path}: roi {model.preprocess_cfg.roi}, {model.tiling.count} tiles)")
+    h, w = model.input_size
+    out = []
+    for f in frames:
+        small = cv2.resize(decode_image(f.data, f.name), (w, h), interpolation=cv2.INTER_AREA)
+        out.append(Frame(f.name, cv2.imencode(".png", small)[1].tobytes()))
+    return out
+
+
 def run_bench(model_dir: Path, images: Path | None = None, n: int = 200, warmup: int = 10, threads: int = 1,
-              precision: str | None = None, search: str = "auto", with_map: bool = True) -> dict:
-    """Load the artifact, score ``n`` frames and return the figures as one JSON-able dict."""
+              precision: str | None = None, search: str = "auto", with_map: bool = True,
+              at_input_size: bool = False) -> dict:
+    """Load the artifact, score ``n`` frames and return the figures as one JSON-able dict.
+    ``at_input_size``: frames pre-scaled to the input size (:func:`frames_at_input_size`)."""
     from edgead.artifact import read_manifest
     from edgead.images import decode_image
     from edgead.model import load_model
@@ -174,6 +196,8 @@ def run_bench(model_dir: Path, images: Path | None = None, n: int = 200, warmup:
     t0 = time.perf_counter()
     model = load_model(model_dir, precision=precision, threads=threads, search=search)
     load_s = time.perf_counter() - t0
+    if at_input_size:
+        frames = frames_at_input_size(frames, model)
     after_load = process_memory_mib()["rss"]
     samples = measure(model, frames, n, warmup, with_map)
     memory = process_memory_mib()
@@ -186,7 +210,7 @@ def run_bench(model_dir: Path, images: Path | None = None, n: int = 200, warmup:
         "search": model.search_backend, "search_requested": search,
         "bank_size": int(model.manifest.get("bank_size") or 0), "feature_dim": int(model.manifest["feature_dim"]),
         "frames": n, "warmup": warmup, "distinct_frames": len(frames), "with_map": with_map,
-        "images": str(images) if images else f"synthetic {side}x{side}",
+        "images": str(images) if images else f"synthetic {side}x{side}", "frames_at_input_size": at_input_size,
         "frame_shape": list(decode_image(frames[0].data, frames[0].name).shape[:2]),
         "latency_ms": latency,
         "ratios": {"total_over_backbone_p50": total["p50"] / backbone["p50"],
@@ -206,7 +230,8 @@ def format_table(r: dict) -> str:
         f"{r['name']}: {r['method']} {r['backbone']} {'x'.join(map(str, r['input_size']))}, {r['precision']}, "
         f"{r['threads']} thread(s), search {r['search']} (bank {r['bank_size']} x {r['feature_dim']})",
         f"{r['frames']} frames after {r['warmup']} warm-up, {r['images']} "
-        f"({'x'.join(map(str, r['frame_shape']))} px), {r['machine']['cpu']}",
+        f"({'x'.join(map(str, r['frame_shape']))} px{', pre-scaled as a camera at input size' if r.get('frames_at_input_size') else ''}), "
+        f"{r['machine']['cpu']}",
         "",
         f"{'stage':<22} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean ms':>8}",
     ]
@@ -240,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["int8", "fp32"], default=None, help="default: the artifact's")
     p.add_argument("--search", choices=["auto", "int8", "exact", "hnsw"], default="auto")
     p.add_argument("--no-map", action="store_true", help="score only (no anomaly map)")
+    p.add_argument("--frames-at-input-size", action="store_true",
+                   help="pre-scale the frames to the model's input size, as a camera configured to it "
+                        "delivers them (picamera2's default: the ISP scales); models without ROI or tiles")
     p.add_argument("--resolutions", default=None,
                    help="comma-separated input sides, e.g. 224,320,448: latency and memory vs resolution, "
                         "refitted on --images where torch (the export extra) is installed, else a synthetic bank")
@@ -259,7 +287,7 @@ def bench_main(argv: list[str]) -> int:
 
     limit_threads(args.threads)  # before numpy is imported: BLAS reads its thread count at load
     result = run_bench(args.model, args.images, args.n, args.warmup, args.threads, args.precision, args.search,
-                       with_map=not args.no_map)
+                       with_map=not args.no_map, at_input_size=args.frames_at_input_size)
     if args.resolutions:
         from edgead.scaling import parse_sides, scaling_study
 

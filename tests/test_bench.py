@@ -52,6 +52,32 @@ def test_bench_synthetic_frames_and_table(model_dir, capsys):
     assert "backbone" in table and "peak RSS" in table and "p99" in table
 
 
+def test_bench_frames_at_input_size(model_dir, synthetic_images, tmp_path, capsys):
+    """--frames-at-input-size: frames pre-scaled as a camera set to the input size delivers them."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    from edgead.bench import Frame, frames_at_input_size
+    from edgead.errors import ConfigError
+    from edgead.preprocess import PreprocessConfig
+
+    folder = tmp_path / "frames"  # larger than the model input, not square
+    folder.mkdir()
+    for p in synthetic_images["good"][:3]:
+        cv2.imwrite(str(folder / p.name), cv2.resize(cv2.imread(str(p)), (200, 170)))
+    plain = _bench_json(capsys, "--model", str(model_dir), "--images", str(folder), "--n", "3", "--warmup", "0")
+    r = _bench_json(capsys, "--model", str(model_dir), "--images", str(folder), "--n", "3", "--warmup", "0",
+                    "--frames-at-input-size")
+    _check_fields(r)
+    assert r["frames_at_input_size"] is True and plain["frames_at_input_size"] is False
+    assert r["frame_shape"] == r["input_size"] != plain["frame_shape"]
+    with_roi = SimpleNamespace(preprocess_cfg=PreprocessConfig(input_size=(64, 64), roi=(0, 0, 32, 32)),
+                               tiling=SimpleNamespace(count=1), input_size=(64, 64), path=model_dir)
+    with pytest.raises(ConfigError, match="ROI"):
+        frames_at_input_size([Frame("a.png", synthetic_images["good"][0].read_bytes())], with_roi)
+
+
 def test_bench_resolutions_synthetic_bank(model_dir, capsys):
     r = _bench_json(capsys, "--model", str(model_dir), "--n", "3", "--warmup", "0", "--resolutions", "96,128,160")
     study = r["scaling"]

@@ -173,6 +173,9 @@ def test_hnsw_exact_max_small_batches(small):
     assert h.last_refined == 5
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, d_ref, rtol=1e-6)
+    h.exact_max = False  # plain hnsw: nothing re-checked, and the count says so
+    h.query(q[:5], k=1)
+    assert h.last_refined == 0
     assert np.shares_memory(h._exact.bank, bank)  # float32 bank: no second copy
 
 

@@ -574,6 +574,7 @@ class HnswSearch:
         labels, sq = self.index.knn_query(q, k=k, num_threads=self.threads)
         dist = np.sqrt(np.maximum(sq, 0.0, dtype=np.float32)).astype(np.float32, copy=False)
         idx = labels.astype(np.int64, copy=False)
+        self.last_refined = 0
         if k == 1 and self.exact_max and self._exact is not None:
             self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in self._exact.query(q[rows], k=1)),
                                             dist[:, 0], idx[:, 0], k=certify)
