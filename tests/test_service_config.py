@@ -119,3 +119,27 @@ def test_serve_main_exit_codes(tmp_path, capsys, tampered_model_dir):
 def test_serve_check_with_real_model(model_dir, capsys, tmp_path):
     assert serve_main(["--model", str(model_dir), "--data-dir", str(tmp_path), "--check"]) == 0
     assert "config ok" in capsys.readouterr().out
+
+
+def test_serve_freezes_long_lived_objects_before_serving(model_dir, tmp_path, monkeypatch):
+    """The daemon moves its imports and model out of the collector's reach before it listens, so
+    a full collection does not rescan them mid-inspection (edgead.heap.freeze_long_lived_objects)."""
+    import gc
+
+    import edgead.service.main as service_main
+
+    seen = {}
+
+    def fake_run_server(app, config):
+        seen["frozen"] = gc.get_freeze_count()
+        return 0
+
+    gc.unfreeze()
+    monkeypatch.setattr(service_main, "run_server", fake_run_server)
+    try:
+        assert serve_main(["--model", str(model_dir), "--data-dir", str(tmp_path), "--source", "none"]) == 0
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
+    assert seen["frozen"] > 1000
+    assert gc.get_freeze_count() == 0
+
