@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Memory of the real daemon while serving: start `edgead serve`, POST N images to /score,
-read VmRSS / VmHWM / RssAnon / RssFile from /proc/PID/status (Linux), stop it.
+read VmRSS / VmHWM / RssAnon / RssFile from /proc/PID/status (Linux), stop it; with the
+inference time the daemon reports and each request's round trip (p50 / p99).
 
     python bench/daemon_rss.py --model MODEL_DIR --images DIR [--n 200] [--threads 1] [--json]
 
@@ -84,10 +85,12 @@ def main() -> int:
         proc, url, _ = start_daemon(args, Path(tmp))
         try:
             idle = proc_memory(proc.pid)
-            latencies, rejects = [], 0
+            latencies, round_trips, rejects = [], [], 0
             for i in range(args.n):
                 path, data = payloads[i % len(payloads)]
+                t0 = time.perf_counter()
                 r = post(url, path, data)
+                round_trips.append((time.perf_counter() - t0) * 1e3)
                 latencies.append(r["latency_ms"].get("inference", 0.0))
                 rejects += bool(r["is_anomaly"])
             serving = proc_memory(proc.pid)
@@ -95,10 +98,14 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=30)
     latencies.sort()
+    round_trips.sort()
     report = {"model": str(args.model), "requests": args.n, "rejects_stored": rejects, "threads": args.threads,
               "rss_idle_mib": idle["VmRSS"], "rss_serving_mib": serving["VmRSS"], "peak_rss_mib": serving["VmHWM"],
               "rss_anon_serving_mib": serving.get("RssAnon"), "rss_file_serving_mib": serving.get("RssFile"),
-              "inference_ms_p50": latencies[len(latencies) // 2]}
+              "inference_ms_p50": latencies[len(latencies) // 2],
+              # what a PLC's `curl` waits for: upload, decode, inference, log, JSON (localhost)
+              "round_trip_ms_p50": round_trips[len(round_trips) // 2],
+              "round_trip_ms_p99": round_trips[min(len(round_trips) - 1, int(0.99 * len(round_trips)))]}
     print(json.dumps(report) if args.json else "\n".join(f"{k:<21} {v}" for k, v in report.items()))
     return 0
 
