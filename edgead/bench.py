@@ -163,20 +163,24 @@ def measure(model, frames: list[Frame], n: int, warmup: int, with_map: bool = Tr
 
 def frames_at_input_size(frames: list[Frame], model) -> list[Frame]:
     """The frames as a camera set to the model's input size delivers them (picamera2's default:
-    its ISP scales, so ``resize + normalise`` is a normalise): resized once (INTER_AREA), PNG.
+    its ISP scales, so ``resize + normalise`` is a normalise): resized once (INTER_AREA) to the
+    input size, or for a letterboxed model to its content box (the aspect kept), PNG.
     Refused for a model with a ROI or tiles, whose frames the camera cannot pre-scale alone."""
     import cv2
 
     from edgead.errors import ConfigError
     from edgead.images import decode_image
+    from edgead.preprocess import content_box
 
-    if model.preprocess_cfg.roi is not None or model.tiling.count > 1:
+    cfg = model.preprocess_cfg
+    if cfg.roi is not None or model.tiling.count > 1:
         raise ConfigError("--frames-at-input-size needs a model without ROI or tiles "
-                          f"({model.path}: roi {model.preprocess_cfg.roi}, {model.tiling.count} tiles)")
-    h, w = model.input_size
+                          f"({model.path}: roi {cfg.roi}, {model.tiling.count} tiles)")
     out = []
     for f in frames:
-        small = cv2.resize(decode_image(f.data, f.name), (w, h), interpolation=cv2.INTER_AREA)
+        image = decode_image(f.data, f.name)
+        _, _, cw, ch = content_box(cfg, image.shape[1], image.shape[0])
+        small = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_AREA)
         out.append(Frame(f.name, cv2.imencode(".png", small)[1].tobytes()))
     return out
 

@@ -121,7 +121,9 @@ def roi_box(cfg: PreprocessConfig, frame_shape: tuple[int, int]) -> tuple[int, i
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _content_box(cfg: PreprocessConfig, roi_w: int, roi_h: int) -> tuple[int, int, int, int]:
+def content_box(cfg: PreprocessConfig, roi_w: int, roi_h: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of a ``roi_w`` x ``roi_h`` ROI inside the model input: all of it when
+    stretched, centred with its aspect kept when letterboxed."""
     ih, iw = cfg.input_size
     if cfg.resize_mode == "stretch":
         return 0, 0, iw, ih
@@ -202,7 +204,7 @@ def resize_to_input(image: np.ndarray, cfg: PreprocessConfig,
     x, y, w, h = roi_box(cfg, frame_shape) if box is None else box
     crop = image[y : y + h, x : x + w]
     ih, iw = cfg.input_size
-    cx, cy, cw, ch = _content_box(cfg, w, h)
+    cx, cy, cw, ch = content_box(cfg, w, h)
     interp = _interpolation(cfg, shrink=max(w / cw, h / ch))
     resized = cv2.resize(crop, (cw, ch), interpolation=interp)
     if tone is not None:

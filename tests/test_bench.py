@@ -72,6 +72,12 @@ def test_bench_frames_at_input_size(model_dir, synthetic_images, tmp_path, capsy
     _check_fields(r)
     assert r["frames_at_input_size"] is True and plain["frames_at_input_size"] is False
     assert r["frame_shape"] == r["input_size"] != plain["frame_shape"]
+    # a letterboxed model: the camera keeps the aspect, the frame is the content box (128 x 109)
+    boxed = SimpleNamespace(preprocess_cfg=PreprocessConfig(input_size=(128, 128), resize_mode="letterbox"),
+                            tiling=SimpleNamespace(count=1), input_size=(128, 128), path=model_dir)
+    frame = Frame("b.png", (folder / synthetic_images["good"][0].name).read_bytes())
+    small = cv2.imdecode(np.frombuffer(frames_at_input_size([frame], boxed)[0].data, np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape[:2] == (109, 128)
     with_roi = SimpleNamespace(preprocess_cfg=PreprocessConfig(input_size=(64, 64), roi=(0, 0, 32, 32)),
                                tiling=SimpleNamespace(count=1), input_size=(64, 64), path=model_dir)
     with pytest.raises(ConfigError, match="ROI"):
