@@ -78,6 +78,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--crossover-sizes", type=int, nargs="+",
                    default=[1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 20_000, 50_000, 100_000])
     p.add_argument("--no-crossover", action="store_true")
+    p.add_argument("--no-int8-recheck", dest="int8_recheck", action="store_false",
+                   help="skip hnsw + exact max over the int8 codes (a second index build per size)")
     p.add_argument("--build-threads", type=int, default=os.cpu_count() or 1,
                    help="threads for building the index (queries always use one)")
     p.add_argument("--repeat", type=int, default=3,
@@ -295,7 +297,49 @@ def measure(bank: np.ndarray, frames, ef_values, args, tmpdir: Path) -> dict:
                 "refined_per_frame_max": int(np.max(refined)),
             }
         res["hnsw"][str(ef)] = row
+    if getattr(args, "int8_recheck", True):
+        for ef, row in measure_int8_recheck(bank, frames, ef_values, args, tmpdir).items():
+            row["speedup"] = res["exact_ms"] / row["ms"]
+            res["hnsw"][ef]["exact_max_int8"] = row
     return res
+
+
+def measure_int8_recheck(bank: np.ndarray, frames, ef_values, args, tmpdir: Path) -> dict:
+    """hnsw + exact max as the runtime runs it on an export's bank (``make_search`` with the
+    int8 codes): the graph built on the dequantized bank, the re-check over the codes
+    (Int8Search.exact_nn); timed per frame against the float32 re-check on the same graph
+    (``float_recheck_ms``) and plain hnsw on it (``raw_ms``); image-score error against brute
+    force over that bank."""
+    quantized = quantize_bank(bank)
+    stored = dequantize_bank(*quantized)
+    exact = ExactSearch(stored)
+    ref = [exact.query(q, k=1)[0][:, 0] for _, q, _ in frames]
+    idx_path = tmpdir / f"bank{len(stored)}.int8.hnsw"
+    HnswSearch(stored, M=args.M, ef_construction=args.ef_construction, ef_search=max(ef_values),
+               threads=args.build_threads, seed=args.seed, exact_max=False).save(idx_path)
+    int8 = HnswSearch(stored, idx_path, ef_search=max(ef_values), threads=1, quantized=quantized)
+    flt = HnswSearch(stored, idx_path, ef_search=max(ef_values), threads=1)
+    idx_path.unlink()
+    out = {}
+    for ef in ef_values:
+        for h in (int8, flt):
+            h.index.set_ef(ef)
+            h.query(frames[0][1])  # warm-up
+        times, f_times, raw_times, refined, err = [], [], [], [], []
+        for (kind, q, segs), dref in zip(frames, ref):
+            ms, (d, _) = _time(lambda x: int8.query(x, k=1), q)
+            times.append(ms)
+            refined.append(int8.last_refined)
+            err += _score_errors(d[:, 0], dref, segs)
+            f_times.append(_time(lambda x: flt.query(x, k=1), q)[0])
+            flt.exact_max = False
+            raw_times.append(_time(lambda x: flt.query(x, k=1), q)[0])
+            flt.exact_max = True
+        out[str(ef)] = {"ms": float(np.median(times)), "float_recheck_ms": float(np.median(f_times)),
+                        "raw_ms": float(np.median(raw_times)), "score_rel_err_max": max(err),
+                        "refined_per_frame_mean": float(np.mean(refined)),
+                        "refined_per_frame_max": int(np.max(refined))}
+    return out
 
 
 def measure_int8(bank: np.ndarray, frames, ref_float) -> dict:
@@ -432,10 +476,12 @@ def _print_table(out: dict, default_ef: int) -> None:
           f"M={s['M']}, ef_construction={s['ef_construction']}; data: {s['data']}  "
           f"({out['machine']['processor']}, {s['clock']} clock, best of {s['repeat']})")
     print("hnsw = plain hnswlib; +max = HnswSearch default (exact_max: the frame's largest distance "
-          "re-checked exactly)")
+          "re-checked exactly). int8 bank: an export's bank (int8, dequantized), its own graph: plain hnsw, "
+          "+max (float32 re-check) and +max8 (re-checked over the int8 codes, as the runtime does; x and "
+          "score err for it, error against brute force over that bank)")
     hdr = (f"{'rows':>7} {'ef':>4} {'exact ms':>8} | {'hnsw ms':>7} {'x':>5} {'recall@1':>8} "
            f"{'score err':>9} {'(norm/anom)':>15} {'patch err':>9} | {'+max ms':>7} {'x':>5} "
-           f"{'refined':>9} {'score err':>9}")
+           f"{'refined':>9} {'score err':>9} | {'int8 bank: hnsw':>15} {'+max':>6} {'+max8':>6} {'x':>5} {'score err':>9}")
     print(hdr)
     print("-" * len(hdr))
     for r in out["results"]:
@@ -448,7 +494,10 @@ def _print_table(out: dict, default_ef: int) -> None:
                   f"{100 * raw['score_rel_err_normal_max']:>7.2f}/{100 * raw['score_rel_err_anomalous_max']:<6.2f}% "
                   f"{100 * raw['patch_dist_rel_err_mean']:>8.3f}% | {cm['ms']:>7.1f} "
                   f"{cm['speedup']:>4.1f}x {cm['refined_per_frame_mean']:>5.1f}/{cm['refined_per_frame_max']:<3d} "
-                  f"{100 * cm['score_rel_err_max']:>8.3f}%")
+                  f"{100 * cm['score_rel_err_max']:>8.3f}%" + (
+                      f" | {h['exact_max_int8']['raw_ms']:>15.1f} {h['exact_max_int8']['float_recheck_ms']:>6.1f} "
+                      f"{h['exact_max_int8']['ms']:>6.1f} {h['exact_max_int8']['speedup']:>4.1f}x "
+                      f"{100 * h['exact_max_int8']['score_rel_err_max']:>8.3f}%" if "exact_max_int8" in h else ""))
         i8 = r["int8"]
         print(f"{'':>7} int8 {i8['ms']:.1f} ms ({r['exact_ms'] / i8['ms']:.1f}x exact), recall@1 "
               f"{i8['recall_at_1']:.4f}, score err {100 * i8['score_rel_err_max']:.3f}%, patch err "

@@ -179,6 +179,32 @@ def test_hnsw_exact_max_small_batches(small):
     assert np.shares_memory(h._exact.bank, bank)  # float32 bank: no second copy
 
 
+def test_hnsw_int8_recheck_is_exact_without_a_float_copy(small):
+    """With the bank's int8 codes (an export's bank), the re-check runs over them: the maximum
+    is still brute force's over the dequantized bank, on a deliberately weak graph, and no
+    float32 copy of the bank is kept (vectors come from the codes)."""
+    from edgead.scorer.int8_search import dequantize_bank, quantize_bank
+
+    raw, q = small
+    quantized = quantize_bank(raw)
+    bank = dequantize_bank(*quantized)
+    d_ref, i_ref = ExactSearch(bank).query(q, k=1)
+    h = make_search(None, "hnsw", quantized=quantized, hnsw_params={"M": 4, "ef_construction": 10, "ef_search": 1})
+    assert h._exact is None and h._refine is not None
+    for chunk in np.array_split(np.arange(len(q)), 8):
+        d, i = h.query(q[chunk], k=1)
+        j = int(np.argmax(d[:, 0]))
+        assert float(d[j, 0]) == pytest.approx(float(d_ref[chunk].max()), rel=1e-6)
+        assert i[j, 0] == i_ref[chunk][int(np.argmax(d_ref[chunk, 0])), 0]
+    assert h.last_refined >= 1
+    h.exact_max = False  # the graph alone misses the maximum somewhere: the re-check did the work
+    assert any(float(h.query(q[c], k=1)[0].max()) > float(d_ref[c].max()) * (1 + 1e-6)
+               for c in np.array_split(np.arange(len(q)), 8))
+    np.testing.assert_array_equal(h.vectors(np.array([3, 7])), bank[[3, 7]])
+    np.testing.assert_allclose(h.distances_to(q[0], np.array([3, 7])), np.linalg.norm(bank[[3, 7]] - q[0], axis=1),
+                               rtol=1e-6)
+
+
 def test_hnsw_k_and_distances_to(small):
     bank, q = small
     h = HnswSearch(bank, ef_search=64)

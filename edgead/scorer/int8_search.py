@@ -296,6 +296,18 @@ class Int8Search:
         top = np.argsort(-upper, kind="stable")[:k]
         return top, upper[top], idx[top]
 
+    def exact_nn(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The true ``k`` nearest rows (Q, k) of a few queries, as brute force over the
+        dequantized bank gives them (the GEMM's error bound prunes the rows measured in float32;
+        cost per query grows with the bank, not with the other queries): the exact re-check of
+        another search (:class:`edgead.scorer.nn_search.HnswSearch`)."""
+        q = _as_queries(queries, self.dim)
+        k = _check_k(k, self.rows)
+        if q.shape[0] == 0:
+            return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+        with self._lock:
+            return self._exact_nn(q, k)
+
     def _measure(self, q: np.ndarray, a: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact nearest neighbours of queries ``q[rows]`` (``a``: all queries centred):
         (distances, bank rows)."""

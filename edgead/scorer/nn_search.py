@@ -456,9 +456,13 @@ class HnswSearch:
     the patches with the largest HNSW distances are re-searched by brute force until the
     maximum is certified (see :func:`certify_top`: at most two passes over the bank; on real
     features one pass for 16 patches, ~15 ms at 100k rows on the dev machine).  Other patches
-    keep their HNSW distances (anomaly map).  This needs the float32 bank in memory (a view if
-    the caller's bank already is float32, else a converted copy of 4*N*D bytes) next to the
-    index's own copy; ``exact_max=False`` drops it after loading.
+    keep their HNSW distances (anomaly map).  The re-check is brute force over the float32 bank,
+    kept in memory next to the index's own copy (a view if the caller's bank already is
+    float32, else a converted copy of 4*N*D bytes); with ``quantized`` = the int8 (codes,
+    scale, mean) that ``bank`` is the dequantization of (an export's bank), it is
+    :meth:`edgead.scorer.int8_search.Int8Search.exact_nn` over those codes instead: the same
+    answers, 2-3x faster at 100k rows, and no float32 copy (the codes are 1/4 of its size;
+    onnxruntime keeps about twice that again).  ``exact_max=False`` keeps neither.
     """
 
     name = "hnsw"
@@ -468,7 +472,7 @@ class HnswSearch:
                  ef_construction: int = DEFAULT_HNSW_PARAMS["ef_construction"],
                  ef_search: int = DEFAULT_HNSW_PARAMS["ef_search"],
                  threads: int = 1, seed: int = DEFAULT_HNSW_PARAMS["seed"],
-                 exact_max: bool = True):
+                 exact_max: bool = True, quantized: tuple | None = None):
         import hnswlib  # runtime dependency; imported lazily so exact-only use does not need it
 
         arr = np.asarray(bank)
@@ -501,8 +505,19 @@ class HnswSearch:
             self.index.add_items(bank32, np.arange(n, dtype=np.int64), num_threads=self.threads)
         self.index.set_ef(self.ef_search)
         self.index.set_num_threads(self.threads)
-        # exact re-check of the largest distances (see query); needs the float32 bank
-        self._exact = ExactSearch(bank32) if exact_max else None
+        # exact re-check of the largest distances (see query): over the int8 codes the bank
+        # stands for, or the float32 bank
+        self._exact: ExactSearch | None = None
+        self._refine = None
+        if exact_max and quantized is not None:
+            from edgead.scorer.int8_search import Int8Search
+
+            self._refine = Int8Search(None, quantized=quantized, threads=self.threads)
+            if (self._refine.rows, self._refine.dim) != (n, d):
+                raise ArtifactError(f"int8 bank {self._refine.rows}x{self._refine.dim} does not match the "
+                                    f"HNSW bank {n}x{d}")
+        elif exact_max:
+            self._exact = ExactSearch(bank32)
         del bank32
 
     @property
@@ -575,8 +590,10 @@ class HnswSearch:
         dist = np.sqrt(np.maximum(sq, 0.0, dtype=np.float32)).astype(np.float32, copy=False)
         idx = labels.astype(np.int64, copy=False)
         self.last_refined = 0
-        if k == 1 and self.exact_max and self._exact is not None:
-            self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in self._exact.query(q[rows], k=1)),
+        exact = self._refine.exact_nn if self._refine is not None else \
+            (lambda x, k: self._exact.query(x, k=k)) if self._exact is not None else None
+        if k == 1 and self.exact_max and exact is not None:
+            self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in exact(q[rows], 1)),
                                             dist[:, 0], idx[:, 0], k=certify)
         return dist, idx
 
@@ -585,15 +602,14 @@ class HnswSearch:
         r = _as_rows(rows, self.rows)
         if r.size == 0:
             return np.empty(0, np.float32)
-        if self._exact is not None:
-            return _direct_distances(q, self._exact.bank[r])
-        vec = np.asarray(self.index.get_items(r), dtype=np.float32)
-        return _direct_distances(q, vec)
+        return _direct_distances(q, self.vectors(r))
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         r = np.asarray(rows)
         if self._exact is not None:
             return self._exact.bank[r]
+        if self._refine is not None:  # the dequantized rows: the bank itself
+            return self._refine.vectors(r.reshape(-1)).reshape(*r.shape, self.dim)
         return np.asarray(self.index.get_items(r.reshape(-1)), dtype=np.float32).reshape(*r.shape, self.dim)
 
 
@@ -658,7 +674,8 @@ def make_search(bank: np.ndarray | None, backend: str = "auto", index_path: str 
     seed only matter when building).  ``threads`` applies to hnsw queries and the int8 GEMM; the
     exact backend's BLAS threads are process-wide (set OPENBLAS_NUM_THREADS before numpy is
     imported, or edgead.threads.limit_threads).  ``quantized``: the bank's stored int8 form
-    (codes, scale, mean), used by the int8 backend instead of quantizing ``bank`` again.
+    (codes, scale, mean), used by the int8 backend instead of quantizing ``bank`` again, and
+    with ``bank`` None by the hnsw backend for its exact re-check (see :class:`HnswSearch`).
     ``bank_knn``: the export's support table (each row's nearest rows), which the int8 backend
     uses to choose its bounding prefix (:func:`edgead.scorer.int8_search.prefix_order`).
     """
@@ -673,6 +690,7 @@ def make_search(bank: np.ndarray | None, backend: str = "auto", index_path: str 
         rows = int(np.shape(bank)[0]) if np.ndim(bank) >= 1 else 0
     if choice == "auto":
         choice = choose_backend(rows, index_path is not None, quantized is not None)
+    from_codes = bank is None and quantized is not None  # the float bank is exactly the codes' dequantization
     if bank is None and choice != "int8":  # exact and hnsw search float32 rows
         from edgead.scorer.int8_search import dequantize_bank
 
@@ -688,4 +706,5 @@ def make_search(bank: np.ndarray | None, backend: str = "auto", index_path: str 
         log.warning("no HNSW index in the artifact: building one for %d bank rows at start-up "
                     "(M=%d, ef_construction=%d)", rows, params["M"], params["ef_construction"])
     return HnswSearch(bank, index_path, M=params["M"], ef_construction=params["ef_construction"],
-                      ef_search=params["ef_search"], threads=threads, seed=params["seed"])
+                      ef_search=params["ef_search"], threads=threads, seed=params["seed"],
+                      quantized=quantized if from_codes else None)  # re-checked over the codes
