@@ -185,11 +185,13 @@ def tone_curve(roi_bgr: np.ndarray, mode: str) -> np.ndarray | None:
     return np.clip(np.rint(curve), 0, 255).astype(np.uint8)
 
 
-def roi_tone_curve(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray | None:
-    """:func:`tone_curve` of the frame's ROI (BGR uint8 frame): one curve for all its tiles."""
+def roi_tone_curve(image: np.ndarray, cfg: PreprocessConfig,
+                   roi: tuple[int, int, int, int] | None = None) -> np.ndarray | None:
+    """:func:`tone_curve` of the frame's ROI (BGR uint8 frame): one curve for all its tiles.
+    ``roi``: the frame's :func:`roi_box`, when the caller has it."""
     if cfg.photometric == "none":
         return None
-    x, y, w, h = roi_box(cfg, image.shape[:2])
+    x, y, w, h = roi_box(cfg, image.shape[:2]) if roi is None else roi
     return tone_curve(image[y : y + h, x : x + w], cfg.photometric)
 
 

@@ -93,10 +93,11 @@ def frame_inputs(image: np.ndarray, pre: PreprocessConfig, tiling: TilingConfig,
                  out: np.ndarray | None = None) -> tuple[np.ndarray, list[Geometry]]:
     """Frame (BGR or grey uint8) -> (backbone batch (tiles, 3, H, W) float32, one geometry per tile)."""
     image = as_bgr(image)
-    boxes = tile_boxes(roi_box(pre, image.shape[:2]), tiling.grid, tiling.overlap)
+    roi = roi_box(pre, image.shape[:2])
+    boxes = tile_boxes(roi, tiling.grid, tiling.overlap)
     if out is None or out.shape[0] != len(boxes):
         out = np.empty((len(boxes), 3, *pre.input_size), dtype=np.float32)
-    tone = roi_tone_curve(image, pre)  # one curve for the whole ROI, so tiles stay comparable
+    tone = roi_tone_curve(image, pre, roi)  # one curve for the whole ROI, so tiles stay comparable
     geometries = []
     for i, box in enumerate(boxes):
         resized, geometry = resize_to_input(image, pre, box, tone)

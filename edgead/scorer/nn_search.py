@@ -520,6 +520,9 @@ class HnswSearch:
         elif exact_max:
             self._exact = ExactSearch(bank32)
         del bank32
+        # (queries, k) -> exact (distances, rows): what query() certifies the maximum with
+        self._recheck = self._refine.exact_nn if self._refine is not None else \
+            self._exact.query if self._exact is not None else None
 
     @property
     def params(self) -> dict:
@@ -591,10 +594,8 @@ class HnswSearch:
         dist = np.sqrt(np.maximum(sq, 0.0, dtype=np.float32)).astype(np.float32, copy=False)
         idx = labels.astype(np.int64, copy=False)
         self.last_refined = 0
-        exact = self._refine.exact_nn if self._refine is not None else \
-            (lambda x, k: self._exact.query(x, k=k)) if self._exact is not None else None
-        if k == 1 and self.exact_max and exact is not None:
-            self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in exact(q[rows], 1)),
+        if k == 1 and self.exact_max and self._recheck is not None:
+            self.last_refined = certify_top(lambda rows: tuple(a[:, 0] for a in self._recheck(q[rows], 1)),
                                             dist[:, 0], idx[:, 0], k=certify)
         return dist, idx
 
