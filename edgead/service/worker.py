@@ -61,7 +61,8 @@ class InferenceWorker:
         self._busy_since: float | None = None
         self._avg_job_s = 0.1  # EWMA of job duration, for Retry-After
         self.jobs_done = 0
-        self._trimmed_at = 0.0
+        # None until the first trim: monotonic time counts from boot, so no number is "long ago"
+        self._trimmed_at: float | None = None
 
     def start(self) -> None:
         if self._thread is None:
@@ -111,10 +112,14 @@ class InferenceWorker:
                 self._busy_since = None
                 self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.monotonic() - start)
                 self.jobs_done += 1
-            if self._queue.empty() and time.monotonic() - self._trimmed_at > TRIM_INTERVAL_S:
+            if self._queue.empty() and self._trim_due():
                 # idle: hand what the jobs freed back to the OS (a few ms at most, off any request)
                 release_free_memory()
                 self._trimmed_at = time.monotonic()
+
+    def _trim_due(self) -> bool:
+        last = self._trimmed_at
+        return last is None or time.monotonic() - last > TRIM_INTERVAL_S
 
     def stop(self, timeout: float = 10.0) -> None:
         """Refuse new jobs, fail the queued ones, let the running one finish."""
