@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.coreset import coreset_size, covering_radius, greedy_coreset, project  # noqa: E402
+from edgead_export.coreset import coreset_size, covering_radius, greedy_coreset, project  # noqa: E402
 
 
 def make_features(n: int, dim: int, clusters: int = 100, seed: int = 0) -> np.ndarray:

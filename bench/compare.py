@@ -48,14 +48,14 @@ import torch.nn.functional as F  # noqa: E402
 from edgead.artifact import read_manifest  # noqa: E402
 from edgead.bench import load_frames, measure, percentiles  # noqa: E402
 from edgead.images import decode_image  # noqa: E402
-from edgead.metrics_math import spearman  # noqa: E402
+from edgead_export.parity_stats import spearman  # noqa: E402
 from edgead.model import load_model  # noqa: E402
 from edgead.scorer.bank_store import load_bank  # noqa: E402
 from edgead.preprocess import PreprocessConfig  # noqa: E402
 from edgead.scorer.anomaly_map import gaussian_kernel_size  # noqa: E402
 from edgead.tiling import TilingConfig, frame_inputs  # noqa: E402
-from export.backbones import build_backbone  # noqa: E402
-from export.feature_graph import PatchFeatureGraph  # noqa: E402
+from edgead_export.backbones import build_backbone  # noqa: E402
+from edgead_export.feature_graph import PatchFeatureGraph  # noqa: E402
 
 EDGEAD_CONFIGS = (("fp32", "exact"), ("int8", "exact"), ("fp32", "hnsw"), ("int8", "hnsw"), ("fp32", "int8"),
                   ("int8", "int8"))

@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO))
 
 from edgead.evaluate import evaluate  # noqa: E402
 from edgead.model import load_model  # noqa: E402
-from export.auto import apply_spec  # noqa: E402
-from export.pipeline import ExportConfig, export_model  # noqa: E402
+from edgead_export.auto import apply_spec  # noqa: E402
+from edgead_export.pipeline import ExportConfig, export_model  # noqa: E402
 
 
 def make_export_config(data: Path, out: Path, spec: str, threads: int | None = None) -> ExportConfig:

@@ -109,13 +109,13 @@ def cmd_info(argv: list[str]) -> int:
 def _delegate(module: str, func: str, argv: list[str]) -> int:
     import importlib
 
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        if module.startswith("export"):
-            raise EdgeadError(f"`edgead export` needs the workstation extra: pip install 'edgead[export]' ({exc})") from None
-        raise
-    return int(getattr(mod, func)(argv) or 0)
+    return int(getattr(importlib.import_module(module), func)(argv) or 0)
+
+
+def _workstation(name: str, argv: list[str]) -> int:
+    from edgead.workstation import feature
+
+    return int(feature(name)(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "score": lambda: cmd_score(rest),
         "eval": lambda: cmd_eval(rest),
         "info": lambda: cmd_info(rest),
-        "export": lambda: _delegate("export.cli", "export_main", rest),
+        "export": lambda: _workstation("export", rest),
         "serve": lambda: _delegate("edgead.service.main", "serve_main", rest),
         "bench": lambda: _delegate("edgead.bench", "bench_main", rest),
         "demo": lambda: _delegate("edgead.demo", "demo_main", rest),

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from edgead.errors import EdgeadError
-from edgead.images import IMAGE_SUFFIXES, list_images, read_image
+from edgead.images import list_images, read_image
 from edgead.metrics_math import auroc, confusion, f1_optimal_threshold, roc_curve
 from edgead.model import InspectionModel
 

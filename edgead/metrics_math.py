@@ -59,32 +59,3 @@ def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float,
     candidates = np.concatenate(((s[:-1] + s[1:]) / 2.0, [s[0] - 1e-9])) if len(s) > 1 else s - 1e-9
     best = max(((confusion(labels, scores, t)["f1"], t) for t in candidates), key=lambda x: x[0])
     return float(best[1]), float(best[0])
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation."""
-    ra, rb = _ranks(a), _ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def threshold_from_good(scores: np.ndarray, sigmas: float = 3.0) -> float:
-    """Threshold from good images only: mean + 3 std of the held-out good scores, and never
-    below their maximum (no held-out good image is rejected)."""
-    s = np.asarray(scores, dtype=np.float64)
-    return float(max(s.max(), s.mean() + sigmas * s.std(ddof=1 if len(s) > 1 else 0)))
-
-
-def paired_auroc_drop_se(labels: np.ndarray, ref: np.ndarray, other: np.ndarray,
-                         n_boot: int = 200, seed: int = 0) -> float:
-    """Bootstrap standard error of auroc(ref) - auroc(other), images resampled jointly."""
-    labels, ref, other = np.asarray(labels), np.asarray(ref), np.asarray(other)
-    rng = np.random.default_rng(seed)
-    drops = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(labels), len(labels))
-        if labels[i].min() == labels[i].max():
-            continue
-        drops.append(auroc(labels[i], ref[i]) - auroc(labels[i], other[i]))
-    return float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0

@@ -16,7 +16,6 @@ at the side of a square frame with a 5 MP sensor's pixel count (2592 x 1944).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgead import workstation
 from edgead.errors import ConfigError, EdgeadError
 
 SENSOR_5MP = (1944, 2592)  # (height, width) of a 5 MP camera (e.g. OV5647)
@@ -75,7 +75,7 @@ def equivalent_side(shape: tuple[int, int]) -> float:
 
 
 def export_available() -> bool:
-    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("export") is not None
+    return workstation.available("refit")
 
 
 def backbone_accepts_any_size(model_dir: Path, manifest: dict) -> bool:
@@ -166,30 +166,6 @@ def write_synthetic_artifact(model_dir: Path, side: int, out: Path, search: str 
         return writer.commit(manifest)
 
 
-def write_refit_artifact(manifest: dict, images: Path, side: int, out: Path, threads: int) -> Path:
-    """Export on ``images`` at ``side`` with the base artifact's settings (workstation: torch)."""
-    from dataclasses import replace
-
-    pipeline = importlib.import_module("export.pipeline")
-    from edgead.preprocess import PreprocessConfig
-    from edgead.tiling import TilingConfig
-
-    pc, pre = manifest.get("patchcore", {}), PreprocessConfig.from_dict(manifest["preprocess"])
-    cfg = pipeline.ExportConfig(
-        data=images, out=out, method=manifest["method"], backbone=manifest["backbone"]["name"],
-        taps=manifest["backbone"].get("taps"), preprocess=replace(pre, input_size=(side, side)),
-        tiling=TilingConfig.from_dict(manifest.get("tiling")), coreset=pc.get("coreset", 0.1),
-        proj_dim=pc.get("projection_dim", 128), num_neighbors=pc.get("num_neighbors", 9),
-        target_dim=manifest["backbone"].get("target_dim"), seed=int(manifest.get("seed", 0)),
-        threads=threads, progress=False,
-    )
-    if "coreset_max" in pc:
-        cfg.coreset_max = pc["coreset_max"]
-    if manifest["method"] == "padim":
-        cfg.padim_dim = manifest.get("padim", {}).get("d", cfg.padim_dim)
-    return pipeline.export_model(cfg)[0]
-
-
 def bench_child(model_dir: Path, args, precision: str | None, n: int) -> dict:
     """One ``edgead bench --json`` in a fresh process (its own peak RSS)."""
     cmd = [sys.executable, "-m", "edgead.bench", "--model", str(model_dir), "--n", str(n), "--warmup", "2",
@@ -233,7 +209,7 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
                       file=sys.stderr, flush=True)
             out = Path(tmp) / f"side{side}"
             if mode == "refit":
-                write_refit_artifact(manifest, args.images, side, out, args.threads)
+                workstation.feature("refit")(manifest, args.images, side, out, args.threads)
             else:
                 write_synthetic_artifact(args.model, side, out, args.search)
             r = bench_child(out, args, precision, n)

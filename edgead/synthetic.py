@@ -72,23 +72,3 @@ def write_dataset(root: str | Path, n_train: int = 30, n_test_good: int = 10, n_
         cv2.imwrite(str(root / "test" / defect / f"{i:03d}.png"), img)
         cv2.imwrite(str(root / "ground_truth" / defect / f"{i:03d}_mask.png"), mask)
     return root
-
-
-def pseudo_defect(image: np.ndarray, rng: np.random.Generator, severity: float = 1.0) -> np.ndarray:
-    """A copy of a good frame with a CutPaste-style patch moved elsewhere and a drawn scratch;
-    ``severity`` scales the patch side and the scratch width (1: an eighth of the frame side).
-
-    Used at export to check INT8 vs FP32 parity over a spread of scores, never to fit.
-    """
-    out = image.copy()
-    h, w = out.shape[:2]
-    ph, pw = max(4, int(h * severity) // 8), max(4, int(w * severity) // 8)
-    y0, x0 = rng.integers(0, h - ph), rng.integers(0, w - pw)
-    y1, x1 = rng.integers(h // 4, max(h // 4 + 1, 3 * h // 4 - ph)), rng.integers(w // 4, max(w // 4 + 1, 3 * w // 4 - pw))
-    patch = out[y0 : y0 + ph, x0 : x0 + pw].copy()
-    out[y1 : y1 + ph, x1 : x1 + pw] = np.ascontiguousarray(patch[::-1, ::-1])
-    p0 = (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4)))
-    p1 = (int(p0[0] + rng.integers(-w // 6, w // 6)), int(p0[1] + rng.integers(-h // 6, h // 6)))
-    color = tuple(int(v) for v in (255 - out[p0[1], p0[0]].astype(int)) % 256) if out.ndim == 3 else int(255 - out[p0[1], p0[0]])
-    cv2.line(out, p0, p1, color, max(1, int(min(h, w) * severity) // 64))
-    return out

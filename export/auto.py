@@ -16,18 +16,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgead.artifact import update_manifest
-from edgead.cli_common import parse_roi
+from edgead_export.cli_common import parse_roi
 from edgead.errors import ConfigError
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc
 from edgead.model import InspectionModel
-from edgead.preprocess import PreprocessConfig, roi_box
-from edgead.tiling import TilingConfig, parse_grid
-from export.pipeline import ExportConfig, export_model, log, split_holdout
+from edgead.tiling import parse_grid
+from edgead_export.pipeline import ExportConfig, export_model, log, split_holdout
+from edgead_export.pseudo_defects import small_pseudo_defect
 
 # Pi 5 (Cortex-A76, 2.4 GHz) one-thread time / this workstation's one-thread time for the
 # INT8 backbone + search: an estimate from public onnxruntime CPU figures (A76 ~4-6x slower than
@@ -68,7 +67,7 @@ def parse_spec(text: str) -> dict[str, str]:
 
 def apply_spec(base: ExportConfig, spec: str | dict) -> ExportConfig:
     """``base`` with the fields a candidate spec names replaced (the syntax bench/realdata.py uses)."""
-    from edgead.cli_common import parse_size
+    from edgead_export.cli_common import parse_size
 
     conf = parse_spec(spec) if isinstance(spec, str) else spec
     pre, kw = {}, {}
@@ -114,30 +113,6 @@ def apply_spec(base: ExportConfig, spec: str | dict) -> ExportConfig:
     if "seed" in conf:
         kw["seed"] = int(conf["seed"])
     return replace(base, preprocess=replace(base.preprocess, **pre), tiling=replace(base.tiling, **tiling), **kw)
-
-
-def small_pseudo_defect(image: np.ndarray, rng: np.random.Generator, pre: PreprocessConfig) -> np.ndarray:
-    """A copy of ``image`` with one *small* blob or scratch (1.5-4 % of the short side) drawn in its
-    ROI, in a grey level far from the local one: the kind of defect resolution and tiling are for
-    (edgead.synthetic.pseudo_defect's large CutPaste patches only spread scores for INT8 parity)."""
-    img = image.copy()
-    x, y, w, h = roi_box(pre, img.shape[:2])
-    side = min(w, h)
-    cx = int(x + w * rng.uniform(0.15, 0.85))
-    cy = int(y + h * rng.uniform(0.15, 0.85))
-    r = max(2, int(side * rng.uniform(0.015, 0.04)))
-    local = float(img[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r].mean())
-    level = local - 90 if local > 128 else local + 90
-    colour = (int(np.clip(level, 0, 255)),) * 3 if img.ndim == 3 else int(np.clip(level, 0, 255))
-    if rng.random() < 0.5:
-        cv2.ellipse(img, (cx, cy), (r, max(1, r // 2)), float(rng.uniform(0, 180)), 0, 360, colour, -1)
-    else:
-        a = rng.uniform(0, np.pi)
-        d = 2.5 * r
-        p0 = (int(cx - d * np.cos(a)), int(cy - d * np.sin(a)))
-        p1 = (int(cx + d * np.cos(a)), int(cy + d * np.sin(a)))
-        cv2.line(img, p0, p1, colour, max(1, side // 150))
-    return img
 
 
 def judge(model: InspectionModel, hold: list[Path], defects: list[Path], seed: int) -> dict:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgead.cli_common import parse_roi, parse_size
+from edgead_export.cli_common import parse_roi, parse_size
 from edgead.errors import ConfigError
 from edgead.preprocess import INTERPOLATIONS, PHOTOMETRIC, PreprocessConfig
 from edgead.tiling import BANK_LAYOUTS, MERGE_MODES, TilingConfig, parse_grid
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def export_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from export.pipeline import DEFAULT_CORESET_MAX, ExportConfig, export_model
+    from edgead_export.pipeline import DEFAULT_CORESET_MAX, ExportConfig, export_model
 
     if not args.auto and (args.candidates or args.budget_ms is not None or args.pi_factor is not None):
         raise ConfigError("--candidates, --budget-ms and --pi-factor need --auto")
@@ -106,7 +106,7 @@ def export_main(argv: list[str]) -> int:
         threads=args.threads, tar=args.tar, progress=not args.no_progress, name=args.name,
     )
     if args.auto:
-        from export.auto import PI_CPU_FACTOR, auto_export
+        from edgead_export.auto import PI_CPU_FACTOR, auto_export
 
         candidates = [c.strip() for c in args.candidates.split(";") if c.strip()] if args.candidates else None
         out, manifest = auto_export(cfg, candidates, args.budget_ms, args.pi_factor or PI_CPU_FACTOR)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.coreset import coreset_size, greedy_coreset
+from edgead_export.coreset import coreset_size, greedy_coreset
 
 
 @dataclass

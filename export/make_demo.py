@@ -1,6 +1,6 @@
 """Rebuild the bundled demo model (edgead/demo_model) from generated synthetic washers.
 
-    python -m export.make_demo
+    python -m edgead_export.make_demo
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from edgead.demo import DEMO_MODEL, DEMO_SIZE
 from edgead.preprocess import PreprocessConfig
 from edgead.synthetic import write_dataset
-from export.pipeline import ExportConfig, export_model
+from edgead_export.pipeline import ExportConfig, export_model
 
 
 def main() -> int:

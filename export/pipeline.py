@@ -15,19 +15,20 @@ import edgead
 from edgead.artifact import ArtifactWriter, pack_tar
 from edgead.errors import EdgeadError
 from edgead.images import list_images, read_image, resolve_train_folder
-from edgead.metrics_math import auroc, f1_optimal_threshold, paired_auroc_drop_se, spearman, threshold_from_good
+from edgead.metrics_math import auroc, f1_optimal_threshold
+from edgead_export.parity_stats import paired_auroc_drop_se, spearman, threshold_from_good
 from edgead.model import InspectionModel, scorer_files
 from edgead.scorer.bank_store import save_bank, save_bank_knn
 from edgead.scorer.patchcore import IMAGE_SCORE_RULES
 from edgead.preprocess import PreprocessConfig
-from edgead.roi import propose_roi
+from edgead_export.roi import propose_roi
 from edgead.tiling import TilingConfig, frame_inputs
-from edgead.synthetic import pseudo_defect
-from export.backbones import build_backbone, default_taps
-from export.extract import extract_features, load_batches
-from export.feature_graph import PatchFeatureGraph
-from export.fit import fit_padim, fit_patchcore, padim_channel_index
-from export.onnx_export import export_onnx, quantize_int8
+from edgead_export.pseudo_defects import pseudo_defect
+from edgead_export.backbones import build_backbone, default_taps
+from edgead_export.extract import extract_features, load_batches
+from edgead_export.feature_graph import PatchFeatureGraph
+from edgead_export.fit import fit_padim, fit_patchcore, padim_channel_index
+from edgead_export.onnx_export import export_onnx, quantize_int8
 
 METHODS = ("patchcore", "padim")
 DEFAULT_CORESET_MAX = 20_000  # absolute cap on memory-bank rows (all tile banks together)

@@ -32,7 +32,7 @@ def synthetic_images(synth_root) -> dict[str, list[Path]]:
 def _export(synth_root: Path, out: Path, method: str, **kw) -> Path:
     pytest.importorskip("torch")
     from edgead.preprocess import PreprocessConfig
-    from export.pipeline import ExportConfig, export_model
+    from edgead_export.pipeline import ExportConfig, export_model
 
     cfg = ExportConfig(data=synth_root, out=out, method=method, preprocess=PreprocessConfig(input_size=(SYNTH_SIZE, SYNTH_SIZE)),
                        coreset=0.1, progress=False, threads=2, calib_images=16, **{"keep_fp32": True, **kw})

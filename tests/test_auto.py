@@ -11,8 +11,9 @@ from edgead.errors import ConfigError
 from edgead.preprocess import PreprocessConfig
 
 pytest.importorskip("torch")
-from export.auto import apply_spec, choose, small_pseudo_defect  # noqa: E402
-from export.pipeline import ExportConfig  # noqa: E402
+from edgead_export.auto import apply_spec, choose  # noqa: E402
+from edgead_export.pseudo_defects import small_pseudo_defect  # noqa: E402
+from edgead_export.pipeline import ExportConfig  # noqa: E402
 
 
 def test_apply_spec_sets_size_tiles_coreset_and_roi():

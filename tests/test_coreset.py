@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch = pytest.importorskip("torch")
 
-from export import coreset  # noqa: E402
-from export.coreset import covering_radius, coreset_size, greedy_coreset, project  # noqa: E402
+from edgead_export import coreset  # noqa: E402
+from edgead_export.coreset import covering_radius, coreset_size, greedy_coreset, project  # noqa: E402
 
 
 def clustered(n: int = 3000, dim: int = 32, clusters: int = 30, seed: int = 0) -> np.ndarray:

@@ -115,7 +115,7 @@ def test_truncated_and_unknown_schema_refused(model_dir, tmp_path):
 def test_interrupted_export_leaves_previous_artifact(synth_root, model_dir, tmp_path, monkeypatch):
     import shutil
 
-    import export.pipeline as pipeline
+    import edgead_export.pipeline as pipeline
     from edgead.preprocess import PreprocessConfig
 
     out = tmp_path / "model"
@@ -136,7 +136,7 @@ def test_interrupted_export_leaves_previous_artifact(synth_root, model_dir, tmp_
 
 def test_fp32_backbone_left_out_when_int8_is_the_default(synth_root, tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    import export.pipeline as pipeline
+    import edgead_export.pipeline as pipeline
     from edgead.preprocess import PreprocessConfig
 
     real = pipeline.calibrate
@@ -190,7 +190,7 @@ def test_info_and_tar(model_dir, tmp_path, capsys):
 
 def test_precisions_agree(model_dir, synthetic_images):
     from edgead.images import read_image
-    from edgead.metrics_math import spearman
+    from edgead_export.parity_stats import spearman
 
     paths = synthetic_images["good"] + synthetic_images["bad"]
     fp32 = load_model(model_dir, precision="fp32")
@@ -310,7 +310,7 @@ def test_topk_mean_image_score(synth_root, synthetic_images, tmp_path):
     pytest.importorskip("torch")
     from edgead.images import read_image
     from edgead.preprocess import PreprocessConfig
-    from export.pipeline import ExportConfig, export_model
+    from edgead_export.pipeline import ExportConfig, export_model
 
     cfg = ExportConfig(data=synth_root, out=tmp_path / "m", preprocess=PreprocessConfig(input_size=(128, 128)),
                        coreset=0.1, progress=False, calib_images=8, image_score="topk_mean", topk=5)

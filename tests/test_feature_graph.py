@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgead.errors import EdgeadError  # noqa: E402
-from export.backbones import build_backbone, split_grid_tap  # noqa: E402
-from export.feature_graph import PatchFeatureGraph  # noqa: E402
+from edgead_export.backbones import build_backbone, split_grid_tap  # noqa: E402
+from edgead_export.feature_graph import PatchFeatureGraph  # noqa: E402
 
 
 def test_split_grid_tap():

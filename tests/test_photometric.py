@@ -16,7 +16,7 @@ from edgead.model import load_model
 def equalized_model_dir(synth_root, tmp_path_factory):
     pytest.importorskip("torch")
     from edgead.preprocess import PreprocessConfig
-    from export.pipeline import ExportConfig, export_model
+    from edgead_export.pipeline import ExportConfig, export_model
 
     cfg = ExportConfig(data=synth_root, out=tmp_path_factory.mktemp("models") / "washer-eq", method="patchcore",
                        preprocess=PreprocessConfig(input_size=(128, 128), photometric="equalize"),

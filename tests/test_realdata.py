@@ -26,7 +26,7 @@ def test_magnetic_tile_small_export_beats_chance(shared_data, tmp_path):
     from edgead.evaluate import evaluate
     from edgead.model import load_model
     from edgead.preprocess import PreprocessConfig
-    from export.pipeline import ExportConfig, export_model
+    from edgead_export.pipeline import ExportConfig, export_model
 
     src = shared_data / "magnetic_tile"
     if not src.is_dir():

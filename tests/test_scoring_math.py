@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgead.metrics_math import auroc, f1_optimal_threshold, spearman, threshold_from_good
+from edgead.metrics_math import auroc, f1_optimal_threshold
+from edgead_export.parity_stats import spearman, threshold_from_good
 from edgead.scorer.padim import mahalanobis_map
 from edgead.scorer.patchcore import PatchCoreScorer, softmax_reweight
 
@@ -50,7 +51,7 @@ def test_padim_mahalanobis_matches_scipy():
 
 def test_padim_fit_matches_numpy_cov():
     pytest.importorskip("torch")
-    from export.fit import fit_padim
+    from edgead_export.fit import fit_padim
 
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(40, 5, 2, 3)).astype(np.float32)
@@ -82,7 +83,7 @@ def test_spearman_and_threshold_rule():
 
 
 def test_paired_auroc_drop_se():
-    from edgead.metrics_math import paired_auroc_drop_se
+    from edgead_export.parity_stats import paired_auroc_drop_se
 
     rng = np.random.default_rng(0)
     labels = np.r_[np.zeros(30), np.ones(30)]

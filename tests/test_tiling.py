@@ -12,7 +12,7 @@ import pytest
 from edgead.cli import main as cli_main
 from edgead.errors import ConfigError
 from edgead.preprocess import PreprocessConfig, map_to_frame, preprocess
-from edgead.roi import propose_roi
+from edgead_export.roi import propose_roi
 from edgead.synthetic import make_part
 from edgead.tiling import TilingConfig, frame_inputs, merge_maps, parse_grid, tile_boxes
 
@@ -126,7 +126,7 @@ def test_propose_roi_none_when_part_fills_the_frame_and_fraction_for_mixed_sizes
 
 def _export_tiled(synth_root: Path, out: Path, **kw) -> Path:
     pytest.importorskip("torch")
-    from export.pipeline import ExportConfig, export_model
+    from edgead_export.pipeline import ExportConfig, export_model
 
     cfg = ExportConfig(data=synth_root, out=out, preprocess=kw.pop("pre", TILED["pre"]),
                        tiling=kw.pop("tiling", TILED["tiling"]), coreset=0.1, progress=False, threads=2,
@@ -151,7 +151,7 @@ def per_tile_model_dir(synth_root, tmp_path_factory) -> Path:
 def test_fit_and_serve_produce_identical_tensors(tiled_model_dir, synthetic_images):
     from edgead.images import read_image
     from edgead.model import load_model
-    from export.extract import load_batches
+    from edgead_export.extract import load_batches
 
     model = load_model(tiled_model_dir, precision="fp32")
     assert model.preprocess_cfg == TILED["pre"] and model.tiling == TILED["tiling"]
