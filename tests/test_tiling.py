@@ -81,6 +81,7 @@ def test_merge_puts_a_tile_peak_at_its_frame_place(mode):
 
 def test_tiling_config_validation_and_roundtrip():
     cfg = TilingConfig(grid=(2, 3), overlap=0.2, merge="max", banks="per_tile")
+    assert cfg.count == cfg.bank_count == 6
     from edgead.demo import DEMO_MODEL
     from edgead.manifest import parse_manifest
 
