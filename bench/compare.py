@@ -46,12 +46,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from edgead.artifact import read_manifest  # noqa: E402
+from edgead.manifest import Manifest  # noqa: E402
 from edgead.bench import load_frames, measure, percentiles  # noqa: E402
 from edgead.images import decode_image  # noqa: E402
 from edgead_export.parity_stats import spearman  # noqa: E402
 from edgead.model import load_model  # noqa: E402
 from edgead.scorer.bank_store import load_bank  # noqa: E402
-from edgead.preprocess import PreprocessConfig  # noqa: E402
 from edgead.scorer.anomaly_map import gaussian_kernel_size  # noqa: E402
 from edgead.tiling import TilingConfig, frame_inputs  # noqa: E402
 from edgead_export.backbones import build_backbone  # noqa: E402
@@ -64,15 +64,14 @@ EDGEAD_CONFIGS = (("fp32", "exact"), ("int8", "exact"), ("fp32", "hnsw"), ("int8
 class TorchPatchCore:
     """The research-code way: torch graph + torch.cdist over the whole bank, FP32."""
 
-    def __init__(self, manifest: dict, bank: np.ndarray):
-        b = manifest["backbone"]
-        graph_backbone = build_backbone(b["name"], b["taps"])
-        self.graph = PatchFeatureGraph(graph_backbone, "patchcore", b["tap_channels"],
-                                       target_dim=b.get("target_dim")).eval()
+    def __init__(self, manifest: Manifest, bank: np.ndarray):
+        b = manifest.backbone
+        graph_backbone = build_backbone(b.name, b.taps)
+        self.graph = PatchFeatureGraph(graph_backbone, "patchcore", b.tap_channels, target_dim=b.target_dim).eval()
         self.bank = torch.from_numpy(bank.astype(np.float32))
-        self.k = int(manifest.get("patchcore", {}).get("num_neighbors", 9))
-        self.input_size = tuple(manifest["preprocess"]["input_size"])
-        sigma = float(manifest.get("map_sigma", 4.0))
+        self.k = manifest.pc.num_neighbors
+        self.input_size = manifest.preprocess.input_size
+        sigma = manifest.map_sigma
         ks = gaussian_kernel_size(sigma)
         x = torch.arange(ks, dtype=torch.float32) - ks // 2
         g = torch.exp(-(x**2) / (2 * sigma**2))
@@ -103,8 +102,8 @@ class TorchPatchCore:
 
 def run_torch(model_dir: Path, frames: list, n: int, warmup: int) -> tuple[dict, list[float]]:
     manifest = read_manifest(model_dir)
-    ref = TorchPatchCore(manifest, load_bank(model_dir, manifest["files"])[0])
-    pre = PreprocessConfig.from_dict(manifest["preprocess"])
+    ref = TorchPatchCore(manifest, load_bank(model_dir, manifest.files)[0])
+    pre = manifest.preprocess
     batches = [frame_inputs(decode_image(f.data, f.name), pre, TilingConfig())[0].copy() for f in frames]
     for i in range(warmup):
         ref(batches[i % len(batches)])
@@ -136,9 +135,9 @@ def run_edgead(model_dir: Path, frames: list, n: int, warmup: int, threads: int)
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     manifest = read_manifest(args.model)
-    if manifest["method"] != "patchcore":
+    if manifest.method != "patchcore":
         raise SystemExit("compare.py: a PatchCore artifact is needed")
-    frames = load_frames(args.images, 16, max(manifest["preprocess"]["input_size"]))  # 16: the scores are compared
+    frames = load_frames(args.images, 16, max(manifest.preprocess.input_size))  # 16: the scores are compared
     results = run_edgead(args.model, frames, args.n, args.warmup, args.threads)
     torch_latency, torch_scores = run_torch(args.model, frames, args.n, args.warmup)
     results["torch fp32 cdist"] = {"latency_ms": torch_latency, "scores": torch_scores}
@@ -159,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
         "edgead_fp32_exact_over_torch_total_p50": lat["edgead fp32 exact"] / lat["torch fp32 cdist"],
         "edgead_best_over_torch_total_p50": min(v for k, v in lat.items() if k.startswith("edgead")) / lat["torch fp32 cdist"],
     }
-    report = {"model": str(args.model), "bank_size": manifest.get("bank_size"), "frames": args.n,
+    report = {"model": str(args.model), "bank_size": manifest.bank_size, "frames": args.n,
               "threads": args.threads, "images": str(args.images) if args.images else "synthetic",
               "configs": {k: {kk: vv for kk, vv in v.items() if kk != "scores"} for k, v in results.items()},
               "ratios": ratios}

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgead.evaluate import evaluate  # noqa: E402
+from edgead.manifest import BACKBONE_FILES  # noqa: E402
 from edgead.model import load_model  # noqa: E402
 from edgead_export.auto import apply_spec  # noqa: E402
 from edgead_export.pipeline import ExportConfig, export_model  # noqa: E402
@@ -29,10 +30,13 @@ from edgead_export.pipeline import ExportConfig, export_model  # noqa: E402
 def make_export_config(data: Path, out: Path, spec: str, threads: int | None = None) -> ExportConfig:
     """A config spec (export.auto's syntax) on top of the export defaults (224 px, coreset 0.01);
     ``threads`` (torch threads of the export) when given, else the export default."""
-    base = ExportConfig(data=data, out=out, progress=False, keep_fp32=True)  # both precisions are evaluated
-    if threads is not None:
-        base.threads = int(threads)
+    base = ExportConfig(data=data, out=out, progress=False, keep_fp32=True,  # both precisions are evaluated
+                        **({} if threads is None else {"threads": int(threads)}))
     return apply_spec(base, spec)
+
+
+def unused_backbones(precision: str) -> set[str]:
+    return {name for p, name in BACKBONE_FILES.items() if p != precision}
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -82,7 +86,7 @@ def main() -> int:
                         "latency_ms_p50": round(r["latency_ms_p50"], 1),
                         "bank_size": manifest.get("bank_size"),
                         "artifact_mb": round(sum(v["bytes"] for k, v in manifest["files"].items()
-                                                 if k != ("backbone.onnx" if precision == "int8" else "backbone.int8.onnx")) / 1e6, 2),
+                                                 if k not in unused_backbones(precision)) / 1e6, 2),
                         "export_s": round(export_s, 1),
                         "int8_spearman": round(manifest["parity"]["int8_vs_fp32_spearman"], 4),
                     }

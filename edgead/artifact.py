@@ -1,14 +1,7 @@
-"""The model artifact: a directory with manifest.json + checksummed files.
+"""The model artifact on disk: a directory with manifest.json + checksummed files.
 
-Layout::
-
-    manifest.json        schema version, method, backbone, preprocessing, threshold, sha256 of files
-    backbone.onnx        FP32 truncated backbone + patch-feature aggregation
-    backbone.int8.onnx   static QDQ INT8 (per-channel), calibrated on training images
-    memory.npy           PatchCore memory bank (float16 by default)   | gaussian.npz (PaDiM)
-    hnsw.bin             optional hnswlib index of the bank, graph links only (edgead.scorer.hnsw_file)
-
-Written atomically (temp dir + rename); loading verifies schema and every checksum.
+What the manifest holds and what every file is called: :mod:`edgead.manifest`.  Written
+atomically (temp dir + rename); loading validates the manifest and verifies every checksum.
 """
 
 from __future__ import annotations
@@ -21,11 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgead import ARTIFACT_SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS
+from edgead import ARTIFACT_SCHEMA_VERSION
 from edgead.errors import ArtifactError
-
-MANIFEST = "manifest.json"
-REQUIRED_KEYS = ("schema_version", "method", "backbone", "preprocess", "threshold", "files", "feature_dim")
+from edgead.manifest import MANIFEST, Manifest, parse_manifest
 
 
 def sha256_file(path: Path) -> str:
@@ -73,6 +64,7 @@ class ArtifactWriter:
                 os.fsync(f.fileno())
         manifest = dict(manifest, files=files, schema_version=ARTIFACT_SCHEMA_VERSION)
         manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        parse_manifest(manifest, self.out / MANIFEST)  # never write a model that would not load
         tmp_manifest = self.staging / MANIFEST
         with open(tmp_manifest, "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=False)
@@ -107,8 +99,8 @@ class ArtifactWriter:
             self.abort()
 
 
-def read_manifest(model_dir: str | Path) -> dict:
-    """Parse and schema-check manifest.json (no checksum verification)."""
+def read_manifest_json(model_dir: str | Path) -> dict:
+    """manifest.json as parsed JSON (unvalidated: for rewriting it with every field kept)."""
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
     if not model_dir.is_dir():
@@ -116,34 +108,29 @@ def read_manifest(model_dir: str | Path) -> dict:
     if not path.is_file():
         raise ArtifactError(f"{path}: missing (not an edgead model directory, or an unfinished export)")
     try:
-        manifest = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path}: manifest is not a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise ArtifactError(f"{path}: manifest lacks {', '.join(missing)}")
-    if manifest["schema_version"] not in READABLE_SCHEMA_VERSIONS:
-        raise ArtifactError(
-            f"{path}: schema version {manifest['schema_version']} is not supported "
-            f"(this edgead reads versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: a newer model "
-            f"needs a newer edgead)"
-        )
-    return manifest
 
 
-def verify_artifact(model_dir: str | Path) -> dict:
+def read_manifest(model_dir: str | Path) -> Manifest:
+    """Parse and validate manifest.json (no checksum verification)."""
+    return parse_manifest(read_manifest_json(model_dir), Path(model_dir) / MANIFEST)
+
+
+def verify_artifact(model_dir: str | Path) -> Manifest:
     """Manifest + sha256 of every listed file; ArtifactError naming the first bad file."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    for name, meta in manifest["files"].items():
+    for name, meta in manifest.files.items():
         p = model_dir / name
+        if Path(name).name != name:
+            raise ArtifactError(f"{model_dir / MANIFEST}: files: {name!r} is not a file name in the model directory")
         if not p.is_file():
             raise ArtifactError(f"{p}: missing file listed in the manifest")
-        if p.stat().st_size != meta.get("bytes"):
-            raise ArtifactError(f"{p}: size {p.stat().st_size} bytes, manifest says {meta.get('bytes')} (truncated or modified)")
-        if sha256_file(p) != meta.get("sha256"):
+        if p.stat().st_size != meta.bytes:
+            raise ArtifactError(f"{p}: size {p.stat().st_size} bytes, manifest says {meta.bytes} (truncated or modified)")
+        if sha256_file(p) != meta.sha256:
             raise ArtifactError(f"{p}: sha256 mismatch (file modified or corrupt)")
     return manifest
 
@@ -152,11 +139,13 @@ def manifest_sha256(model_dir: str | Path) -> str:
     return sha256_file(Path(model_dir) / MANIFEST)
 
 
-def update_manifest(model_dir: str | Path, **changes) -> dict:
-    """Rewrite manifest.json atomically with ``changes`` (data files untouched)."""
+def update_manifest(model_dir: str | Path, **changes) -> Manifest:
+    """Rewrite manifest.json atomically with ``changes`` (data files untouched); the result must
+    validate, so an update never leaves a model that does not load."""
     model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
+    manifest = read_manifest_json(model_dir)
     manifest.update(changes)
+    typed = parse_manifest(manifest, model_dir / MANIFEST)
     tmp = model_dir / f".{MANIFEST}.tmp"
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=2)
@@ -164,7 +153,7 @@ def update_manifest(model_dir: str | Path, **changes) -> dict:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, model_dir / MANIFEST)
-    return manifest
+    return typed
 
 
 def pack_tar(model_dir: str | Path, tar_path: str | Path) -> Path:

@@ -102,14 +102,15 @@ def load_frames(images: Path | None, count: int, side: int) -> list[Frame]:
 def artifact_sizes(model) -> dict:
     """Bytes on disk: every file of the artifact, and only those this configuration loads
     (the backbone of the chosen precision, the scorer files, the index when searching with hnsw)."""
-    from edgead.artifact import MANIFEST
-    from edgead.model import BACKBONE_FILES
+    from edgead.manifest import BACKBONE_FILES, MANIFEST, index_file, tile_tag
 
-    files = {name: int(meta["bytes"]) for name, meta in model.manifest["files"].items()}
+    manifest = model.manifest
+    files = {name: meta.bytes for name, meta in manifest.files.items()}
     manifest_bytes = (model.path / MANIFEST).stat().st_size
-    unused_backbones = {f for p, f in BACKBONE_FILES.items() if p != model.precision}
-    loaded = {n: b for n, b in files.items()
-              if n not in unused_backbones and not (n.startswith("hnsw") and model.search_backend != "hnsw")}
+    unused = {f for p, f in BACKBONE_FILES.items() if p != model.precision}
+    if model.search_backend != "hnsw":
+        unused |= {index_file(tile_tag(t)) for t in manifest.scorer_tiles()}
+    loaded = {n: b for n, b in files.items() if n not in unused}
     return {"total": sum(files.values()) + manifest_bytes, "loaded": sum(loaded.values()) + manifest_bytes,
             "loaded_files": sorted(loaded), "files": files}
 
@@ -194,7 +195,7 @@ def run_bench(model_dir: Path, images: Path | None = None, n: int = 200, warmup:
     from edgead.images import decode_image
     from edgead.model import load_model
 
-    side = max(read_manifest(model_dir)["preprocess"]["input_size"])
+    side = max(read_manifest(model_dir).preprocess.input_size)
     frames = load_frames(images, n, side)
     before_load = process_memory_mib()["rss"]
     t0 = time.perf_counter()
@@ -208,11 +209,11 @@ def run_bench(model_dir: Path, images: Path | None = None, n: int = 200, warmup:
     latency = {stage: percentiles(values) for stage, values in samples.items()}
     total, backbone = latency["total"], latency["backbone"]
     return {
-        "model": str(model_dir), "name": model.name, "method": model.manifest["method"],
-        "backbone": model.manifest["backbone"].get("name"), "input_size": list(model.input_size),
+        "model": str(model_dir), "name": model.name, "method": model.manifest.method,
+        "backbone": model.manifest.backbone.name, "input_size": list(model.input_size),
         "tiles": model.tiling.count, "precision": model.precision, "threads": threads,
         "search": model.search_backend, "search_requested": search,
-        "bank_size": int(model.manifest.get("bank_size") or 0), "feature_dim": int(model.manifest["feature_dim"]),
+        "bank_size": model.manifest.bank_size or 0, "feature_dim": model.manifest.feature_dim,
         "frames": n, "warmup": warmup, "distinct_frames": len(frames), "with_map": with_map,
         "images": str(images) if images else f"synthetic {side}x{side}", "frames_at_input_size": at_input_size,
         "frame_shape": list(decode_image(frames[0].data, frames[0].name).shape[:2]),

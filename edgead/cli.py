@@ -79,24 +79,26 @@ def cmd_info(argv: list[str]) -> int:
     p.add_argument("model", type=Path)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from edgead.artifact import manifest_sha256, verify_artifact
+    from edgead.model import load_model
 
-    m = verify_artifact(args.model)
+    # "ok" means it loads: manifest validated, every checksum verified, backbone and scorer built
+    model = load_model(args.model, threads=1)
+    m = model.manifest
+    pc = m.patchcore
     info = {
-        "name": m.get("name"), "method": m["method"], "backbone": m["backbone"].get("name"),
-        "taps": m["backbone"].get("taps"), "input_size": m["preprocess"]["input_size"],
-        "resize_mode": m["preprocess"].get("resize_mode"),
-        "interpolation": m["preprocess"].get("interpolation", "area"),
-        "photometric": m["preprocess"].get("photometric", "none"), "roi": m["preprocess"].get("roi"),
-        "tiling": m.get("tiling"),
-        "feature_dim": m["feature_dim"], "bank_size": m.get("bank_size"),
-        "bank_dtype": m.get("patchcore", {}).get("bank_dtype"), "search": m.get("patchcore", {}).get("search"),
-        "image_score": m.get("patchcore", {}).get("image_score"),
-        "threshold": m["threshold"], "thresholds": m.get("thresholds"),
-        "default_precision": m.get("default_precision"), "training_images": m.get("training_images"),
-        "created": m.get("created"), "edgead_version": m.get("edgead_version"), "schema_version": m["schema_version"],
-        "parity": m.get("parity"), "files": {k: v["bytes"] for k, v in m["files"].items()},
-        "manifest_sha256": manifest_sha256(args.model), "checksums": "ok",
+        "name": m.name, "method": m.method, "backbone": m.backbone.name, "taps": m.backbone.taps,
+        "input_size": list(m.preprocess.input_size), "resize_mode": m.preprocess.resize_mode,
+        "interpolation": m.preprocess.interpolation, "photometric": m.preprocess.photometric,
+        "roi": list(m.preprocess.roi) if m.preprocess.roi is not None else None,
+        "tiling": m.tiling.to_dict(),
+        "feature_dim": m.feature_dim, "bank_size": m.bank_size,
+        "bank_dtype": pc.bank_dtype if pc else None, "search": getattr(pc, "search", None),
+        "image_score": pc.image_score.model_dump(exclude_none=True) if pc else None,
+        "threshold": m.threshold, "thresholds": m.thresholds or None,
+        "default_precision": m.default_precision, "training_images": m.training_images,
+        "created": m.created, "edgead_version": m.edgead_version, "schema_version": m.schema_version,
+        "parity": m.parity, "files": {k: v.bytes for k, v in m.files.items()},
+        "manifest_sha256": model.sha256, "checksums": "ok", "loads": f"ok ({model.precision}, {model.search_backend})",
     }
     if args.json:
         print(json.dumps(info, indent=2))

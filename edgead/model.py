@@ -19,52 +19,40 @@ from edgead.decision import Decision
 from edgead.errors import ArtifactError, ConfigError, EdgeadError
 from edgead.heap import release_free_memory
 from edgead.images import decode_image
-from edgead.preprocess import PreprocessConfig
+from edgead.manifest import BACKBONE_FILES, MANIFEST, PRECISIONS, Manifest, scorer_files
 from edgead.result import ScoreResult
 from edgead.scorer.anomaly_map import upsample_and_smooth
 from edgead.scorer.bank_store import load_bank, load_bank_knn
 from edgead.scorer.padim import PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer, topk_mean
 from edgead.threads import limit_threads
-from edgead.tiling import TilingConfig, frame_inputs, merge_maps
+from edgead.tiling import frame_inputs, merge_maps
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("int8", "fp32")
-BACKBONE_FILES = {"fp32": "backbone.onnx", "int8": "backbone.int8.onnx"}
 
-
-def scorer_files(method: str, tile: int | None = None) -> dict[str, str]:
-    """File names of one scorer: the shared one (tile None) or tile position ``tile``'s
-    (PatchCore: ``tag`` goes to edgead.scorer.bank_store, which names the bank file)."""
-    tag = "" if tile is None else f".t{tile}"
-    if method == "patchcore":
-        return {"tag": tag, "index": f"hnsw{tag}.bin"}
-    return {"gaussian": f"gaussian{tag}.npz"}
-
-
-def _load_scorers(model_dir: Path, manifest: dict, tiling: TilingConfig, search: str, threads: int) -> list:
+def _load_scorers(model_dir: Path, manifest: Manifest, search: str, threads: int) -> list:
     """One scorer (shared by every tile) or one per tile position."""
-    tiles = [None] if tiling.bank_count == 1 else list(range(tiling.count))
-    return [_load_scorer(model_dir, manifest, scorer_files(manifest["method"], t), search, threads) for t in tiles]
+    return [_load_scorer(model_dir, manifest, scorer_files(manifest.method, t), search, threads)
+            for t in manifest.scorer_tiles()]
 
 
-def _load_scorer(model_dir: Path, manifest: dict, files: dict[str, str], search: str, threads: int):
-    method = manifest["method"]
+def _load_scorer(model_dir: Path, manifest: Manifest, files: dict[str, str], search: str, threads: int):
+    method = manifest.method
     if method == "patchcore":
-        pc = manifest.get("patchcore", {})
+        pc = manifest.pc
         index = model_dir / files["index"]
-        bank, quantized = load_bank(model_dir, manifest["files"], files["tag"], dequantize=False)
+        bank, quantized = load_bank(model_dir, manifest.files, files["tag"], dequantize=False)
         rows = len(bank) if bank is not None else len(quantized[0])
         return PatchCoreScorer(
             bank,
             quantized=quantized,
-            bank_knn=load_bank_knn(model_dir, manifest["files"], rows, files["tag"]),
-            image_score=pc.get("image_score"),
-            num_neighbors=pc.get("num_neighbors", 9),
+            bank_knn=load_bank_knn(model_dir, manifest.files, rows, files["tag"]),
+            image_score=pc.image_score.model_dump(exclude_none=True),
+            num_neighbors=pc.num_neighbors,
             backend=search,
             index_path=index if index.is_file() else None,
-            hnsw_params=pc.get("hnsw"),
+            hnsw_params=pc.hnsw.model_dump(exclude_none=True) if pc.hnsw is not None else None,
             threads=threads,
         )
     if method == "padim":
@@ -73,7 +61,7 @@ def _load_scorer(model_dir: Path, manifest: dict, files: dict[str, str], search:
                 return PadimScorer(g["mean"], g["precision"])
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"{model_dir / files['gaussian']}: unreadable ({exc})") from None
-    raise ArtifactError(f"{model_dir / 'manifest.json'}: unknown method {method!r}")
+    raise ArtifactError(f"{model_dir / MANIFEST}: unknown method {method!r}")
 
 
 class InspectionModel:
@@ -85,37 +73,36 @@ class InspectionModel:
         self.path = Path(path)
         self.manifest = verify_artifact(self.path)
         self.sha256 = manifest_sha256(self.path)
-        precision = precision or self.manifest.get("default_precision", "int8")
+        precision = precision or self.manifest.default_precision
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         onnx_file = self.path / BACKBONE_FILES[precision]
-        if BACKBONE_FILES[precision] not in self.manifest["files"]:
+        if BACKBONE_FILES[precision] not in self.manifest.files:
             hint = " (INT8 passed parity at export; export with --keep-fp32 to keep FP32)" if precision == "fp32" else ""
             raise ArtifactError(f"{onnx_file}: this artifact has no {precision} backbone{hint}")
         self.precision = precision
-        self.preprocess_cfg = PreprocessConfig.from_dict(self.manifest["preprocess"])
-        self.tiling = TilingConfig.from_dict(self.manifest.get("tiling"))
+        self.preprocess_cfg = self.manifest.preprocess
+        self.tiling = self.manifest.tiling
         # tiles through onnxruntime as one batch, or one run per tile (default: 7-20 % faster at 1-2
         # threads on x86, bench/tile_batching.py; the exported ONNX has a dynamic batch axis for both)
         self.batch_tiles = batch_tiles
         limit_threads(threads)  # BLAS (exact search) and OpenCV: the same budget as onnxruntime
         self.backbone = Backbone(onnx_file, threads=threads)
-        self.scorers = _load_scorers(self.path, self.manifest, self.tiling, search, threads)
+        self.scorers = _load_scorers(self.path, self.manifest, search, threads)
         self.scorer = self.scorers[0]
-        thresholds = self.manifest.get("thresholds", {})
-        self.decision = Decision(float(thresholds.get(precision, self.manifest["threshold"])))
-        self.map_sigma = float(self.manifest.get("map_sigma", 4.0))
+        self.decision = Decision(self.manifest.threshold_for(precision))
+        self.map_sigma = self.manifest.map_sigma
         self._input = np.empty((self.tiling.count, 3, *self.preprocess_cfg.input_size), dtype=np.float32)
         self._lock = threading.Lock()
 
     # -- identity -------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return str(self.manifest.get("name", self.path.name))
+        return self.manifest.name or self.path.name
 
     @property
     def version(self) -> str:
-        return str(self.manifest.get("model_version", self.manifest.get("created", "")))
+        return self.manifest.model_version or self.manifest.created or ""
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -82,20 +82,6 @@ class PreprocessConfig:
         d["roi"] = list(self.roi) if self.roi is not None else None
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(
-            input_size=tuple(d["input_size"]),
-            resize_mode=d.get("resize_mode", "stretch"),
-            roi=tuple(d["roi"]) if d.get("roi") is not None else None,
-            roi_units=d.get("roi_units", "px"),
-            mean=tuple(d.get("mean", IMAGENET_MEAN)),
-            std=tuple(d.get("std", IMAGENET_STD)),
-            color=d.get("color", "rgb"),
-            interpolation=d.get("interpolation", "area"),
-            photometric=d.get("photometric", "none"),
-        )
-
 
 @dataclass(frozen=True)
 class Geometry:

@@ -28,6 +28,7 @@ import numpy as np
 
 from edgead import workstation
 from edgead.errors import ConfigError, EdgeadError
+from edgead.manifest import BACKBONE_FILES, Manifest, gaussian_file, index_file
 
 SENSOR_5MP = (1944, 2592)  # (height, width) of a 5 MP camera (e.g. OV5647)
 CHILD_FRAMES = 20  # frames per side (large sides are slow: the search grows with s^2 x bank)
@@ -78,90 +79,83 @@ def export_available() -> bool:
     return workstation.available("refit")
 
 
-def backbone_accepts_any_size(model_dir: Path, manifest: dict) -> bool:
+def backbone_accepts_any_size(model_dir: Path, manifest: Manifest) -> bool:
     import onnxruntime as ort
 
-    from edgead.model import BACKBONE_FILES
-
-    name = BACKBONE_FILES.get(manifest.get("default_precision", "fp32"), "backbone.onnx")
+    name = BACKBONE_FILES[manifest.default_precision]
     session = ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
     return not all(isinstance(d, int) for d in session.get_inputs()[0].shape[2:])
 
 
-def _tile_count(manifest: dict) -> int:
-    rows, cols = (manifest.get("tiling") or {}).get("grid", [1, 1])
-    return int(rows) * int(cols)
+def _stride(manifest: Manifest) -> float:
+    """Input pixels per patch-feature cell."""
+    return manifest.preprocess.input_size[0] / manifest.backbone.feature_grid[0]
 
 
-def refit_bank_rows(manifest: dict, side: int) -> int:
+def refit_bank_rows(manifest: Manifest, side: int) -> int:
     """Memory-bank rows an export of the same images at ``side`` would give."""
-    pc = manifest.get("patchcore", {})
-    grid = manifest["backbone"]["feature_grid"]
-    stride = manifest["preprocess"]["input_size"][0] / grid[0]
-    tiles = _tile_count(manifest)
-    patches = int(manifest.get("training_images", 1)) * tiles * round(side / stride) ** 2
-    coreset = float(pc.get("coreset", 0.1))
+    pc = manifest.pc
+    patches = (manifest.training_images or 1) * manifest.tiling.count * round(side / _stride(manifest)) ** 2
+    coreset = pc.coreset if pc.coreset is not None else 0.1
     rows = int(coreset) if coreset > 1 else max(1, math.ceil(coreset * patches))
-    cap = pc.get("coreset_max")
-    return min(rows, int(cap)) if cap else rows
+    return min(rows, pc.coreset_max) if pc.coreset_max else rows
 
 
-def _synthetic_scorer(model_dir: Path, manifest: dict, side: int, writer, seed: int, hnsw: str) -> None:
-    """Write a PatchCore bank / PaDiM Gaussians of the right shape for ``side``; ``hnsw``
-    (yes | auto | no) says when to build an index, as export's --hnsw."""
+def _synthetic_scorer(model_dir: Path, base: Manifest, manifest: dict, side: int, writer, seed: int,
+                      hnsw: str) -> None:
+    """Write a PatchCore bank / PaDiM Gaussians of the right shape for ``side`` and record them
+    in ``manifest`` (the new artifact's, as JSON); ``hnsw`` (yes | auto | no) says when to build
+    an index, as export's --hnsw."""
     rng = np.random.default_rng(seed)
-    stride = manifest["preprocess"]["input_size"][0] / manifest["backbone"]["feature_grid"][0]
-    if manifest["method"] == "patchcore":
+    if base.method == "patchcore":
         from edgead.scorer.bank_store import load_bank, save_bank
 
-        base, quantized = load_bank(model_dir, {p.name for p in model_dir.iterdir()})
-        rows = refit_bank_rows(manifest, side)
-        pick = rng.integers(0, len(base), rows)
-        noise = rng.normal(0, 1, (rows, base.shape[1])) * (0.1 * base.std(axis=0))
-        dtype = "int8" if quantized is not None else manifest["patchcore"].get("bank_dtype", "float16")
-        _, bank = save_bank(writer.staging, np.clip(base[pick] + noise, 0, None), dtype)
+        bank_base, quantized = load_bank(model_dir, base.files)
+        rows = refit_bank_rows(base, side)
+        pick = rng.integers(0, len(bank_base), rows)
+        noise = rng.normal(0, 1, (rows, bank_base.shape[1])) * (0.1 * bank_base.std(axis=0))
+        dtype = "int8" if quantized is not None else base.pc.bank_dtype or "float16"
+        _, bank = save_bank(writer.staging, np.clip(bank_base[pick] + noise, 0, None), dtype)
         manifest["bank_size"] = rows
         from edgead.scorer.hnsw_file import strip_vectors
         from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index
 
         if hnsw == "yes" or (hnsw == "auto" and rows > HNSW_CROSSOVER):
-            manifest["patchcore"]["hnsw"] = build_hnsw_index(bank, writer.path("hnsw.bin"),
-                                                             threads=os.cpu_count() or 1)
-            strip_vectors(writer.path("hnsw.bin"), bank)  # as export writes it
+            index = writer.path(index_file())
+            manifest["patchcore"]["hnsw"] = build_hnsw_index(bank, index, threads=os.cpu_count() or 1)
+            strip_vectors(index, bank)  # as export writes it
         return
-    with np.load(model_dir / "gaussian.npz") as g:
+    with np.load(model_dir / gaussian_file()) as g:
         mean, precision = g["mean"], g["precision"]
-    positions = round(side / stride) ** 2
+    positions = round(side / _stride(base)) ** 2
     idx = np.resize(np.arange(len(mean)), positions)
-    np.savez(writer.path("gaussian.npz"), mean=mean[idx], precision=precision[idx])
+    np.savez(writer.path(gaussian_file()), mean=mean[idx], precision=precision[idx])
     manifest["bank_size"] = positions
 
 
 def write_synthetic_artifact(model_dir: Path, side: int, out: Path, search: str = "auto", seed: int = 0) -> Path:
     """The base artifact at input ``side`` with a synthetic bank (its backbone files linked)."""
-    from edgead.artifact import ArtifactWriter, read_manifest
-    from edgead.model import BACKBONE_FILES
+    from edgead.artifact import ArtifactWriter, read_manifest, read_manifest_json
 
-    manifest = read_manifest(model_dir)
-    if _tile_count(manifest) > 1:
+    base = read_manifest(model_dir)
+    if base.tiling.count > 1:
         raise ConfigError("--resolutions with a synthetic bank: tiled artifacts are not supported; pass --images "
                           "with the export extra installed to refit instead")
-    manifest = json.loads(json.dumps(manifest))
+    manifest = read_manifest_json(model_dir)
     manifest.pop("files")
-    stride = manifest["preprocess"]["input_size"][0] / manifest["backbone"]["feature_grid"][0]
     manifest["preprocess"]["input_size"] = [side, side]
-    manifest["backbone"]["feature_grid"] = [round(side / stride)] * 2
+    manifest["backbone"]["feature_grid"] = [round(side / _stride(base))] * 2
     from edgead.scorer.nn_search import HNSW_CROSSOVER
 
-    base_index = manifest["method"] == "patchcore" and manifest["patchcore"].pop("hnsw", None) is not None
+    base_index = base.method == "patchcore" and manifest.setdefault("patchcore", {}).pop("hnsw", None) is not None
     # the base was exported with --hnsw yes when it has an index below the crossover
-    hnsw = "no" if search == "exact" else ("yes" if base_index and manifest["bank_size"] <= HNSW_CROSSOVER
+    hnsw = "no" if search == "exact" else ("yes" if base_index and (base.bank_size or 0) <= HNSW_CROSSOVER
                                             else "auto")
     with ArtifactWriter(out) as writer:
         for name in BACKBONE_FILES.values():
             if (model_dir / name).is_file():
                 os.symlink((model_dir / name).resolve(), writer.path(name))
-        _synthetic_scorer(model_dir, manifest, side, writer, seed, hnsw)
+        _synthetic_scorer(model_dir, base, manifest, side, writer, seed, hnsw)
         manifest["synthetic_bank"] = True
         return writer.commit(manifest)
 
@@ -184,7 +178,7 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
     from edgead.artifact import read_manifest
 
     manifest = read_manifest(args.model)
-    precision = args.precision or manifest.get("default_precision")
+    precision = args.precision or manifest.default_precision
     if args.images is not None and export_available() and not args.synthetic_bank:
         mode = "refit"
     elif backbone_accepts_any_size(args.model, manifest):
@@ -229,7 +223,7 @@ def scaling_study(args, sides: list[int], progress: bool = False) -> dict:
         study["extrapolation"] = {
             "sensor": list(SENSOR_5MP[::-1]), "equivalent_side": s5,
             **{key: evaluate_fit(fit, s5) for key, fit in fits.items()},
-            "bank_size": refit_bank_rows(manifest, round(s5)) if manifest["method"] == "patchcore" else None,
+            "bank_size": refit_bank_rows(manifest, round(s5)) if manifest.method == "patchcore" else None,
             "caveat": "extrapolated far outside the measured sides; the search costs patches x bank rows, which "
                       "grows as s^4 until the bank reaches coreset_max and as s^2 after: measure sides beyond "
                       "the cap for a fair extrapolation",

@@ -62,13 +62,6 @@ class TilingConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "grid": list(self.grid)}
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TilingConfig":
-        if not d:
-            return cls()
-        return cls(grid=tuple(d.get("grid", (1, 1))), overlap=float(d.get("overlap", 0.0)),
-                   merge=d.get("merge", "mean"), banks=d.get("banks", "shared"))
-
 
 def _spans(start: int, length: int, n: int, overlap: float) -> list[tuple[int, int]]:
     """n intervals (start, size) covering [start, start + length), neighbours overlapping."""

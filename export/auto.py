@@ -13,18 +13,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgead.artifact import update_manifest
-from edgead_export.cli_common import parse_roi
 from edgead.errors import ConfigError
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc
 from edgead.model import InspectionModel
-from edgead.tiling import parse_grid
 from edgead_export.pipeline import ExportConfig, export_model, log, split_holdout
 from edgead_export.pseudo_defects import small_pseudo_defect
 
@@ -50,69 +47,11 @@ DEFAULT_CANDIDATES = (
     "backbone=efficientnet-lite1 taps=14,19,s8 size=224 score=topk_mean topk=40 photometric=equalize",
     "size=320 tiles=3x3 taps=2,4,10,s8 coreset_max=5000 score=topk_mean topk=20",
 )
-SPEC_KEYS = ("size", "resize", "interp", "photometric", "roi", "tiles", "overlap", "merge", "banks", "coreset", "coreset_max",
-             "method", "backbone", "taps", "target_dim", "score", "topk", "seed")
 
 
-def parse_spec(text: str) -> dict[str, str]:
-    """'size=320 tiles=2x2 coreset=0.01' -> {key: value}; ConfigError on unknown keys."""
-    out = {}
-    for item in text.split():
-        key, sep, value = item.partition("=")
-        if not sep or key not in SPEC_KEYS:
-            raise ConfigError(f"configuration {text!r}: {item!r} is not key=value with key one of {', '.join(SPEC_KEYS)}")
-        out[key] = value
-    return out
-
-
-def apply_spec(base: ExportConfig, spec: str | dict) -> ExportConfig:
-    """``base`` with the fields a candidate spec names replaced (the syntax bench/realdata.py uses)."""
-    from edgead_export.cli_common import parse_size
-
-    conf = parse_spec(spec) if isinstance(spec, str) else spec
-    pre, kw = {}, {}
-    try:
-        if "size" in conf:
-            pre["input_size"] = parse_size(conf["size"])
-        if "roi" in conf:
-            if conf["roi"] == "auto":
-                kw["roi_auto"] = True
-            else:
-                pre["roi"], pre["roi_units"] = parse_roi(conf["roi"])
-    except Exception as exc:  # argparse.ArgumentTypeError from the shared parsers
-        raise ConfigError(str(exc)) from None
-    if "resize" in conf:
-        pre["resize_mode"] = conf["resize"]
-    if "interp" in conf:
-        pre["interpolation"] = conf["interp"]
-    if "photometric" in conf:
-        pre["photometric"] = conf["photometric"]
-    tiling = {}
-    if "tiles" in conf:
-        tiling["grid"] = parse_grid(conf["tiles"])
-        tiling.setdefault("overlap", 0.25 if tiling["grid"] != (1, 1) else 0.0)
-    for key, cast in (("overlap", float), ("merge", str), ("banks", str)):
-        if key in conf:
-            tiling[key] = cast(conf[key])
-    if "coreset" in conf:
-        c = float(conf["coreset"])
-        kw["coreset"] = int(c) if c > 1 else c
-    if "coreset_max" in conf:
-        kw["coreset_max"] = int(conf["coreset_max"]) or None
-    for key in ("method", "backbone"):
-        if key in conf:
-            kw[key] = conf[key]
-    if "taps" in conf:
-        kw["taps"] = [int(t) if t.isdigit() else t for t in conf["taps"].split(",")]
-    if "target_dim" in conf:
-        kw["target_dim"] = int(conf["target_dim"])
-    if "score" in conf:
-        kw["image_score"] = conf["score"]
-    if "topk" in conf:
-        kw["topk"] = int(conf["topk"])
-    if "seed" in conf:
-        kw["seed"] = int(conf["seed"])
-    return replace(base, preprocess=replace(base.preprocess, **pre), tiling=replace(base.tiling, **tiling), **kw)
+def apply_spec(base: ExportConfig, spec: str) -> ExportConfig:
+    """``base`` with the fields a candidate spec names replaced (keys: edgead_export.config)."""
+    return base.with_spec(spec)
 
 
 def judge(model: InspectionModel, hold: list[Path], defects: list[Path], seed: int) -> dict:
@@ -168,7 +107,7 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         for i, (spec, cfg) in enumerate(zip(candidates, configs)):
             log(f"auto [{i + 1}/{len(candidates)}]: {spec}")
             t0 = time.time()
-            artifact, manifest = export_model(replace(cfg, out=work / f"candidate-{i}", name=cfg.name or out.name))
+            artifact, manifest = export_model(cfg.updated(out=work / f"candidate-{i}", name=cfg.name or out.name))
             model = InspectionModel(artifact, threads=1)
             r = {"spec": spec, **judge(model, hold, defects, base.seed), "precision": model.precision,
                  "bank_size": manifest.get("bank_size"), "export_seconds": round(time.time() - t0, 1),

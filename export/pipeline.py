@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,10 @@ from edgead.errors import EdgeadError
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc, f1_optimal_threshold
 from edgead_export.parity_stats import paired_auroc_drop_se, spearman, threshold_from_good
-from edgead.model import InspectionModel, scorer_files
+from edgead.manifest import BACKBONE_FILES, MANIFEST, scorer_files
+from edgead.model import InspectionModel
 from edgead.scorer.bank_store import save_bank, save_bank_knn
-from edgead.scorer.patchcore import IMAGE_SCORE_RULES
-from edgead.preprocess import PreprocessConfig
+from edgead_export.config import DEFAULT_CORESET_MAX, ExportConfig  # noqa: F401  (imported from here too)
 from edgead_export.roi import propose_roi
 from edgead.tiling import TilingConfig, frame_inputs
 from edgead_export.pseudo_defects import pseudo_defect
@@ -30,48 +29,10 @@ from edgead_export.feature_graph import PatchFeatureGraph
 from edgead_export.fit import fit_padim, fit_patchcore, padim_channel_index
 from edgead_export.onnx_export import export_onnx, quantize_int8
 
-METHODS = ("patchcore", "padim")
-DEFAULT_CORESET_MAX = 20_000  # absolute cap on memory-bank rows (all tile banks together)
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
 INT8_MIN_SPEARMAN = 0.98
 INT8_MAX_AUROC_DROP = 0.005
 PSEUDO_DEFECT_SEVERITIES = (1.0, 1.5, 2.0)  # parity set: held-out goods + one pseudo-defect of each
-
-
-@dataclass
-class ExportConfig:
-    """Everything `edgead export` can set."""
-
-    data: Path
-    out: Path
-    method: str = "patchcore"
-    backbone: str = "efficientnet-lite0"
-    taps: list | None = None
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    tiling: TilingConfig = field(default_factory=TilingConfig)
-    roi_auto: bool = False  # propose the ROI from the training images (edgead.roi.propose_roi)
-    coreset: float = 0.01  # 1 %: 10 % (capped) measured no better on ../shared/data and slower (docs/realdata.md)
-    coreset_max: int | None = DEFAULT_CORESET_MAX
-    proj_dim: int | None = 128
-    num_neighbors: int = 9
-    image_score: str = "reweighted"  # reweighted (the paper's) | topk_mean
-    topk: int = 10  # k of topk_mean
-    target_dim: int | None = None
-    padim_dim: int = 100
-    padim_dtype: str = "float16"
-    bank_dtype: str = "int8"  # int8 | float16 | float32 (edgead.scorer.bank_store)
-    keep_fp32: bool = False  # keep backbone.onnx when INT8 passes parity (it always stays when FP32 is the default)
-    holdout: float = 0.1
-    min_holdout: int = 5
-    val_defects: Path | None = None
-    calib_images: int = 64
-    hnsw: str = "auto"  # auto | yes | no
-    seed: int = 0
-    threads: int = 2
-    tar: bool = False
-    progress: bool = True
-    name: str | None = None
-    map_sigma: float = 4.0
 
 
 def log(msg: str) -> None:
@@ -214,10 +175,10 @@ def resolve_roi(cfg: ExportConfig, fit_paths: list[Path]) -> ExportConfig:
     proposal = propose_roi([read_image(p) for p in fit_paths[::step][:ROI_SAMPLE_IMAGES]])
     if proposal is None:
         log("roi auto: the part fills the frame, no ROI")
-        return replace(cfg, preprocess=replace(cfg.preprocess, roi=None))
+        return cfg.updated(roi=None)
     box, units = proposal
     log(f"roi auto: {','.join(f'{v:g}' for v in box)} ({units})")
-    return replace(cfg, preprocess=replace(cfg.preprocess, roi=box, roi_units=units))
+    return cfg.updated(roi=box)
 
 
 def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: list[np.ndarray],
@@ -273,10 +234,6 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: 
 
 def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
     """Run the whole export; returns (artifact dir, manifest)."""
-    if cfg.method not in METHODS:
-        raise EdgeadError(f"unknown method {cfg.method!r}: choose {' or '.join(METHODS)}")
-    if cfg.image_score not in IMAGE_SCORE_RULES or cfg.topk < 1:
-        raise EdgeadError(f"image score {cfg.image_score!r} (k={cfg.topk}): choose {' or '.join(IMAGE_SCORE_RULES)}, k >= 1")
     t_start = time.time()
     torch.set_num_threads(max(1, cfg.threads))
     paths = list_images(resolve_train_folder(cfg.data))
@@ -287,6 +244,7 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
     # decoded once, up front: fails early on an unreadable file, then reused by every calibration pass
     hold_frames = [read_image(p) for p in hold]
     defect_frames = [read_image(p) for p in defects]
+    roi_source = "auto" if cfg.roi_auto else ("user" if cfg.roi is not None else None)
     cfg = resolve_roi(cfg, fit_paths)
     graph, backbone_info = build_graph(cfg, fit_paths)
     feats = extract_features(graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features",
@@ -299,7 +257,7 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         "method": cfg.method,
         "backbone": backbone_info,
         "preprocess": cfg.preprocess.to_dict(),
-        "roi_source": "auto" if cfg.roi_auto else ("user" if cfg.preprocess.roi is not None else None),
+        "roi_source": roi_source,
         "tiling": cfg.tiling.to_dict(),
         "feature_dim": d,
         "map_sigma": cfg.map_sigma,
@@ -308,14 +266,16 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         "validation_defect_images": len(defects),
         "seed": cfg.seed,
         "threshold": 1.0,
+        "export": cfg.manifest_section(),  # read back by refits (ExportConfig.from_manifest)
     }
     with ArtifactWriter(cfg.out) as writer:
         write_scorer_files(cfg, writer, feats, manifest)
         del feats
-        export_onnx(graph, cfg.preprocess.input_size, writer.path("backbone.onnx"))
+        fp32, int8 = writer.path(BACKBONE_FILES["fp32"]), writer.path(BACKBONE_FILES["int8"])
+        export_onnx(graph, cfg.preprocess.input_size, fp32)
         calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
                                   batch_size=1, tiling=cfg.tiling))
-        manifest["quantization"] = quantize_int8(writer.path("backbone.onnx"), writer.path("backbone.int8.onnx"), calib)
+        manifest["quantization"] = quantize_int8(fp32, int8, calib)
         writer.write_manifest(manifest)
         report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames)
         manifest.update(
@@ -326,10 +286,10 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         )
         if report["default_precision"] == "int8" and not cfg.keep_fp32:
             # parity is measured; what the Pi runs is INT8: the FP32 graph would double the artifact
-            writer.path("backbone.onnx").unlink()
+            fp32.unlink()
             manifest["fp32_backbone"] = "dropped after the parity check (export --keep-fp32 keeps it)"
             log("INT8 passed parity: backbone.onnx (FP32) left out of the artifact (--keep-fp32 keeps it)")
         out = writer.commit(manifest)
     if cfg.tar:
         pack_tar(out, out.with_suffix(".tar"))
-    return out, json.loads((out / "manifest.json").read_text())
+    return out, json.loads((out / MANIFEST).read_text())

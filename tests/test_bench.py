@@ -107,18 +107,18 @@ def test_quadratic_fit_recovers_coefficients():
 def hnsw_model_dir(request, model_dir, tmp_path_factory):
     """model_dir plus an hnswlib index of its bank (as hnswlib writes it, or without its vectors
     as export writes it), with the manifest's checksums updated."""
-    from edgead.artifact import read_manifest, sha256_file, update_manifest
+    from edgead.artifact import read_manifest, read_manifest_json, sha256_file, update_manifest
     from edgead.scorer.bank_store import load_bank
     from edgead.scorer.hnsw_file import strip_vectors
     from edgead.scorer.nn_search import build_hnsw_index
 
     copy = tmp_path_factory.mktemp("hnsw") / f"washer-hnsw-{request.param}"
     shutil.copytree(model_dir, copy)
-    bank = load_bank(copy, read_manifest(copy)["files"])[0]
+    bank = load_bank(copy, read_manifest(copy).files)[0]
     params = build_hnsw_index(bank, copy / "hnsw.bin")
     if request.param == "links-only":
         assert strip_vectors(copy / "hnsw.bin", bank) > 0
-    manifest = read_manifest(copy)
+    manifest = read_manifest_json(copy)
     files = dict(manifest["files"], **{"hnsw.bin": {"sha256": sha256_file(copy / "hnsw.bin"),
                                                     "bytes": (copy / "hnsw.bin").stat().st_size}})
     update_manifest(copy, files=files, patchcore=dict(manifest["patchcore"], hnsw=params))
@@ -147,7 +147,7 @@ def test_links_only_index_is_smaller_and_checked(model_dir, tmp_path):
     from edgead.scorer.hnsw_file import strip_vectors
     from edgead.scorer.nn_search import HnswSearch, build_hnsw_index
 
-    bank = load_bank(model_dir, read_manifest(model_dir)["files"])[0]
+    bank = load_bank(model_dir, read_manifest(model_dir).files)[0]
     path = tmp_path / "hnsw.bin"
     build_hnsw_index(bank, path)
     full = path.stat().st_size

@@ -294,7 +294,7 @@ def test_stored_support_sets_give_the_same_scores(model_dir, synthetic_images):
 
     model = load_model(model_dir)
     knn = np.load(model_dir / "memory.knn.npy")
-    assert knn.dtype == np.uint16 and knn.shape == (model.manifest["bank_size"], 9)
+    assert knn.dtype == np.uint16 and knn.shape == (model.manifest.bank_size, 9)
     assert (knn[:, 0] == np.arange(len(knn))).mean() > 0.99  # each row is its own nearest neighbour
     assert model.scorer.bank_knn is not None
     for path in synthetic_images["good"][:2] + synthetic_images["bad"][:2]:

@@ -81,8 +81,14 @@ def test_merge_puts_a_tile_peak_at_its_frame_place(mode):
 
 def test_tiling_config_validation_and_roundtrip():
     cfg = TilingConfig(grid=(2, 3), overlap=0.2, merge="max", banks="per_tile")
-    assert TilingConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert TilingConfig.from_dict(None) == TilingConfig()
+    assert cfg.count == cfg.bank_count == 6
+    from edgead.demo import DEMO_MODEL
+    from edgead.manifest import parse_manifest
+
+    manifest = json.loads((DEMO_MODEL / "manifest.json").read_text())
+    shared = TilingConfig(grid=(2, 3), overlap=0.2, merge="max")  # the demo model has one bank
+    assert parse_manifest(dict(manifest, tiling=json.loads(json.dumps(shared.to_dict())))).tiling == shared
+    assert parse_manifest(dict(manifest, tiling=None)).tiling == TilingConfig()  # older manifests: untiled
     assert parse_grid("3") == (3, 3) and parse_grid("2x4") == (2, 4)
     for bad in (dict(grid=(0, 2)), dict(overlap=0.95), dict(merge="sum"), dict(banks="many")):
         with pytest.raises(ConfigError):

@@ -20,16 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edgead.errors import ArtifactError
+from edgead.manifest import bank_file, knn_file
 from edgead.scorer.int8_search import dequantize_bank, quantize_bank
-
-BANK_DTYPES = ("int8", "float16", "float32")
-
-
-def bank_file(dtype: str, tag: str = "") -> str:
-    """File name of a bank stored as ``dtype`` (``tag``: "" or ".t<i>")."""
-    if dtype not in BANK_DTYPES:
-        raise ValueError(f"bank dtype {dtype!r}: expected one of {', '.join(BANK_DTYPES)}")
-    return f"memory{tag}.q8.npz" if dtype == "int8" else f"memory{tag}.npy"
 
 
 def save_bank(directory: Path, bank: np.ndarray, dtype: str, tag: str = "") -> tuple[str, np.ndarray]:
@@ -44,10 +36,6 @@ def save_bank(directory: Path, bank: np.ndarray, dtype: str, tag: str = "") -> t
     stored = np.asarray(bank).astype(dtype)
     np.save(Path(directory) / name, stored)
     return name, stored.astype(np.float32)
-
-
-def knn_file(tag: str = "") -> str:
-    return f"memory{tag}.knn.npy"
 
 
 def save_bank_knn(directory: Path, bank: np.ndarray, k: int, tag: str = "") -> str:

@@ -116,12 +116,13 @@ class ModelHolder:
 
     def describe(self) -> dict[str, Any]:
         m = self.model
-        manifest = getattr(m, "manifest", {}) or {}
+        manifest = getattr(m, "manifest", None)  # edgead.manifest.Manifest
+        backbone = getattr(manifest, "backbone", None)
         return {
             **self.identity(),
             "path": str(m.path),
-            "method": manifest.get("method"),
-            "backbone": manifest.get("backbone"),
+            "method": getattr(manifest, "method", None),
+            "backbone": backbone.model_dump() if backbone is not None else None,
             "input_size": list(m.input_size),
             "threshold": float(m.threshold),
             "artifact_threshold": self.base_threshold,

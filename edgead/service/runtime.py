@@ -40,8 +40,8 @@ def source_options(config: EdgeadConfig, model: Any) -> SourceOptions:
     if s.width is not None and s.height is not None:
         size = (s.width, s.height)
     elif s.spec.startswith("picamera2"):
-        preprocess = (getattr(model, "manifest", None) or {}).get("preprocess") or {}
-        if preprocess.get("roi") is not None and preprocess.get("roi_units", "px") == "px":
+        preprocess = getattr(model, "preprocess_cfg", None)
+        if preprocess is not None and preprocess.roi is not None and preprocess.roi_units == "px":
             log.warning("the model crops a ROI in pixels: set source.width/height to the training frame size")
         h, w = model.input_size
         size = (w, h)
