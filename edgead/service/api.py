@@ -13,7 +13,6 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from edgead import __version__
 from edgead.capture.base import CaptureError, SourceUnavailable
 from edgead.errors import ArtifactError, ConfigError, EdgeadError, ImageError
 from edgead.outputs.heatmap import colorize, encode, overlay
@@ -160,12 +159,6 @@ async def score_upload(request: Request, heatmap: bool = Query(False, descriptio
 
 
 # -- service state -----------------------------------------------------------------------------
-@router.get("/", include_in_schema=False)
-def index() -> dict[str, Any]:
-    return {"service": "edgead", "version": __version__, "docs": "/docs",
-            "endpoints": ["/score", "/health", "/metrics", "/model", "/results"]}
-
-
 @router.get("/health", tags=["service"], responses={503: {"description": "alive but not ready"}})
 def health(request: Request) -> JSONResponse:
     """Liveness and readiness: model loaded, worker alive, source open, age of the last frame.

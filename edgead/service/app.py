@@ -16,6 +16,7 @@ from edgead.capture.base import FrameSource
 from edgead.outputs import sd_notify
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.api import router
+from edgead.service.web import router as web_router
 from edgead.service.config import EdgeadConfig
 from edgead.service.http import BodyLimitMiddleware, install_error_handlers
 from edgead.service.model_holder import ModelLoader
@@ -66,4 +67,5 @@ def create_app(config: EdgeadConfig, *, model: Any = None, model_loader: ModelLo
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(web_router)
     return app

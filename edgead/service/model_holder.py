@@ -128,6 +128,7 @@ class ModelHolder:
             "artifact_threshold": self.base_threshold,
             "threshold_source": self.threshold_source,
             "search": getattr(m, "search_backend", None),
+            "parity": getattr(manifest, "parity", None),  # the export's INT8-vs-FP32 check
             "loaded_at": self.loaded_at,
             "reload_roots": [str(r) for r in self.reload_roots],
         }

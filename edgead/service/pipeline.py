@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
@@ -50,6 +50,7 @@ class Outcome:
     model: dict[str, str]
     image_stored: bool = False
     heatmap_stored: bool = False
+    image: Any = field(default=None, repr=False)  # the frame (for the live view; never serialised)
 
 
 class Inspector:
@@ -136,4 +137,4 @@ class Inspector:
         return Outcome(id=stored.id if stored else None, timestamp=ts, origin=job.origin, source=source,
                        result=result, latency_ms={k: round(v, 3) for k, v in timings.items()}, model=identity,
                        image_stored=bool(stored and stored.image_path),
-                       heatmap_stored=bool(stored and stored.heatmap_path))
+                       heatmap_stored=bool(stored and stored.heatmap_path), image=image)

@@ -16,7 +16,8 @@ from edgead.outputs.inspection_log import InspectionLog, Retention
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.config import EdgeadConfig
 from edgead.service.model_holder import ModelHolder, ModelLoader
-from edgead.service.pipeline import Inspector
+from edgead.service.live import LiveFeed
+from edgead.service.pipeline import Inspector, Outcome
 from edgead.service.triggers import ContinuousTrigger, GpioTrigger
 from edgead.service.worker import InferenceWorker, Job
 
@@ -94,7 +95,8 @@ class Runtime:
             self.line = LineIO(gpio_settings(config), factory)
         self.inspector = Inspector(config, self.holder, self.supervisor, self.store, self.line, self.metrics,
                                    on_state=self.update_outputs)
-        self.worker = InferenceWorker(self.inspector, maxsize=config.inference.queue_size)
+        self.live = LiveFeed()
+        self.worker = InferenceWorker(self._inspect, maxsize=config.inference.queue_size)
         self.continuous: ContinuousTrigger | None = None
         self.gpio_trigger: GpioTrigger | None = None
         self.metrics.attach_state(self.snapshot)
@@ -134,6 +136,17 @@ class Runtime:
             self.line.close()
         self.store.close()
         self.state = "stopped"
+
+    def _inspect(self, job: Job) -> Outcome:
+        outcome = self.inspector(job)
+        if job.record:  # what the line saw; an answer-only request is nobody else's business
+            r = outcome.result
+            self.live.publish(
+                {"id": outcome.id, "timestamp": outcome.timestamp, "origin": outcome.origin, "source": outcome.source,
+                 "decision": r.decision, "score": float(r.score), "normalized_score": float(r.normalized_score),
+                 "threshold": float(r.threshold), "latency_ms": outcome.latency_ms.get("total")},
+                outcome.image, r.anomaly_map, float(r.threshold))
+        return outcome
 
     def submit(self, job: Job) -> Future:
         return self.worker.submit(job)

@@ -43,6 +43,7 @@ class Job:
     name: str = "upload"
     heatmap: bool = False
     actuate: bool = True
+    record: bool = True  # False: answer only (an anonymous upload): no inspection-log row, no stored frame
     received: float = field(default_factory=time.monotonic)
     received_wall: float = field(default_factory=time.time)
     future: Future = field(default_factory=Future)
