@@ -123,8 +123,9 @@ class Inspector:
                         model_sha256=identity["sha256"], latency_ms=timings)
         stored = None
         try:
-            stored = self.store.record(record, image if store_image else None,
-                                       result.anomaly_map if store_image else None)
+            if job.record:
+                stored = self.store.record(record, image if store_image else None,
+                                           result.anomaly_map if store_image else None)
         except Exception:  # a full/broken disk must not stop the line: the decision still goes out
             log.exception("inspection log: cannot record a result")
             self.metrics.log_errors.inc()

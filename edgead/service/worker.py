@@ -36,13 +36,15 @@ class WorkerStopped(Exception):
 @dataclass
 class Job:
     """One frame to score. ``origin``: capture (GET /score), upload (POST /score), continuous,
-    gpio. ``data`` holds the encoded upload; capture jobs grab a frame in the worker."""
+    gpio. ``data`` holds the encoded upload; capture jobs grab a frame in the worker.
+    ``actuate``/``record``: whether a reject moves the line and the part is logged."""
 
     origin: str
     data: bytes | None = None
     name: str = "upload"
     heatmap: bool = False
     actuate: bool = True
+    record: bool = True  # False: answer only (an anonymous upload): no inspection-log row, no stored frame
     received: float = field(default_factory=time.monotonic)
     received_wall: float = field(default_factory=time.time)
     future: Future = field(default_factory=Future)
