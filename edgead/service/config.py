@@ -115,7 +115,8 @@ class SourceConfig(_Section):
     loop: bool = True
     timeout_s: float = Field(5.0, gt=0, le=120)
     reopen_initial_s: float = Field(0.5, gt=0, le=600)
-    reopen_max_s: float = Field(30.0, gt=0, le=3600)
+    reopen_max_s: float = Field(4.0, gt=0, le=3600, description="longest wait between reopen attempts")
+    probe_interval_s: float = Field(0.5, ge=0, le=60, description="watch an idle source this often (0: off)")
 
     @field_validator("spec")
     @classmethod

@@ -86,7 +86,9 @@ class Runtime:
                                   config_threshold=config.model.threshold, reload_roots=config.model.reload_roots)
         if source is _UNSET:
             source = parse_source(config.source.spec, source_options(config, model))
-        self.supervisor = (SourceSupervisor(source, config.source.reopen_initial_s, config.source.reopen_max_s)
+        self.supervisor = (SourceSupervisor(source, config.source.reopen_initial_s, config.source.reopen_max_s,
+                                            probe_interval=config.source.probe_interval_s,
+                                            on_change=self.update_outputs)
                            if source is not None else None)
         self.line: LineIO | None = None
         if config.gpio.enabled:
@@ -106,6 +108,7 @@ class Runtime:
         if self.supervisor is not None:
             if self.supervisor.start():
                 log.info("source %s open", self.supervisor.spec)
+            self.supervisor.watch()
         mode = self.config.trigger.mode
         if mode == "continuous":
             self.continuous = ContinuousTrigger(self.submit, self.config.trigger.rate_hz,
