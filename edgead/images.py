@@ -28,6 +28,16 @@ def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
     return image
 
 
+def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` with its longest side at most ``max_side`` (area-averaged), or itself when smaller."""
+    side = max(image.shape[:2])
+    if side <= max_side:
+        return image
+    scale = max_side / side
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as BGR uint8; ImageError naming the file when it can't be read."""
     path = Path(path)

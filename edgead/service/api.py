@@ -18,6 +18,7 @@ from edgead import __version__
 from edgead.capture.base import CaptureError, SourceUnavailable
 from edgead.errors import ArtifactError, ConfigError, EdgeadError, ImageError
 from edgead.outputs.heatmap import colorize, encode, overlay
+from edgead.service.frame_limits import FrameTooLarge
 from edgead.service.http import ApiError, bearer_ok, check_bearer, content_type
 from edgead.service.model_holder import ReloadInProgress
 from edgead.service.pipeline import NoSource, Outcome
@@ -111,6 +112,8 @@ async def run_job(request: Request, job: Job) -> dict[str, Any]:
     except TimeoutError:
         raise ApiError(504, "timeout", f"no result within {rt.config.server.request_timeout_s} s "
                                        "(server.request_timeout_s)") from None
+    except FrameTooLarge as exc:
+        raise ApiError(413, "image_too_large", str(exc)) from None
     except ImageError as exc:
         raise ApiError(400, "bad_image", str(exc)) from None
     except NoSource as exc:

@@ -58,7 +58,10 @@ class ServerConfig(_Section):
                                   description="an upload whose body has not arrived by then gets 408")
     keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connections are closed after this")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 30)
-    max_image_pixels: int = Field(50_000_000, ge=4096, description="refuse to decode larger images")
+    max_image_pixels: int = Field(50_000_000, ge=4096, description="refuse to decode larger images (upper cap)")
+    frame_factor: float = Field(64.0, gt=0, le=100_000,
+                                description="largest frame, in multiples of the frame pixels the model uses")
+    frame_memory_mb: float = Field(96.0, gt=0, description="memory one decoded frame and its copies may take")
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     access_log: bool = False
 
@@ -211,6 +214,7 @@ class InspectionConfig(_Section):
     max_results: int = Field(1_000_000, ge=0, description="rows kept (0: unlimited)")
     max_images: int = Field(2000, ge=0, description="stored frames kept (0: unlimited)")
     max_image_mb: float = Field(1024.0, ge=0, description="disk for stored frames (0: unlimited)")
+    max_stored_side: int = Field(1600, ge=64, le=16384, description="stored frames are shrunk to this longest side")
 
 
 class EdgeadConfig(BaseSettings):
