@@ -17,8 +17,8 @@ from starlette.datastructures import UploadFile
 from edgead import __version__
 from edgead.capture.base import CaptureError, SourceUnavailable
 from edgead.errors import ArtifactError, ConfigError, EdgeadError, ImageError
-from edgead.outputs.heatmap import colorize, encode, overlay
 from edgead.service.frame_limits import FrameTooLarge
+from edgead.service.heatmaps import RendererBusy
 from edgead.service.http import ApiError, bearer_ok, check_bearer, content_type
 from edgead.service.model_holder import ReloadInProgress
 from edgead.service.pipeline import NoSource, Outcome
@@ -279,15 +279,15 @@ def result_image(request: Request, result_id: int = ResultId):
 
 
 @router.get("/results/{result_id}/heatmap.png", tags=["results"],
-            responses={404: _E, 200: {"content": {"image/png": {}}}})
+            responses={404: _E, 503: _E, 200: {"content": {"image/png": {}}}})
 def result_heatmap(request: Request, result_id: int = ResultId,
                    overlay_image: bool = Query(True, alias="overlay", description="draw over the frame")) -> Response:
     """The anomaly map (blue = 0, middle = threshold, red >= 2 x threshold) over the frame."""
     row = _row(request, result_id)
-    store = get_runtime(request).store
-    amap = store.load_image(row["heatmap_path"])
-    if amap is None:
+    try:
+        png = get_runtime(request).heatmaps.render(row["heatmap_path"], row["image_path"], overlay_image)
+    except RendererBusy as exc:
+        raise ApiError(503, "busy", f"{exc}; retry later", {"Retry-After": "1"}) from None
+    if png is None:
         raise ApiError(404, "not_stored", f"result {result_id} has no stored heatmap")
-    image = store.load_image(row["image_path"]) if overlay_image else None
-    picture = overlay(image, amap) if image is not None else colorize(amap)
-    return Response(encode(picture, "png"), media_type="image/png")
+    return Response(png, media_type="image/png")

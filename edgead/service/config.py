@@ -61,6 +61,7 @@ class ServerConfig(_Section):
     max_image_pixels: int = Field(50_000_000, ge=4096, description="refuse to decode larger images (upper cap)")
     frame_factor: float = Field(64.0, gt=0, le=100_000,
                                 description="largest frame, in multiples of the frame pixels the model uses")
+    max_concurrent_renders: int = Field(2, ge=1, le=64, description="heatmap pictures rendered at once; more -> 503")
     frame_memory_mb: float = Field(96.0, gt=0, description="memory one decoded frame and its copies may take")
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     access_log: bool = False

@@ -15,6 +15,7 @@ from edgead.outputs.gpio import GpioSettings, LineIO, make_pin_factory
 from edgead.outputs.inspection_log import InspectionLog, Retention
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.config import EdgeadConfig
+from edgead.service.heatmaps import HeatmapRenderer
 from edgead.service.model_holder import ModelHolder, ModelLoader
 from edgead.service.pipeline import Inspector
 from edgead.service.triggers import ContinuousTrigger, GpioTrigger
@@ -81,6 +82,7 @@ class Runtime:
         self.store = InspectionLog(c.data_dir, synchronous=c.synchronous, image_format=c.image_format,
                                    jpeg_quality=c.jpeg_quality,
                                    retention=Retention(c.max_results, c.max_images, int(c.max_image_mb * 1024 * 1024)))
+        self.heatmaps = HeatmapRenderer(self.store, config.server.max_concurrent_renders, c.max_stored_side)
         self.holder = ModelHolder(model, loader, precision=precision, threads=config.model.threads,
                                   search=config.model.search, log_store=self.store,
                                   config_threshold=config.model.threshold, reload_roots=config.model.reload_roots)
