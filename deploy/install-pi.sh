@@ -126,7 +126,7 @@ cat <<MSG
 
 edgead installed.
   config   $ETC/edgead.toml (edit, then: sudo systemctl restart edgead)
-  token    $ETC/token (Authorization: Bearer ... for reload/threshold)
+  token    $ETC/token (Authorization: Bearer ... for /score, reload and threshold)
   data     $STATE (inspections.sqlite3, images/, models/)
   logs     journalctl -u edgead -f
   try      curl -s http://127.0.0.1:${PORT:-8080}/health

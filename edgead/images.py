@@ -28,6 +28,40 @@ def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
     return image
 
 
+def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` with its longest side at most ``max_side`` (area-averaged), or itself when smaller."""
+    side = max(image.shape[:2])
+    if side <= max_side:
+        return image
+    scale = max_side / side
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+_REDUCED = {False: ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)),
+            True: ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                   (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))}
+
+
+def read_image_bounded(path: str | Path, max_side: int, grey: bool = False) -> np.ndarray | None:
+    """A stored image as BGR with its longest side at most ``max_side``: decoded already reduced
+    (1/2, 1/4, 1/8, which JPEG decodes without building the full frame) when its header says it
+    is large, then shrunk (``grey``: one channel, for stored maps). None when it cannot be read."""
+    import imagesize
+
+    flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
+    try:
+        side = max(imagesize.get(str(path)))
+    except Exception:  # no header size: read it whole, then shrink
+        side = -1
+    for factor, reduced in _REDUCED[grey]:
+        if side // factor >= max_side:
+            flag = reduced
+            break
+    image = cv2.imread(str(path), flag)
+    return None if image is None else shrink_to(image, max_side)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as BGR uint8; ImageError naming the file when it can't be read."""
     path = Path(path)

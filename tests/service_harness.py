@@ -31,15 +31,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 
 @contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1:<free port> in a thread; yields the base URL."""
+    """Run ``app`` with uvicorn on 127.0.0.1:<free port> in a thread, with the daemon's own
+    server settings (connection bounds); yields the base URL."""
     import uvicorn
+
+    from edgead.service.main import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn_config(app, app.state.runtime.config))
+    server.config.timeout_graceful_shutdown = 5
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn", daemon=True)
     thread.start()
     try:

@@ -51,7 +51,7 @@ def read(path) -> bytes:
 
 
 def post_png(client, data: bytes, **params):
-    return client.post("/score", content=data, headers={"Content-Type": "image/png"}, params=params)
+    return client.post("/score", content=data, headers={"Content-Type": "image/png", **AUTH}, params=params)
 
 
 def check_result_json(body: dict, model_dir) -> None:
@@ -69,7 +69,7 @@ def check_result_json(body: dict, model_dir) -> None:
 
 def test_get_score_captures_and_scores(daemon, model_dir):
     client, runtime, _, _ = daemon
-    r = client.get("/score")
+    r = client.get("/score", headers=AUTH)
     assert r.status_code == 200, r.text
     body = r.json()
     check_result_json(body, model_dir)
@@ -94,11 +94,11 @@ def test_post_png_good_and_bad(daemon, synthetic_images, model_dir):
 def test_post_multipart_and_jpeg(daemon, synthetic_images):
     client, *_ = daemon
     path = synthetic_images["good"][1]
-    r = client.post("/score", files={"file": (path.name, read(path), "image/png")})
+    r = client.post("/score", files={"file": (path.name, read(path), "image/png")}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["source"] == path.name and r.json()["decision"] == "ok"
     ok, jpg = cv2.imencode(".jpg", cv2.imread(str(path)), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    r = client.post("/score", content=jpg.tobytes(), headers={"Content-Type": "image/jpeg"}, params={"name": "cam7"})
+    r = client.post("/score", content=jpg.tobytes(), headers={"Content-Type": "image/jpeg", **AUTH}, params={"name": "cam7"})
     assert r.status_code == 200 and r.json()["source"] == "cam7"
 
 
@@ -165,7 +165,7 @@ def test_results_errors_are_json(daemon, synthetic_images):
 
 def test_metrics_parse(daemon):
     client, *_ = daemon
-    client.get("/score")
+    client.get("/score", headers=AUTH)
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     latency = families["edgead_stage_latency_seconds"]
     counts = {s.labels["stage"]: s.value for s in latency.samples if s.name.endswith("_count")}
@@ -183,7 +183,7 @@ def test_metrics_parse(daemon):
 
 def test_health_and_model(daemon, model_dir):
     client, *_ = daemon
-    client.get("/score")
+    client.get("/score", headers=AUTH)
     h = client.get("/health")
     assert h.status_code == 200
     body = h.json()
@@ -206,7 +206,7 @@ def test_health_and_model(daemon, model_dir):
 ])
 def test_bad_bodies(daemon, headers, content, code, error):
     client, *_ = daemon
-    r = client.post("/score", content=content, headers=headers)
+    r = client.post("/score", content=content, headers={**headers, **AUTH})
     assert r.status_code == code
     assert r.json()["error"] == error and r.json()["detail"]
 
@@ -218,15 +218,15 @@ def test_chunked_oversize_body_is_413(daemon):
         for _ in range(8):
             yield b"\0" * (MAX_BODY // 4)
 
-    r = client.post("/score", content=chunks(), headers={"Content-Type": "image/png"})
+    r = client.post("/score", content=chunks(), headers={"Content-Type": "image/png", **AUTH})
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 
 
 def test_multipart_without_file_is_400(daemon):
     client, *_ = daemon
-    r = client.post("/score", data={"note": "no file here"}, files={"x": ("", b"", "text/plain")})
+    r = client.post("/score", data={"note": "no file here"}, files={"x": ("", b"", "text/plain")}, headers=AUTH)
     assert r.status_code in (400,) and r.json()["error"] in ("bad_request", "bad_image")
-    r = client.post("/score", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=x"})
+    r = client.post("/score", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=x", **AUTH})
     assert r.status_code == 400
 
 

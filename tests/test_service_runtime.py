@@ -97,7 +97,9 @@ def test_no_source_is_409_and_post_still_works(tmp_path):
 def test_source_failure_backoff_reopen_and_outputs(tmp_path):
     factory = MockFactory()
     source = FlakySource()
-    cfg = config(tmp_path, source={"spec": "none", "reopen_initial_s": 0.05, "reopen_max_s": 0.2},
+    # the watch thread is off: here a capture itself notices the loss and reopens the source
+    cfg = config(tmp_path, source={"spec": "none", "reopen_initial_s": 0.05, "reopen_max_s": 0.2,
+                                   "probe_interval_s": 0},
                  gpio={"enabled": True, "reject_pin": 17, "ready_pin": 27, "alarm_pin": 22})
     app = create_app(cfg, model=FakeModel(), source=source, pin_factory=factory)
     ready, alarm = factory.pin(27), factory.pin(22)

@@ -75,6 +75,11 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the device; safe to call twice or on a source that never opened."""
 
+    def probe(self) -> None:
+        """Check an open source still works, as cheaply as the device allows; CaptureError when
+        it does not. The default captures a frame and drops it."""
+        self.read()
+
     def __enter__(self) -> "FrameSource":
         self.open()
         return self

@@ -49,6 +49,11 @@ class FolderSource(FrameSource):
                     log.warning("skipping %s", exc)
         raise CaptureError(f"{self.spec}: none of the {len(self._files)} images can be read")
 
+    def probe(self) -> None:
+        """The folder is still there (a share unmounted or renamed away is a lost camera)."""
+        if not self.folder.is_dir():
+            raise CaptureError(f"{self.spec}: the folder is gone")
+
     def close(self) -> None:
         self._files = []
         self._pos = 0

@@ -57,6 +57,13 @@ class OpenCVSource(FrameSource):
         self._count += 1
         return Frame(image, name=f"{self.spec}#{self._count}")
 
+    def probe(self) -> None:
+        """A grab (no decode) on a live source: an unplugged USB camera stays "opened" but stops
+        delivering; a file only needs to stay open."""
+        cap = self._cap
+        if cap is None or not cap.isOpened() or (not self.is_file and not cap.grab()):
+            raise CaptureError(f"{self.spec}: no frame (device unplugged or stream ended?)")
+
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()

@@ -1,6 +1,7 @@
 """Keeps a frame source usable: opens it, reopens it with exponential backoff after a failure,
-and reports its state for ``/health`` and ``/metrics``. No thread of its own: a reopen is
-attempted by the next capture once the backoff has expired."""
+and reports its state for ``/health`` and ``/metrics``. A watch thread probes an idle source and
+retries a failed one, so the reported state follows the camera whether or not anyone asks for a
+frame (on-demand triggering would otherwise only notice a loss, or a return, at the next capture)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class SourceSupervisor:
     """Thread-safe wrapper around one FrameSource."""
 
     def __init__(self, source: FrameSource, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, probe_interval: float = 0.5,
+                 on_change: Callable[[], None] | None = None):
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
         self.source = source
@@ -41,6 +43,10 @@ class SourceSupervisor:
         self.failures = 0
         self.reconnects = 0
         self._streak = 0  # failures since the last good frame
+        self.probe_interval = probe_interval
+        self.on_change = on_change  # called (without the lock) after the watch thread changed the state
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def spec(self) -> str:
@@ -59,6 +65,47 @@ class SourceSupervisor:
                 return True
             except CaptureError:
                 return False
+
+    def watch(self) -> None:
+        """Start the watch thread (once); it ends at ``close``."""
+        if self._watcher is not None or self.probe_interval <= 0:
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(target=self._watch_loop, name="edgead-source-watch", daemon=True)
+        self._watcher.start()
+
+    def check(self) -> str:
+        """One watch step: reopen a failed source once its backoff is due, probe an open one that
+        delivered no frame lately. Returns the state afterwards."""
+        with self._lock:
+            if self._closed:
+                return self._state
+            try:
+                if not self._is_open:
+                    if self._next_attempt - self._clock() <= 0:
+                        self._open_locked()
+                elif self.last_frame_at is None or self._clock() - self.last_frame_at >= self.probe_interval:
+                    try:
+                        self.source.probe()
+                    except Exception as exc:  # a driver may raise anything; the source is reopened
+                        self._fail_locked(exc)
+            except SourceUnavailable:
+                pass
+            return self._state
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(self.probe_interval):
+            before = self._state
+            try:
+                after = self.check()
+            except Exception:  # the watcher must outlive any driver bug
+                log.exception("%s: source watch failed", self.spec)
+                continue
+            if after != before and self.on_change is not None:
+                try:
+                    self.on_change()
+                except Exception:
+                    log.exception("%s: state change callback failed", self.spec)
 
     def capture(self) -> Frame:
         """A fresh frame, or SourceUnavailable (with the seconds until the next attempt)."""
@@ -101,6 +148,10 @@ class SourceSupervisor:
         }
 
     def close(self) -> None:
+        self._stop.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=5)
         with self._lock:
             self._closed = True
             self._close_locked()

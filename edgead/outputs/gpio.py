@@ -186,6 +186,10 @@ class LineIO:
         if self._scheduler is None:
             return True
         now = time.monotonic()
+        if self.settings.delay_ms <= 0:  # no conveyor delay configured: the pulse is due now, never "late"
+            self._scheduler.schedule(now, self.settings.pulse_ms / 1000.0)
+            self.pulses += 1
+            return True
         start = (reference if reference is not None else now) + self.settings.delay_ms / 1000.0
         on_time = start >= now
         if not on_time:

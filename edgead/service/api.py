@@ -9,14 +9,16 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import UploadFile
 
 from edgead.capture.base import CaptureError, SourceUnavailable
 from edgead.errors import ArtifactError, ConfigError, EdgeadError, ImageError
-from edgead.outputs.heatmap import colorize, encode, overlay
-from edgead.service.http import ApiError, check_bearer, content_type
+from edgead.service.frame_limits import FrameTooLarge
+from edgead.service.heatmaps import RendererBusy
+from edgead.service.http import ApiError, bearer_ok, check_bearer, content_type
 from edgead.service.model_holder import ReloadInProgress
 from edgead.service.pipeline import NoSource, Outcome
 from edgead.service.runtime import Runtime
@@ -41,15 +43,26 @@ def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def require_token(request: Request) -> None:
-    """Mutating endpoints: the bearer token when one is configured."""
-    check_bearer(request, get_runtime(request).token)
+# the largest id SQLite stores; larger ones cannot exist (and would overflow its integer)
+MAX_ID = 2**63 - 1
+bearer = HTTPBearer(auto_error=False, scheme_name="token",
+                    description="the daemon's token (server.token or server.token_file), when one is configured")
 
 
-def require_score_token(request: Request) -> None:
+def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+    """Endpoints that change the daemon: the bearer token when one is configured."""
+    check_bearer(credentials, get_runtime(request).token)
+
+
+def score_access(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> bool:
+    """/score: True when the caller may move the line and be logged. With a token configured a
+    caller without it gets 401, or with ``server.protect_score = false`` an answer only (False)."""
     rt = get_runtime(request)
+    if bearer_ok(credentials, rt.token):
+        return True
     if rt.config.server.protect_score:
-        check_bearer(request, rt.token)
+        check_bearer(credentials, rt.token)  # raises 401
+    return False
 
 
 def iso(ts: float) -> str:
@@ -98,6 +111,8 @@ async def run_job(request: Request, job: Job) -> dict[str, Any]:
     except TimeoutError:
         raise ApiError(504, "timeout", f"no result within {rt.config.server.request_timeout_s} s "
                                        "(server.request_timeout_s)") from None
+    except FrameTooLarge as exc:
+        raise ApiError(413, "image_too_large", str(exc)) from None
     except ImageError as exc:
         raise ApiError(400, "bad_image", str(exc)) from None
     except NoSource as exc:
@@ -117,17 +132,18 @@ async def run_job(request: Request, job: Job) -> dict[str, Any]:
 
 
 # -- scoring -----------------------------------------------------------------------------------
-@router.get("/score", response_model=ResultOut, responses=SCORE_ERRORS, tags=["score"],
-            dependencies=[Depends(require_score_token)])
-async def score_capture(request: Request, heatmap: bool = Query(False, description="store and link the heatmap")):
+@router.get("/score", response_model=ResultOut, responses=SCORE_ERRORS, tags=["score"])
+async def score_capture(request: Request, heatmap: bool = Query(False, description="store and link the heatmap"),
+                        trusted: bool = Depends(score_access)):
     """Capture a frame from the configured source now and score it."""
-    return await run_job(request, Job(origin="capture", heatmap=heatmap))
+    return await run_job(request, Job(origin="capture", heatmap=heatmap and trusted, actuate=trusted,
+                                      record=trusted))
 
 
-@router.post("/score", response_model=ResultOut, responses=SCORE_ERRORS, tags=["score"], openapi_extra=UPLOAD_BODY,
-             dependencies=[Depends(require_score_token)])
+@router.post("/score", response_model=ResultOut, responses=SCORE_ERRORS, tags=["score"], openapi_extra=UPLOAD_BODY)
 async def score_upload(request: Request, heatmap: bool = Query(False, description="store and link the heatmap"),
-                       name: str | None = Query(None, max_length=200, description="label for the inspection log")):
+                       name: str | None = Query(None, max_length=200, description="label for the inspection log"),
+                       trusted: bool = Depends(score_access)):
     """Score the image in the body: ``image/jpeg`` or ``image/png`` (also BMP, TIFF, WebP), or
     multipart/form-data with a ``file`` part."""
     rt = get_runtime(request)
@@ -153,9 +169,9 @@ async def score_upload(request: Request, heatmap: bool = Query(False, descriptio
                        "--data-binary @part.png) or multipart/form-data (curl -F file=@part.png)")
     if not data:
         raise ApiError(400, "bad_image", "empty image body")
-    actuate = rt.config.gpio.reject_on_upload
-    return await run_job(request, Job(origin="upload", data=data, name=name or "upload", heatmap=heatmap,
-                                      actuate=actuate))
+    actuate = trusted and rt.config.gpio.reject_on_upload
+    return await run_job(request, Job(origin="upload", data=data, name=name or "upload", heatmap=heatmap and trusted,
+                                      actuate=actuate, record=trusted))
 
 
 # -- service state -----------------------------------------------------------------------------
@@ -222,11 +238,14 @@ def put_threshold(request: Request, body: ThresholdIn) -> dict[str, Any]:
 @router.get("/results", response_model=ResultsOut, tags=["results"])
 def list_results(request: Request, limit: int = Query(50, ge=1, le=1000),
                  decision: Literal["ok", "reject"] | None = Query(None),
-                 before_id: int | None = Query(None, ge=1, description="page: results older than this id")):
+                 before_id: int | None = Query(None, ge=1, le=MAX_ID, description="page: results older than this id")):
     """Newest first."""
     rows = get_runtime(request).store.list(limit=limit, decision=decision, before_id=before_id)
     items = [row_json(request, r) for r in rows]
     return {"results": items, "count": len(items), "next_before_id": items[-1]["id"] if len(items) == limit else None}
+
+
+ResultId = Path(ge=1, le=MAX_ID, description="inspection-log id")
 
 
 def _row(request: Request, result_id: int) -> dict[str, Any]:
@@ -237,12 +256,12 @@ def _row(request: Request, result_id: int) -> dict[str, Any]:
 
 
 @router.get("/results/{result_id}", response_model=ResultOut, tags=["results"], responses={404: _E})
-def get_result(request: Request, result_id: int):
+def get_result(request: Request, result_id: int = ResultId):
     return row_json(request, _row(request, result_id))
 
 
 @router.get("/results/{result_id}/image", tags=["results"], response_class=FileResponse, responses={404: _E})
-def result_image(request: Request, result_id: int):
+def result_image(request: Request, result_id: int = ResultId):
     """The stored frame (rejects, sampled good frames, ``?heatmap=true`` requests)."""
     row = _row(request, result_id)
     path = get_runtime(request).store.file(row["image_path"])
@@ -253,15 +272,15 @@ def result_image(request: Request, result_id: int):
 
 
 @router.get("/results/{result_id}/heatmap.png", tags=["results"],
-            responses={404: _E, 200: {"content": {"image/png": {}}}})
-def result_heatmap(request: Request, result_id: int,
+            responses={404: _E, 503: _E, 200: {"content": {"image/png": {}}}})
+def result_heatmap(request: Request, result_id: int = ResultId,
                    overlay_image: bool = Query(True, alias="overlay", description="draw over the frame")) -> Response:
     """The anomaly map (blue = 0, middle = threshold, red >= 2 x threshold) over the frame."""
     row = _row(request, result_id)
-    store = get_runtime(request).store
-    amap = store.load_image(row["heatmap_path"])
-    if amap is None:
+    try:
+        png = get_runtime(request).heatmaps.render(row["heatmap_path"], row["image_path"], overlay_image)
+    except RendererBusy as exc:
+        raise ApiError(503, "busy", f"{exc}; retry later", {"Retry-After": "1"}) from None
+    if png is None:
         raise ApiError(404, "not_stored", f"result {result_id} has no stored heatmap")
-    image = store.load_image(row["image_path"]) if overlay_image else None
-    picture = overlay(image, amap) if image is not None else colorize(amap)
-    return Response(encode(picture, "png"), media_type="image/png")
+    return Response(png, media_type="image/png")

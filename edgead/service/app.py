@@ -18,7 +18,7 @@ from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.api import router
 from edgead.service.web import router as web_router
 from edgead.service.config import EdgeadConfig
-from edgead.service.http import BodyLimitMiddleware, install_error_handlers
+from edgead.service.http import UploadGuard, install_error_handlers
 from edgead.service.model_holder import ModelLoader
 from edgead.service.runtime import _UNSET, Runtime
 
@@ -64,7 +64,9 @@ def create_app(config: EdgeadConfig, *, model: Any = None, model_loader: ModelLo
                   description="Visual anomaly detection at the edge: score frames, drive the reject output, "
                               "browse the inspection log.")
     app.state.runtime = runtime
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes)
+    server = config.server
+    app.add_middleware(UploadGuard, max_bytes=server.max_body_bytes, timeout_s=server.body_timeout_s,
+                       max_concurrent=server.max_concurrent_uploads)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(web_router)

@@ -22,6 +22,7 @@ from edgead.capture.base import split_spec
 from edgead.errors import ConfigError
 
 ENV_PREFIX = "EDGEAD_"
+MIN_TOKEN_CHARS = 16
 _FILE_DATA: ContextVar[dict] = ContextVar("edgead_config_file_data", default={})
 
 Pin = int | str
@@ -36,28 +37,58 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port (tests)")
-    token: SecretStr | None = Field(None, description="bearer token for mutating endpoints")
-    token_file: Path | None = Field(None, description="read the token from this file (e.g. a systemd credential)")
-    protect_score: bool = Field(False, description="also require the token for /score")
+    token: SecretStr | None = Field(None, description="bearer token (at least 16 characters) for everything that "
+                                                       "moves the line or writes: /score, PUT /threshold, "
+                                                       "POST /model/reload")
+    token_file: Path | None = Field(None, description="read the token from this file (e.g. a systemd credential); "
+                                                      "a missing, empty or short file stops the daemon at start")
+    protect_score: bool = Field(True, description="with a token configured, /score needs it too. false: clients "
+                                                  "without it may score, but their parts never move the reject "
+                                                  "output and are not logged")
+    max_connections: int = Field(256, ge=8, le=65536,
+                                 description="open connections at most; more get 503 at once. Keep it well under "
+                                             "the unit's LimitNOFILE")
+    max_concurrent_uploads: int = Field(8, ge=1, le=1024,
+                                        description="POST /score bodies received at once; more get 503 at once, "
+                                                    "so slow uploads cannot hold every connection")
+    header_timeout_s: float = Field(10.0, gt=0, le=600,
+                                    description="a connection that has not sent its request headers by then is "
+                                                "closed")
+    body_timeout_s: float = Field(10.0, gt=0, le=600,
+                                  description="an upload whose body has not arrived by then gets 408")
+    keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connections are closed after this")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 30)
-    max_image_pixels: int = Field(50_000_000, ge=4096, description="refuse to decode larger images")
+    max_image_pixels: int = Field(50_000_000, ge=4096, description="refuse to decode larger images (upper cap)")
+    frame_factor: float = Field(64.0, gt=0, le=100_000,
+                                description="largest frame, in multiples of the frame pixels the model uses")
+    max_concurrent_renders: int = Field(2, ge=1, le=64, description="heatmap pictures rendered at once; more -> 503")
+    frame_memory_mb: float = Field(96.0, gt=0, description="memory one decoded frame and its copies may take")
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     access_log: bool = False
 
     @field_validator("token")
     @classmethod
     def _token_strength(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and v.get_secret_value() and len(v.get_secret_value()) < 16:
+        if v is not None and v.get_secret_value() and len(v.get_secret_value()) < MIN_TOKEN_CHARS:
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
         return v or None
 
     def bearer_token(self) -> str | None:
-        """The configured token (from ``token`` or ``token_file``), or None."""
+        """The configured token (from ``token`` or ``token_file``), or None. Fails closed: a token
+        file that is missing, unreadable, empty or short is a ConfigError, never "no auth"."""
         if self.token is not None:
             return self.token.get_secret_value()
-        if self.token_file is not None:
-            return self.token_file.read_text().strip() or None
-        return None
+        if self.token_file is None:
+            return None
+        try:
+            value = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"server.token_file {self.token_file}: cannot read it ({exc.strerror or exc})") from None
+        if len(value) < MIN_TOKEN_CHARS:
+            what = "is empty" if not value else f"holds {len(value)} characters"
+            raise ConfigError(f"server.token_file {self.token_file}: {what}; a token needs at least "
+                              f"{MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 24`)")
+        return value
 
 
 class ModelConfig(_Section):
@@ -88,7 +119,8 @@ class SourceConfig(_Section):
     loop: bool = True
     timeout_s: float = Field(5.0, gt=0, le=120)
     reopen_initial_s: float = Field(0.5, gt=0, le=600)
-    reopen_max_s: float = Field(30.0, gt=0, le=3600)
+    reopen_max_s: float = Field(4.0, gt=0, le=3600, description="longest wait between reopen attempts")
+    probe_interval_s: float = Field(0.5, ge=0, le=60, description="watch an idle source this often (0: off)")
 
     @field_validator("spec")
     @classmethod
@@ -183,6 +215,7 @@ class InspectionConfig(_Section):
     max_results: int = Field(1_000_000, ge=0, description="rows kept (0: unlimited)")
     max_images: int = Field(2000, ge=0, description="stored frames kept (0: unlimited)")
     max_image_mb: float = Field(1024.0, ge=0, description="disk for stored frames (0: unlimited)")
+    max_stored_side: int = Field(1600, ge=64, le=16384, description="stored frames are shrunk to this longest side")
 
 
 class EdgeadConfig(BaseSettings):

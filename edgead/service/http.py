@@ -1,21 +1,26 @@
-"""HTTP plumbing: JSON errors for every failure, the request-body size limit, bearer tokens."""
+"""HTTP plumbing: JSON errors for every failure, bounds on request bodies (size, time, how many
+at once), bearer tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.requests import ClientDisconnect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+               406: "not_acceptable", 408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
                422: "unprocessable", 429: "too_many_requests", 503: "unavailable"}
 
 
@@ -25,6 +30,12 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+class BodyTimeout(ApiError):
+    def __init__(self, limit: float):
+        super().__init__(408, "request_timeout", f"request body not received within {limit:g} s "
+                                                 "(server.body_timeout_s)", {"Connection": "close"})
 
 
 class BodyTooLarge(ApiError):
@@ -56,25 +67,39 @@ def install_error_handlers(app: FastAPI) -> None:
             parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
         return error_response(400, "invalid_request", "; ".join(parts) or "invalid request")
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # a client that hangs up mid-upload is the network's business, not an error of ours
+        log.debug("client %s went away during %s %s", request.client, request.method, request.url.path)
+        return error_response(400, "bad_request", "client disconnected")
+
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+        # the details stay in the journal: an exception's text is no answer for a stranger on the network
+        return error_response(500, "internal_error", "internal error; the daemon's log has the details")
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes`` with 413: at once from Content-Length, or while
-    streaming a chunked body (the endpoint's read raises BodyTooLarge)."""
+class UploadGuard:
+    """Bounds every request body: over ``max_bytes`` -> 413 (at once from Content-Length, or
+    while a chunked body streams in); not complete within ``timeout_s`` -> 408; more than
+    ``max_concurrent`` bodies arriving at once -> 503 without reading, so slow uploads cannot
+    tie up every connection the daemon has."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0, max_concurrent: int = 8):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.max_concurrent = max_concurrent
+        self.receiving = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length")
+        length = 0
         if declared is not None:
             try:
                 length = int(declared)
@@ -88,18 +113,48 @@ class BodyLimitMiddleware:
                 await error_response(413, "payload_too_large", BodyTooLarge(self.max_bytes).detail,
                                      {"Connection": "close"})(scope, receive, send)
                 return
+        has_body = length > 0 or b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        if self.receiving >= self.max_concurrent:
+            await error_response(503, "busy", f"{self.receiving} uploads already arriving "
+                                              "(server.max_concurrent_uploads); retry later",
+                                 {"Retry-After": "1", "Connection": "close"})(scope, receive, send)
+            return
+        self.receiving += 1
+        receiving = True
+        deadline = time.monotonic() + self.timeout_s
         seen = 0
 
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+        async def guarded() -> Message:
+            nonlocal seen, receiving
+            if not receiving:  # the body is in: later receives wait for the disconnect, unbounded
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                if not message.get("more_body", False):
+                    self._done()
+                    receiving = False
+            else:
+                self._done()
+                receiving = False
             return message
 
-        await self.app(scope, limited, send)
+        try:
+            await self.app(scope, guarded, send)
+        finally:
+            if receiving:
+                self._done()
+
+    def _done(self) -> None:
+        self.receiving -= 1
 
 
 async def _drain_some(receive: Receive, budget: int) -> None:
@@ -115,12 +170,18 @@ async def _drain_some(receive: Receive, budget: int) -> None:
             return
 
 
-def check_bearer(request: Request, token: str | None) -> None:
-    """ApiError 401 unless the request carries ``Authorization: Bearer <token>``."""
+def bearer_ok(credentials: HTTPAuthorizationCredentials | None, token: str | None) -> bool:
+    """True when no token is configured, or the request carries ``Authorization: Bearer <token>``."""
     if token is None:
-        return
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), token.encode()):
+        return True
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return False
+    return secrets.compare_digest(credentials.credentials.strip().encode(), token.encode())
+
+
+def check_bearer(credentials: HTTPAuthorizationCredentials | None, token: str | None) -> None:
+    """ApiError 401 unless :func:`bearer_ok`."""
+    if not bearer_ok(credentials, token):
         raise ApiError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)",
                        {"WWW-Authenticate": "Bearer"})
 

@@ -68,6 +68,7 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
         setup_logging(config.log_level)
         if config.model.path is None:
             raise ConfigError("no model: pass --model DIR or set [model] path in the config")
+        config.token  # noqa: B018 -- a missing, empty or short token file stops the daemon here (fails closed)
         # a decompression bomb must fail to decode instead of exhausting a 1 GB Pi (read at first decode)
         if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip():  # an empty value aborts OpenCV
             os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(config.server.max_image_pixels)
@@ -97,6 +98,20 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
     return run_server(app, config)
 
 
+def uvicorn_config(app: Any, config: Any, **extra: Any) -> Any:
+    """uvicorn's settings for the daemon: bounded connections, headers and keep-alive."""
+    import uvicorn
+
+    from edgead.service.connections import guarded_h11
+
+    s = config.server
+    return uvicorn.Config(
+        app, host=s.host, port=s.port, log_config=None, access_log=s.access_log, server_header=False,
+        timeout_graceful_shutdown=10, lifespan="on", http=guarded_h11(s.header_timeout_s),
+        limit_concurrency=s.max_connections, timeout_keep_alive=s.keep_alive_s,
+        h11_max_incomplete_event_size=16 * 1024, **extra)
+
+
 def run_server(app: Any, config: Any) -> int:
     """Serve ``app`` until SIGTERM/SIGINT; READY=1 goes to systemd once the socket listens."""
     import uvicorn
@@ -121,10 +136,7 @@ def run_server(app: Any, config: Any) -> int:
     if config.server.host not in ("127.0.0.1", "::1", "localhost") and config.token is None:
         log.warning("listening on %s without server.token: anyone on the network can reload the model and change "
                     "the threshold", config.server.host)
-    server = NotifyingServer(uvicorn.Config(
-        app, host=config.server.host, port=config.server.port, log_config=None, access_log=config.server.access_log,
-        server_header=False, timeout_graceful_shutdown=10, lifespan="on",
-    ))
+    server = NotifyingServer(uvicorn_config(app, config))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits on bind errors after logging them

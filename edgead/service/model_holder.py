@@ -19,6 +19,21 @@ from edgead.outputs.inspection_log import InspectionLog
 
 log = logging.getLogger(__name__)
 
+# A threshold this far from the artifact's calibrated one is a typo, and a tiny one makes every
+# normalised score overflow to infinity (which JSON cannot carry).
+THRESHOLD_RANGE = 1e6
+
+
+def threshold_problem(value: float, base: float) -> str | None:
+    """Why ``value`` cannot be the threshold of a model calibrated at ``base`` (None: it can)."""
+    if not math.isfinite(value) or value <= 0:
+        return f"threshold {value}: must be a positive finite number"
+    low, high = base / THRESHOLD_RANGE, base * THRESHOLD_RANGE
+    if not low <= value <= high:
+        return (f"threshold {value:g}: outside {low:.3g} .. {high:.3g} (within a factor of {THRESHOLD_RANGE:g} of "
+                f"the artifact's {base:.6g})")
+    return None
+
 ModelLoader = Callable[..., Any]
 
 
@@ -53,10 +68,16 @@ class ModelHolder:
     def _apply_threshold(self, model: Any, config_threshold: float | None) -> None:
         """Set the persisted or configured threshold on a freshly loaded ``model``."""
         stored = self._store.threshold_override(model.sha256) if self._store is not None else None
+        base = float(model.threshold)
+        if stored is not None and (problem := threshold_problem(stored, base)) is not None:
+            log.warning("ignoring the stored threshold override: %s", problem)
+            stored = None
         if stored is not None:
             model.set_threshold(stored)
             self.threshold_source = "override"
         elif config_threshold is not None:
+            if (problem := threshold_problem(config_threshold, base)) is not None:
+                raise ConfigError(f"model.threshold: {problem}")
             model.set_threshold(config_threshold)
             self.threshold_source = "config"
         else:
@@ -66,6 +87,8 @@ class ModelHolder:
         """The artifact path to load: the current one, or ``path`` if it lies in a reload root."""
         if path is None:
             return Path(self.model.path)
+        if "\x00" in str(path):
+            raise ArtifactError("the model path contains a NUL byte")
         candidate = Path(path).expanduser().resolve()
         if not any(candidate == root or root in candidate.parents for root in self.reload_roots):
             allowed = ", ".join(str(r) for r in self.reload_roots)
@@ -103,8 +126,9 @@ class ModelHolder:
             model.set_threshold(self.base_threshold)
             self.threshold_source = "artifact"
         else:
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"threshold {value}: must be a positive finite number")
+            problem = threshold_problem(value, self.base_threshold)
+            if problem is not None:
+                raise ConfigError(problem)
             model.set_threshold(float(value))
             self.threshold_source = "override"
         if persist and self._store is not None:

@@ -11,11 +11,12 @@ from typing import Any, Callable
 from edgead.capture.base import CaptureError
 from edgead.capture.supervisor import SourceSupervisor
 from edgead.errors import ImageError
-from edgead.images import decode_image
+from edgead.images import decode_image, shrink_to
 from edgead.outputs.gpio import LineIO
 from edgead.outputs.inspection_log import InspectionLog, Record
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.config import EdgeadConfig
+from edgead.service.frame_limits import check_frame_size, check_header, frame_pixel_limit
 from edgead.service.model_holder import ModelHolder, identity_of
 from edgead.service.worker import Job
 
@@ -92,7 +93,10 @@ class Inspector:
                 source = frame.name
             else:
                 t0 = time.perf_counter()
+                limit = frame_pixel_limit(model, self.config.server)
+                check_header(job.data, limit, job.name)  # refused before a decode could take the memory
                 image = decode_image(job.data, job.name)
+                check_frame_size(image.shape[1], image.shape[0], limit, job.name)  # a header that did not say
                 timings["decode"] = (time.perf_counter() - t0) * 1e3
                 reference, ts, source = job.received, job.received_wall, job.name
             # a heatmap asked for is needed anyway: one search for score and map; otherwise the
@@ -124,8 +128,10 @@ class Inspector:
                         model_sha256=identity["sha256"], latency_ms=timings)
         stored = None
         try:
-            stored = self.store.record(record, image if store_image else None,
-                                       result.anomaly_map if store_image else None)
+            if job.record:
+                kept = shrink_to(image, self.config.inspection.max_stored_side) if store_image else None
+                stored = self.store.record(record, kept,
+                                           result.anomaly_map if store_image else None)
         except Exception:  # a full/broken disk must not stop the line: the decision still goes out
             log.exception("inspection log: cannot record a result")
             self.metrics.log_errors.inc()

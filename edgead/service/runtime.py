@@ -15,6 +15,7 @@ from edgead.outputs.gpio import GpioSettings, LineIO, make_pin_factory
 from edgead.outputs.inspection_log import InspectionLog, Retention
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.config import EdgeadConfig
+from edgead.service.heatmaps import HeatmapRenderer
 from edgead.service.model_holder import ModelHolder, ModelLoader
 from edgead.service.live import LiveFeed
 from edgead.service.pipeline import Inspector, Outcome
@@ -82,12 +83,15 @@ class Runtime:
         self.store = InspectionLog(c.data_dir, synchronous=c.synchronous, image_format=c.image_format,
                                    jpeg_quality=c.jpeg_quality,
                                    retention=Retention(c.max_results, c.max_images, int(c.max_image_mb * 1024 * 1024)))
+        self.heatmaps = HeatmapRenderer(self.store, config.server.max_concurrent_renders, c.max_stored_side)
         self.holder = ModelHolder(model, loader, precision=precision, threads=config.model.threads,
                                   search=config.model.search, log_store=self.store,
                                   config_threshold=config.model.threshold, reload_roots=config.model.reload_roots)
         if source is _UNSET:
             source = parse_source(config.source.spec, source_options(config, model))
-        self.supervisor = (SourceSupervisor(source, config.source.reopen_initial_s, config.source.reopen_max_s)
+        self.supervisor = (SourceSupervisor(source, config.source.reopen_initial_s, config.source.reopen_max_s,
+                                            probe_interval=config.source.probe_interval_s,
+                                            on_change=self.update_outputs)
                            if source is not None else None)
         self.line: LineIO | None = None
         if config.gpio.enabled:
@@ -108,6 +112,7 @@ class Runtime:
         if self.supervisor is not None:
             if self.supervisor.start():
                 log.info("source %s open", self.supervisor.spec)
+            self.supervisor.watch()
         mode = self.config.trigger.mode
         if mode == "continuous":
             self.continuous = ContinuousTrigger(self.submit, self.config.trigger.rate_hz,

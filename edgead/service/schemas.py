@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class ModelIdentity(BaseModel):
@@ -45,7 +45,15 @@ class ErrorOut(BaseModel):
 
 
 class ReloadIn(BaseModel):
-    path: str | None = Field(None, description="artifact directory; default: reload the current path")
+    path: str | None = Field(None, min_length=1, max_length=4096,
+                             description="artifact directory; default: reload the current path")
+
+    @field_validator("path")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("a path cannot contain a NUL byte")
+        return v
 
 
 class ThresholdIn(BaseModel):

@@ -36,7 +36,8 @@ class WorkerStopped(Exception):
 @dataclass
 class Job:
     """One frame to score. ``origin``: capture (GET /score), upload (POST /score), continuous,
-    gpio. ``data`` holds the encoded upload; capture jobs grab a frame in the worker."""
+    gpio. ``data`` holds the encoded upload; capture jobs grab a frame in the worker.
+    ``actuate``/``record``: whether a reject moves the line and the part is logged."""
 
     origin: str
     data: bytes | None = None

@@ -1,0 +1,76 @@
+"""Frame limits follow the model and the memory budget, are checked on the header before a
+decode, and stored frames are bounded in size."""
+
+from __future__ import annotations
+
+import zlib
+import struct
+
+import cv2
+import httpx
+import numpy as np
+from service_harness import FakeModel, serve
+from test_service_runtime import config, post
+
+from edgead.service import pipeline
+from edgead.service.app import create_app
+from edgead.service.frame_limits import frame_pixel_limit, header_size, model_frame_pixels
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares width x height with almost no data: decoding it would take the memory."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+class Tiled:
+    input_size = (224, 224)
+
+    class tiling:
+        count = 9
+
+    class preprocess_cfg:
+        roi = (0.0, 0.0, 0.5, 0.5)
+        roi_units = "fraction"
+
+
+def test_limit_follows_model_tiles_roi_and_memory(tmp_path):
+    assert model_frame_pixels(FakeModel()) == 32 * 32
+    assert model_frame_pixels(Tiled()) == 224 * 224 * 9 * 4
+    server = config(tmp_path).server
+    assert frame_pixel_limit(FakeModel(), server) == 32 * 32 * server.frame_factor
+    big = config(tmp_path, server={"frame_factor": 1e4, "frame_memory_mb": 9}).server
+    assert frame_pixel_limit(Tiled(), big) == 1024 * 1024  # 9 MB / (3 bytes x 3 copies)
+    capped = config(tmp_path, server={"frame_factor": 1e4, "frame_memory_mb": 1e6, "max_image_pixels": 5000}).server
+    assert frame_pixel_limit(Tiled(), capped) == 5000
+
+
+def test_oversized_frame_is_413_before_decoding(tmp_path, monkeypatch):
+    decoded: list[str] = []
+    real = pipeline.decode_image
+    monkeypatch.setattr(pipeline, "decode_image", lambda data, name: decoded.append(name) or real(data, name))
+    app = create_app(config(tmp_path), model=FakeModel())
+    bomb = huge_png_header(7000, 7000)
+    assert header_size(bomb) == (7000, 7000)
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((300, 300, 3), np.uint8))  # 90 k pixels > 32 x 32 x 64
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        for data, media in ((bomb, "image/png"), (jpeg.tobytes(), "image/jpeg")):
+            r = post(client, data, headers={"Content-Type": media})
+            assert r.status_code == 413, r.text
+            assert r.json()["error"] == "image_too_large" and "MP" in r.json()["detail"]
+        assert decoded == []  # refused on the header alone
+        assert client.get("/results").json()["count"] == 0
+
+
+def test_stored_reject_is_shrunk(tmp_path):
+    cfg = config(tmp_path, server={"frame_factor": 1000}, inspection={"max_stored_side": 100})
+    app = create_app(cfg, model=FakeModel())
+    ok, png = cv2.imencode(".png", np.full((300, 400, 3), 250, np.uint8))
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        r = post(client, png.tobytes())
+        assert r.status_code == 200 and r.json()["decision"] == "reject"
+        stored = client.get(f"/results/{r.json()['id']}/image")
+        image = cv2.imdecode(np.frombuffer(stored.content, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape[:2] == (75, 100)
