@@ -327,3 +327,32 @@ def test_topk_mean_image_score(synth_root, synthetic_images, tmp_path):
     labels = [0] * len(synthetic_images["good"]) + [1] * len(synthetic_images["bad"])
     from edgead.metrics_math import auroc
     assert auroc(np.array(labels), np.array(scores)) > 0.9
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_served_score_is_the_reweighted_maximum(model_dir, synthetic_images, precision):
+    """The served image score is the paper's eq. 7, worked out here by brute force from the
+    artifact's own files: the largest patch distance to the bank, times 1 - softmax weight of
+    its distances to the b bank rows nearest m*. The plain maximum is a different number."""
+    from edgead.images import read_image
+
+    b = 9  # the export's default support set (the paper's)
+    with np.load(model_dir / "memory.q8.npz") as z:  # bank ~ mean + scale * codes, per row
+        bank = z["codes"].astype(np.float64) * z["scale"][:, None] + z["mean"]
+    model = load_model(model_dir, precision=precision)
+    for path in synthetic_images["good"][:4] + synthetic_images["bad"][:4]:
+        img = read_image(path)
+        feats = model.features(img)[0][0]
+        patches = feats.reshape(feats.shape[0], -1).T.astype(np.float64)
+        to_bank = np.sqrt(((patches[:, None, :] - bank[None]) ** 2).sum(-1))
+        i_star = int(np.argmax(to_bank.min(1)))  # the most anomalous patch
+        m_star = int(np.argmin(to_bank[i_star]))
+        s_star = float(to_bank[i_star, m_star])
+        support = np.argsort(np.sqrt(((bank - bank[m_star]) ** 2).sum(-1)), kind="stable")[:b]
+        d = to_bank[i_star, np.concatenate(([m_star], support[support != m_star]))[:b]]
+        expected = (1.0 - np.exp(d[0] - d.max()) / np.exp(d - d.max()).sum()) * s_star
+        served = model.score(img)
+        # float32 against float64 agree to ~1e-7 here; the weight moves these scores by 5e-5 to 1e-2
+        assert served.score == pytest.approx(expected, rel=2e-6), path.name
+        assert model.score(img, defer_map=False).score == pytest.approx(expected, rel=2e-6)  # eval's path
+        assert s_star > served.score * (1 + 1e-5)  # so the plain maximum would fail the line above
