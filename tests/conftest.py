@@ -14,6 +14,23 @@ SHARED_DATA = Path(os.environ.get("EDGEAD_SHARED_DATA", REPO.parent / "shared" /
 SYNTH_SIZE = 128
 
 
+def pytest_addoption(parser):
+    parser.addoption("--monotonic-start", type=float, default=None, metavar="SECONDS",
+                     help="make time.monotonic() start at SECONDS (e.g. 0: a machine that has just booted; "
+                          "negative: the reference point Python leaves undefined)")
+
+
+def pytest_configure(config):
+    """``--monotonic-start``: code that takes some monotonic value for "long ago" (0.0, say) works
+    on a machine up for days and fails on one that booted minutes ago; this shows it on any."""
+    start = config.getoption("--monotonic-start")
+    if start is not None:
+        import time
+
+        real, zero = time.monotonic, time.monotonic()
+        time.monotonic = lambda: real() - zero + start  # before edgead binds it anywhere
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from edgead.synthetic import write_dataset

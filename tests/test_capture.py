@@ -274,15 +274,16 @@ class ScriptedSource(FrameSource):
 
 
 class Clock:
-    def __init__(self):
-        self.t = 1000.0
+    def __init__(self, t: float = 1000.0):
+        self.t = t
 
     def __call__(self):
         return self.t
 
 
-def test_supervisor_backoff_and_reopen():
-    src, clock = ScriptedSource(), Clock()
+@pytest.mark.parametrize("start", [1000.0, 0.0, -1000.0])  # monotonic time's origin is undefined
+def test_supervisor_backoff_and_reopen(start):
+    src, clock = ScriptedSource(), Clock(start)
     sup = SourceSupervisor(src, backoff_initial=1.0, backoff_max=4.0, clock=clock)
     assert sup.start() and sup.state == "ok"
     sup.capture()
