@@ -60,13 +60,15 @@ class FrameSource(ABC):
     """A source of frames. Not thread-safe: the supervisor serialises calls.
 
     A subclass that sets ``kind`` serves the specs ``<kind>[:<arg>]``: ``syntax`` shows the
-    spec in messages, ``summary`` says what it is, ``check_arg`` refuses a bad ``arg`` before
-    anything opens and ``from_spec`` builds the source."""
+    spec in messages, ``summary`` says what it is, ``arg_needed`` names the argument it cannot
+    do without (if any), ``check_arg`` refuses a bad ``arg`` before anything opens and
+    ``from_spec`` builds the source."""
 
     spec: str = ""
     kind: ClassVar[str] = ""
     syntax: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    arg_needed: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -82,7 +84,7 @@ class FrameSource(ABC):
     @classmethod
     def check_arg(cls, arg: str) -> str | None:
         """What is wrong with the spec's ``arg`` (the text after ``kind:``), or None."""
-        return None
+        return f"missing {cls.arg_needed}" if cls.arg_needed and not arg else None
 
     @classmethod
     def from_spec(cls, arg: str, options: "SourceOptions") -> "FrameSource":

@@ -18,10 +18,7 @@ class FolderSource(FrameSource):
     kind = "folder"
     syntax = "folder:<dir>"
     summary = "replay the images of a folder in name order, looping (demos, tests)"
-
-    @classmethod
-    def check_arg(cls, arg: str) -> str | None:
-        return None if arg else "missing directory"
+    arg_needed = "directory"
 
     @classmethod
     def from_spec(cls, arg: str, options: SourceOptions) -> "FolderSource":

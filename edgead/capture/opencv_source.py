@@ -16,10 +16,7 @@ class OpenCVSource(FrameSource):
     kind = "opencv"
     syntax = "opencv:<index|url|file>"
     summary = "a USB camera (opencv:0), an RTSP/HTTP stream or a video file"
-
-    @classmethod
-    def check_arg(cls, arg: str) -> str | None:
-        return None if arg else "missing index or url"
+    arg_needed = "index or url"
 
     @classmethod
     def from_spec(cls, arg: str, options: SourceOptions) -> "OpenCVSource":
