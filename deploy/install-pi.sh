@@ -13,14 +13,17 @@
 # (--system-site-packages), user `edgead` (groups video, gpio), /etc/edgead/{edgead.toml,token},
 # /var/lib/edgead/{models,images,inspections.sqlite3}, and edgead.service enabled.
 # Re-running upgrades the code and keeps config, token, models and the log.
+# EDGEAD_INSTALL_ROOT=DIR puts every file under DIR instead of / (the tests run the script so,
+# with the system commands replaced by recorders).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HERE")"
-PREFIX=/opt/edgead
+ROOT="${EDGEAD_INSTALL_ROOT:-}"
+PREFIX="$ROOT/opt/edgead"
 VENV="$PREFIX/venv"
-ETC=/etc/edgead
-STATE=/var/lib/edgead
+ETC="$ROOT/etc/edgead"
+STATE="$ROOT/var/lib/edgead"
 MODEL=""
 FROM="$REPO"
 ADMIN="${SUDO_USER:-}"
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
         --from) FROM="${2:?--from needs a pip spec}"; shift 2 ;;
         --admin) ADMIN="${2:?--admin needs a user}"; shift 2 ;;
         --no-start) START=0; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -106,7 +109,7 @@ if [ -n "$MODEL" ]; then
 fi
 
 say "systemd unit"
-install -m 0644 "$REPO/systemd/edgead.service" /etc/systemd/system/edgead.service
+install -m 0644 "$REPO/systemd/edgead.service" "$ROOT/etc/systemd/system/edgead.service"
 systemctl daemon-reload
 systemctl enable edgead.service >/dev/null
 

@@ -14,6 +14,23 @@ SHARED_DATA = Path(os.environ.get("EDGEAD_SHARED_DATA", REPO.parent / "shared" /
 SYNTH_SIZE = 128
 
 
+def pytest_addoption(parser):
+    parser.addoption("--monotonic-start", type=float, default=None, metavar="SECONDS",
+                     help="make time.monotonic() start at SECONDS (e.g. 0: a machine that has just booted; "
+                          "negative: the reference point Python leaves undefined)")
+
+
+def pytest_configure(config):
+    """``--monotonic-start``: code that takes some monotonic value for "long ago" (0.0, say) works
+    on a machine up for days and fails on one that booted minutes ago; this shows it on any."""
+    start = config.getoption("--monotonic-start")
+    if start is not None:
+        import time
+
+        real, zero = time.monotonic, time.monotonic()
+        time.monotonic = lambda: real() - zero + start  # before edgead binds it anywhere
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from edgead.synthetic import write_dataset
@@ -35,7 +52,7 @@ def _export(synth_root: Path, out: Path, method: str, **kw) -> Path:
     from edgead_export.pipeline import ExportConfig, export_model
 
     cfg = ExportConfig(data=synth_root, out=out, method=method, preprocess=PreprocessConfig(input_size=(SYNTH_SIZE, SYNTH_SIZE)),
-                       coreset=0.1, progress=False, threads=2, calib_images=16, **{"keep_fp32": True, **kw})
+                       coreset=0.1, progress=False, threads=2, **{"calib_images": 16, "keep_fp32": True, **kw})
     return export_model(cfg)[0]
 
 
@@ -48,6 +65,25 @@ def model_dir(synth_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def padim_model_dir(synth_root, tmp_path_factory) -> Path:
     return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-padim", "padim", padim_dim=64)
+
+
+@pytest.fixture(scope="session")
+def topk_int8_model_dir(synth_root, tmp_path_factory) -> Path:
+    """PatchCore scored by the mean of the 5 largest patch distances, exported as when INT8 passes
+    parity (the FP32 backbone left out): one export for the tests of either."""
+    import edgead_export.pipeline as pipeline
+
+    real = pipeline.calibrate
+
+    def int8_default(*args, **kwargs):
+        report = real(*args, **kwargs)
+        report["default_precision"] = "int8"
+        return report
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "calibrate", int8_default)
+        return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-topk", "patchcore", keep_fp32=False,
+                       calib_images=8, image_score="topk_mean", topk=5)
 
 
 @pytest.fixture()

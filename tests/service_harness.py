@@ -17,7 +17,7 @@ from edgead.errors import ArtifactError, ConfigError
 from edgead.result import ScoreResult
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.02) -> Any:
     """Poll until ``predicate()`` is truthy; its value, or AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -46,7 +46,7 @@ def serve(app: Any) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn", daemon=True)
     thread.start()
     try:
-        wait_for(lambda: server.started or not thread.is_alive(), timeout=30)
+        wait_for(lambda: server.started or not thread.is_alive(), timeout=120)
         assert server.started, "uvicorn did not start"
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -3,6 +3,7 @@ through a stand-in module, reopen with exponential backoff."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from edgead.capture import CaptureError, SourceSupervisor, SourceUnavailable, open_source, parse_source
+from edgead.capture import base as capture_base
+from edgead.capture import registry
 from edgead.capture.base import Frame, FrameSource, SourceOptions
 from edgead.capture.folder import FolderSource
 from edgead.capture.opencv_source import OpenCVSource
@@ -37,6 +40,92 @@ def test_parse_specs(tmp_path):
     with pytest.raises(ConfigError):
         open_source("none")
 
+
+
+@pytest.mark.parametrize("spec, cls", [("folder:/data/parts", FolderSource), ("opencv:0", OpenCVSource),
+                                       ("opencv:rtsp://cam/stream", OpenCVSource), ("picamera2", Picamera2Source),
+                                       ("picamera2:1", Picamera2Source), ("FOLDER: /data ", FolderSource)])
+def test_every_kind_resolves_to_its_source(spec, cls):
+    assert type(parse_source(spec)) is cls
+    assert registry.source_kinds()[cls.kind] is cls
+
+
+def test_the_registry_finds_every_source_module():
+    """Each module of edgead.capture that defines a source with a kind is in the registry."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import edgead.capture
+
+    found = {}
+    for module in pkgutil.iter_modules(edgead.capture.__path__, "edgead.capture."):
+        for _, obj in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+            if issubclass(obj, FrameSource) and obj.__dict__.get("kind"):
+                found[obj.kind] = obj
+    assert found == registry.source_kinds() and set(found) == {"folder", "opencv", "picamera2"}
+    for cls in found.values():
+        assert cls.syntax.startswith(cls.kind) and cls.summary
+
+
+def test_unknown_kind_lists_the_known_ones():
+    with pytest.raises(ConfigError) as exc:
+        parse_source("webcam:0")
+    message = str(exc.value)
+    assert "unknown kind 'webcam'" in message
+    for cls in registry.source_kinds().values():
+        assert cls.syntax in message
+    assert message.endswith("or none")
+
+
+def test_a_new_source_is_one_class(monkeypatch, tmp_path):
+    """A FrameSource subclass naming a kind is all it takes to serve a spec."""
+    monkeypatch.setattr(capture_base, "_KINDS", dict(capture_base._KINDS))  # registered for this test only
+
+    class EchoSource(FrameSource):
+        kind, syntax, summary = "echo", "echo:<text>", "frames named after the text"
+
+        def __init__(self, text):
+            self.text, self.spec = text, f"echo:{text}"
+
+        @classmethod
+        def check_arg(cls, arg):
+            return None if arg else "missing text"
+
+        @classmethod
+        def from_spec(cls, arg, options):
+            return cls(arg)
+
+        def open(self):
+            pass
+
+        def read(self):
+            return Frame(np.zeros((2, 2, 3), np.uint8), name=self.text)
+
+        def close(self):
+            pass
+
+    with open_source("echo:hello") as src:
+        assert isinstance(src, EchoSource) and src.read().name == "hello"
+    with pytest.raises(ConfigError, match="missing text.*echo:<text>"):
+        parse_source("echo:")
+    with pytest.raises(TypeError, match="'folder' is served by both"):
+        type("OtherFolder", (FrameSource,), {"kind": "folder"})
+
+
+def test_resolving_sources_loads_no_device_library():
+    """Listing and building sources imports neither picamera2 (it only exists on a Pi) nor
+    OpenCV: the daemon validates its source spec before it sets OpenCV's decompression-bomb
+    pixel limit, which OpenCV reads once, when it loads."""
+    code = ("import sys; from edgead.capture import parse_source; from edgead.capture.registry import source_kinds;"
+            "from edgead.service.config import EdgeadConfig;"
+            "kinds = source_kinds(); src = [parse_source(s) for s in ('picamera2:0', 'opencv:0', 'folder:/x')];"
+            "EdgeadConfig(source={'spec': 'folder:/x'});"
+            "loaded = [m for m in ('picamera2', 'cv2') if m in sys.modules]; assert not loaded, loaded;"
+            "print(*kinds, *(type(s).__name__ for s in src))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["folder", "opencv", "picamera2", "Picamera2Source", "OpenCVSource", "FolderSource"]
 
 def test_folder_replays_in_order_and_loops(tmp_path):
     for name, value in (("b.png", 20), ("a.png", 10), ("c.jpg", 30)):
@@ -185,15 +274,16 @@ class ScriptedSource(FrameSource):
 
 
 class Clock:
-    def __init__(self):
-        self.t = 1000.0
+    def __init__(self, t: float = 1000.0):
+        self.t = t
 
     def __call__(self):
         return self.t
 
 
-def test_supervisor_backoff_and_reopen():
-    src, clock = ScriptedSource(), Clock()
+@pytest.mark.parametrize("start", [1000.0, 0.0, -1000.0])  # monotonic time's origin is undefined
+def test_supervisor_backoff_and_reopen(start):
+    src, clock = ScriptedSource(), Clock(start)
     sup = SourceSupervisor(src, backoff_initial=1.0, backoff_max=4.0, clock=clock)
     assert sup.start() and sup.state == "ok"
     sup.capture()

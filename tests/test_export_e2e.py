@@ -112,50 +112,41 @@ def test_truncated_and_unknown_schema_refused(model_dir, tmp_path):
         load_model(copy)
 
 
-def test_interrupted_export_leaves_previous_artifact(synth_root, model_dir, tmp_path, monkeypatch):
+def test_interrupted_export_leaves_previous_artifact(model_dir, tmp_path, monkeypatch):
     import shutil
 
     import edgead_export.pipeline as pipeline
     from edgead.preprocess import PreprocessConfig
+    from edgead.synthetic import write_dataset
 
     out = tmp_path / "model"
     shutil.copytree(model_dir, out)
     before = (out / "manifest.json").read_bytes()
+    staged: list[list[str]] = []
 
     def boom(*a, **k):
-        raise KeyboardInterrupt("killed during quantization")
+        staged.extend(sorted(p.name for p in d.iterdir()) for d in tmp_path.glob(".model.tmp-*"))
+        raise KeyboardInterrupt("killed while writing the backbone")
 
-    monkeypatch.setattr(pipeline, "quantize_int8", boom)
-    cfg = pipeline.ExportConfig(data=synth_root, out=out, preprocess=PreprocessConfig(input_size=(128, 128)), progress=False)
+    monkeypatch.setattr(pipeline, "export_onnx", boom)
+    data = write_dataset(tmp_path / "parts", n_train=8, n_test_good=0, n_test_bad=0, size=64)  # a small, quick fit
+    cfg = pipeline.ExportConfig(data=data, out=out, preprocess=PreprocessConfig(input_size=(64, 64)), progress=False)
     with pytest.raises(KeyboardInterrupt):
         pipeline.export_model(cfg)
+    assert len(staged) == 1 and "memory.q8.npz" in staged[0]  # killed half-way through writing the new one
     assert (out / "manifest.json").read_bytes() == before
     load_model(out)  # still verifies
     assert not list(tmp_path.glob(".model.tmp-*"))
 
 
-def test_fp32_backbone_left_out_when_int8_is_the_default(synth_root, tmp_path, monkeypatch):
-    pytest.importorskip("torch")
-    import edgead_export.pipeline as pipeline
-    from edgead.preprocess import PreprocessConfig
-
-    real = pipeline.calibrate
-
-    def int8_default(*a, **k):
-        report = real(*a, **k)
-        report["default_precision"] = "int8"
-        return report
-
-    monkeypatch.setattr(pipeline, "calibrate", int8_default)
-    cfg = pipeline.ExportConfig(data=synth_root, out=tmp_path / "m", preprocess=PreprocessConfig(input_size=(128, 128)),
-                                coreset=0.1, progress=False, calib_images=8)
-    _, m = pipeline.export_model(cfg)
-    assert "backbone.onnx" not in m["files"] and not (tmp_path / "m" / "backbone.onnx").exists()
-    assert set(m["files"]) == {"backbone.int8.onnx", "memory.q8.npz", "memory.knn.npy"}
+def test_fp32_backbone_left_out_when_int8_is_the_default(topk_int8_model_dir):
+    m = json.loads((topk_int8_model_dir / "manifest.json").read_text())
+    assert "backbone.onnx" not in m["files"] and not (topk_int8_model_dir / "backbone.onnx").exists()
+    assert set(m["files"]) == {"backbone.int8.onnx", "memory.q8.npz"}  # (top-k mean: no support table)
     assert "fp32_vs_torch_max_rel_diff" in m["parity"]
-    assert load_model(tmp_path / "m").precision == "int8"
+    assert load_model(topk_int8_model_dir).precision == "int8"
     with pytest.raises(ArtifactError, match="no fp32 backbone.*--keep-fp32"):
-        load_model(tmp_path / "m", precision="fp32")
+        load_model(topk_int8_model_dir, precision="fp32")
 
 
 def test_user_errors_name_the_file(model_dir, tmp_path, capsys):
@@ -306,17 +297,13 @@ def test_stored_support_sets_give_the_same_scores(model_dir, synthetic_images):
         assert looked_up == pytest.approx(searched, rel=1e-6)
 
 
-def test_topk_mean_image_score(synth_root, synthetic_images, tmp_path):
-    pytest.importorskip("torch")
+def test_topk_mean_image_score(topk_int8_model_dir, synthetic_images):
     from edgead.images import read_image
-    from edgead.preprocess import PreprocessConfig
-    from edgead_export.pipeline import ExportConfig, export_model
+    from edgead.metrics_math import auroc
 
-    cfg = ExportConfig(data=synth_root, out=tmp_path / "m", preprocess=PreprocessConfig(input_size=(128, 128)),
-                       coreset=0.1, progress=False, calib_images=8, image_score="topk_mean", topk=5)
-    out, m = export_model(cfg)
+    m = json.loads((topk_int8_model_dir / "manifest.json").read_text())
     assert m["patchcore"]["image_score"] == {"rule": "topk_mean", "k": 5} and "memory.knn.npy" not in m["files"]
-    model = load_model(out)
+    model = load_model(topk_int8_model_dir)
     img = read_image(synthetic_images["bad"][0])
     r = model.score(img)
     feats = model.features(img)[0][0]
@@ -325,5 +312,33 @@ def test_topk_mean_image_score(synth_root, synthetic_images, tmp_path):
     assert model.score(img, defer_map=False).score == pytest.approx(r.score, rel=1e-6)  # eval's path: same score
     scores = [model.score(read_image(p), with_map=False).score for p in synthetic_images["good"] + synthetic_images["bad"]]
     labels = [0] * len(synthetic_images["good"]) + [1] * len(synthetic_images["bad"])
-    from edgead.metrics_math import auroc
     assert auroc(np.array(labels), np.array(scores)) > 0.9
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_served_score_is_the_reweighted_maximum(model_dir, synthetic_images, precision):
+    """The served image score is the paper's eq. 7, worked out here by brute force from the
+    artifact's own files: the largest patch distance to the bank, times 1 - softmax weight of
+    its distances to the b bank rows nearest m*. The plain maximum is a different number."""
+    from edgead.images import read_image
+
+    b = 9  # the export's default support set (the paper's)
+    with np.load(model_dir / "memory.q8.npz") as z:  # bank ~ mean + scale * codes, per row
+        bank = z["codes"].astype(np.float64) * z["scale"][:, None] + z["mean"]
+    model = load_model(model_dir, precision=precision)
+    for path in synthetic_images["good"][:4] + synthetic_images["bad"][:4]:
+        img = read_image(path)
+        feats = model.features(img)[0][0]
+        patches = feats.reshape(feats.shape[0], -1).T.astype(np.float64)
+        to_bank = np.sqrt(((patches[:, None, :] - bank[None]) ** 2).sum(-1))
+        i_star = int(np.argmax(to_bank.min(1)))  # the most anomalous patch
+        m_star = int(np.argmin(to_bank[i_star]))
+        s_star = float(to_bank[i_star, m_star])
+        support = np.argsort(np.sqrt(((bank - bank[m_star]) ** 2).sum(-1)), kind="stable")[:b]
+        d = to_bank[i_star, np.concatenate(([m_star], support[support != m_star]))[:b]]
+        expected = (1.0 - np.exp(d[0] - d.max()) / np.exp(d - d.max()).sum()) * s_star
+        served = model.score(img)
+        # float32 against float64 agree to ~1e-7 here; the weight moves these scores by 5e-5 to 1e-2
+        assert served.score == pytest.approx(expected, rel=2e-6), path.name
+        assert model.score(img, defer_map=False).score == pytest.approx(expected, rel=2e-6)  # eval's path
+        assert s_star > served.score * (1 + 1e-5)  # so the plain maximum would fail the line above

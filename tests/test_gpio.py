@@ -56,9 +56,9 @@ def test_pulse_does_not_block_and_respects_the_conveyor_delay(factory):
 def test_overlapping_pulses_merge(factory):
     line = LineIO(GpioSettings(reject_pin=17, pulse_ms=300, delay_ms=50), factory)
     pin = factory.pin(17)
-    now = time.monotonic()
-    line.pulse_reject(now)
-    line.pulse_reject(now + 0.01)  # the next part, 10 ms behind: windows overlap
+    part = time.monotonic() + 0.3  # parts seen a little ahead: a stalled test thread cannot make a pulse late
+    line.pulse_reject(part)
+    line.pulse_reject(part + 0.01)  # the next part, 10 ms behind: windows overlap
     wait_for(lambda: len(pin.states) >= 3)
     time.sleep(0.1)
     assert states(pin) == [False, True, False]  # one long pulse, not on-off-on

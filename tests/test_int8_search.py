@@ -165,8 +165,7 @@ def test_max_nn_is_the_exact_maximum(data, outliers):
         top = int(np.argmax(d_e[:, 0]))
         assert d == pytest.approx(float(d_e[top, 0]), rel=1e-6)
         assert (i, j) == (top, int(i_e[top, 0]))
-    default = Int8Search(None, quantized=quantized)  # prefix, then blocks doubling from 1024 rows
-    assert [c1 - c0 for c0, c1, *_ in default._blocks] == [375, 1024, 1601]
+    default = Int8Search(None, quantized=quantized)  # the block layout served by default
     i, d, j = default.max_nn(q)
     assert d == pytest.approx(float(d_e.max()), rel=1e-6)
     codes, scale, mean = quantized
@@ -175,6 +174,34 @@ def test_max_nn_is_the_exact_maximum(data, outliers):
     d_e = ExactSearch(bank[:300]).query(q)[0]
     i, d, j = small.max_nn(q)
     assert d == pytest.approx(float(d_e.max()), rel=1e-6)
+
+
+
+@pytest.mark.parametrize("block_rows, with_table", [(None, True), (None, False), (256, True)])
+def test_every_row_is_found_wherever_the_blocks_split_the_bank(data, block_rows, with_table):
+    """Brute force's answers, whatever the block layout: every bank row as a query's nearest
+    neighbour (every block boundary and both sides of it, in one full pass), and rows from all
+    over the bank as the neighbour of a frame's far patch (the image score: the pruned search,
+    block by block)."""
+    quantized, bank, _ = data
+    rows, dim = bank.shape
+    exact = ExactSearch(bank)
+    table = exact.query(bank, k=9)[1] if with_table else None
+    int8 = Int8Search(None, quantized=quantized, block_rows=block_rows, bank_knn=table)
+    rng = np.random.default_rng(12)
+    near = (bank + 0.01 * rng.standard_normal((rows, dim))).astype(np.float32)
+    far_off = bank[:8] * 3.0 + 10.0  # the largest distances, which the search makes exact first
+    np.testing.assert_array_equal(int8.query(np.concatenate([near, far_off]))[1][:rows, 0], np.arange(rows))
+    # one far patch a frame, 1.0 from bank row r; the frame's other patches lie within 0.5 of a row
+    far = rng.standard_normal((rows, dim))
+    far = (bank + far / np.linalg.norm(far, axis=1, keepdims=True)).astype(np.float32)
+    d_far, i_far = exact.query(far)
+    assert np.mean(i_far[:, 0] == np.arange(rows)) > 0.95  # nearly always row r's own
+    frame = (bank[rng.integers(0, rows, 60)] + 0.05 * rng.standard_normal((60, dim))).astype(np.float32)
+    assert exact.query(frame)[0].max() < d_far.min()
+    for r in [0, rows - 1, *rng.choice(rows, 150, replace=False)]:
+        i, d, j = int8.max_nn(np.concatenate([frame, far[r : r + 1]]))
+        assert (i, j) == (60, i_far[r, 0]) and d == pytest.approx(float(d_far[r, 0]), rel=1e-6), r
 
 
 @pytest.mark.parametrize("rows, block_rows", [(3000, 256), (3000, 5000), (300, 5000)])  # prefix path x2, full search

@@ -34,6 +34,37 @@ def test_patchcore_image_score_hand_computed():
     assert plain.image_score(*plain.patch_scores(feats)) == pytest.approx(2.0, rel=1e-6)
 
 
+
+@pytest.mark.parametrize("backend", ["exact", "int8"])
+def test_reweighting_ranks_a_defect_above_a_farther_common_patch(backend):
+    """Normal variation that is common in training (a dense cluster of bank rows) versus a
+    defect next to a rare bank row: the plain maximum distance ranks the good frame higher,
+    the reweighted score (the paper's eq. 7, b = 9) ranks the defect higher."""
+    rng = np.random.default_rng(0)
+    dense = np.zeros((40, 8))
+    dense[:, 1] = np.linspace(0.0, 0.4, 40)  # the common appearance, densely sampled
+    rare = np.zeros((4, 8))
+    rare[:, 0] = [10.0, 18.0, 26.0, 34.0]  # rare appearances, far from each other
+    bank = (np.concatenate([dense, rare]) + rng.normal(0, 1e-3, (44, 8))).astype(np.float32)
+
+    def frame(worst):  # 3x3 patches: eight like the common appearance, one ``worst``
+        patches = np.repeat(bank[:1], 9, axis=0) + rng.normal(0, 1e-3, (9, 8)).astype(np.float32)
+        patches[4] = worst
+        return np.ascontiguousarray(patches.T.reshape(8, 3, 3))
+
+    good = frame(np.array([-3.0, 0.2, 0, 0, 0, 0, 0, 0], np.float32))  # 3.0 from the dense cluster
+    defect = frame(np.array([10.0, 2.8, 0, 0, 0, 0, 0, 0], np.float32))  # 2.8 from a rare row
+    plain = PatchCoreScorer(bank, num_neighbors=1, backend=backend)
+    reweighted = PatchCoreScorer(bank, num_neighbors=9, backend=backend)
+
+    def score(scorer, feats):
+        return scorer.image_score(*scorer.patch_scores(feats))
+
+    assert score(plain, good) > score(plain, defect)  # the maximum alone gets it wrong
+    assert score(reweighted, good) < score(reweighted, defect)
+    assert score(reweighted, good) == pytest.approx(3.0 * (1 - 1 / 9), rel=1e-2)  # nine near-equal neighbours
+    assert score(reweighted, defect) == pytest.approx(2.8, rel=1e-2)  # its neighbours are far: weight ~1
+
 def test_padim_mahalanobis_matches_scipy():
     from scipy.spatial.distance import mahalanobis
 

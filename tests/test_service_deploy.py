@@ -1,9 +1,11 @@
-"""deploy/push-model.sh against a real daemon: upload, reload through the API, symlink flip,
-refusal of a tampered artifact, pruning. ssh/scp/rsync are local shims (the "Pi" is this box)."""
+"""The deploy scripts, run. push-model.sh against a real daemon: upload, reload through the API,
+symlink flip, refusal of a tampered artifact, pruning (ssh/scp/rsync are local shims: the "Pi" is
+this box). install-pi.sh in a temporary root, the system commands it calls replaced by recorders."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -84,3 +86,110 @@ def test_push_model_reloads_flips_and_prunes(tmp_path, fake_pi, model_dir, tampe
     wrong = subprocess.run([str(REPO / "deploy" / "push-model.sh"), str(tmp_path), "pi"], env=fake_pi,
                            capture_output=True, text=True)
     assert wrong.returncode == 1 and "not an edgead artifact" in wrong.stderr
+
+
+# install-pi.sh's system commands: each records its arguments in $STUB_LOG, one line a call
+RECORD = 'echo "$(basename "$0") $*" >> "$STUB_LOG"\n'
+INSTALL_STUBS = {
+    **{name: "#!/bin/bash\n" + RECORD for name in ("apt-get", "usermod", "systemctl", "chown")},
+    # users: the names in $STUB_USERS exist; useradd adds one
+    "useradd": "#!/bin/bash\n" + RECORD + 'echo "${@: -1}" >> "$STUB_USERS"\n',
+    "id": '#!/bin/bash\nif [ "$1" = -u ]; then echo "${STUB_UID:-0}"; else grep -qx "$1" "$STUB_USERS"; fi\n',
+    "getent": '#!/bin/bash\n[ "$1 $2" = "group video" ]\n',  # no gpio group on this "Pi"
+    "runuser": '#!/bin/bash\n' + RECORD + 'shift 3\nexec "$@"\n',  # runuser -u USER -- CMD...
+    # owners cannot be set without root: record them, install the rest for real, inside the root only
+    "install": '#!/bin/bash\n' + RECORD + 'case "${@: -1}" in "$EDGEAD_INSTALL_ROOT"/*) ;; *) exit 99 ;; esac\nargs=()\nwhile [ $# -gt 0 ]; do case "$1" in -o|-g) shift 2 ;; '
+               '*) args+=("$1"); shift ;; esac; done\nexec /usr/bin/install "${args[@]}"\n',
+    # python3 -m venv DIR: a venv whose python is this one and whose pip and edgead record
+    "python3": '#!/bin/bash\nif [ "$1 $2" = "-m venv" ]; then\n' + RECORD
+               + 'dir="${@: -1}"; case "$dir" in "$EDGEAD_INSTALL_ROOT"/*) ;; *) exit 99 ;; esac; mkdir -p "$dir/bin"\n'
+               + 'printf \'#!/bin/bash\\nexec %s "$@"\\n\' "$STUB_PYTHON" > "$dir/bin/python"\n'
+               + 'for tool in pip edgead; do printf \'#!/bin/bash\\necho "%s $*" >> "$STUB_LOG"\\n\' "$tool" '
+               + '> "$dir/bin/$tool"; done\nchmod +x "$dir/bin/"*\nexit 0\nfi\nexec "$STUB_PYTHON" "$@"\n',
+}
+
+
+@pytest.fixture()
+def fake_root(tmp_path):
+    """(run install-pi.sh with these arguments -> CompletedProcess, the root it installs into,
+    the recorded calls so far)."""
+    import sys
+
+    bin_dir, root = tmp_path / "stubs", tmp_path / "root"
+    bin_dir.mkdir()
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    for name, body in INSTALL_STUBS.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    log, users = tmp_path / "calls.log", tmp_path / "users"
+    log.touch()
+    users.write_text("root\nalice\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EDGEAD_INSTALL_ROOT": str(root),
+           "STUB_LOG": str(log), "STUB_USERS": str(users), "STUB_PYTHON": sys.executable}
+    env.pop("SUDO_USER", None)
+
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "deploy" / "install-pi.sh"), *args], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=120)
+
+    return run, root, lambda: log.read_text().splitlines()
+
+
+def test_install_pi_creates_the_user_installs_and_enables(fake_root, tmp_path):
+    run, root, calls = fake_root
+    model = tmp_path / "washer"
+    model.mkdir()
+    (model / "manifest.json").write_text('{"name": "washer"}')
+    ok = run("--model", str(model), "--admin", "alice")
+    assert ok.returncode == 0, ok.stderr
+    done = calls()
+    apt = next(c for c in done if c.startswith("apt-get install"))
+    assert {"python3-picamera2", "python3-lgpio", "python3-gpiozero", "python3-venv"} <= set(apt.split())
+    assert [c for c in done if c.startswith("useradd")] == [
+        f"useradd --system --user-group --home-dir {root}/var/lib/edgead --no-create-home --shell /usr/sbin/nologin edgead"]
+    assert "usermod -aG video edgead" in done and "usermod -aG edgead alice" in done
+    assert "group gpio missing" in ok.stderr  # warned, not fatal
+    venv = root / "opt" / "edgead" / "venv"
+    assert f"python3 -m venv --system-site-packages {venv}" in done
+    pip = [c for c in done if c.startswith("pip install") and "--constraint" in c]
+    assert len(pip) == 1 and pip[0].endswith(f" {REPO}")  # this source tree, apt's numpy pinned
+
+    etc, state = root / "etc" / "edgead", root / "var" / "lib" / "edgead"
+    assert (etc / "edgead.toml").read_text() == (REPO / "deploy" / "edgead.toml").read_text()
+    token = (etc / "token").read_text().strip()
+    assert re.fullmatch("[0-9a-f]{48}", token)
+    assert stat.S_IMODE((etc / "token").stat().st_mode) == 0o640 and f"chown root:edgead {etc}/token" in done
+    assert stat.S_IMODE((etc / "edgead.toml").stat().st_mode) == 0o640
+    assert stat.S_IMODE((state / "models").stat().st_mode) == 0o2775
+    current = state / "models" / "current"
+    assert current.is_symlink() and os.readlink(current).startswith("washer-")
+    assert (current / "manifest.json").read_text() == '{"name": "washer"}'
+    assert (root / "etc" / "systemd" / "system" / "edgead.service").read_text() == \
+        (REPO / "systemd" / "edgead.service").read_text()
+    service = [c for c in done if c.startswith(("systemctl", "runuser", "edgead"))]
+    assert service[:5] == ["systemctl daemon-reload", "systemctl enable edgead.service",
+                           f"runuser -u edgead -- {venv}/bin/edgead serve --config {etc}/edgead.toml --check",
+                           f"edgead serve --config {etc}/edgead.toml --check", "systemctl restart edgead.service"]
+
+    # again, as an upgrade: the user, the token and an edited config stay; the shipped config is offered
+    (etc / "edgead.toml").write_text("# edited on the line\n")
+    before = len(calls())
+    again = run("--no-start")
+    assert again.returncode == 0, again.stderr
+    redo = calls()[before:]
+    assert not [c for c in redo if c.startswith("useradd")] and "systemctl restart edgead.service" not in redo
+    assert (etc / "token").read_text().strip() == token
+    assert (etc / "edgead.toml").read_text() == "# edited on the line\n"
+    assert (etc / "edgead.toml.new").read_text() == (REPO / "deploy" / "edgead.toml").read_text()
+
+
+def test_install_pi_refuses_before_changing_anything(fake_root, tmp_path):
+    run, root, calls = fake_root
+    not_root = run(STUB_UID="1000")
+    assert not_root.returncode == 1 and "run as root" in not_root.stderr
+    no_model = run("--model", str(tmp_path))
+    assert no_model.returncode == 1 and "no manifest.json (not an edgead artifact)" in no_model.stderr
+    assert run("--frobnicate").returncode == 1
+    assert calls() == [] and not (root / "etc" / "edgead").exists()
+    usage = run("--help")
+    assert usage.returncode == 0 and "--model DIR" in usage.stdout and "set -e" not in usage.stdout

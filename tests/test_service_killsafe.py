@@ -54,7 +54,7 @@ class NotifyListener:
             except OSError:
                 return
 
-    def wait(self, field: str, timeout: float = 60.0) -> str:
+    def wait(self, field: str, timeout: float = 300.0) -> str:  # a guard against a hang, not a speed limit
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for msg in list(self.messages):
@@ -120,7 +120,7 @@ def test_kill9_loses_no_acknowledged_row(tmp_path, model_dir, synthetic_images):
         threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600  # only a guard against a hang: a loaded machine is slower
         while len(acked) < 40 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)  # in the middle of uploads and continuous captures

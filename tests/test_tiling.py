@@ -154,39 +154,55 @@ def per_tile_model_dir(synth_root, tmp_path_factory) -> Path:
                          coreset_max=400, hnsw="yes")
 
 
-def test_fit_and_serve_produce_identical_tensors(tiled_model_dir, synthetic_images):
-    from edgead.images import read_image
+def test_fit_and_serve_cut_the_tiles_the_config_describes(tiled_model_dir, tmp_path):
+    """Export (fit) and the runtime (serve) give the backbone the same tensors, and both are the
+    tiles worked out here by hand: crop, letterbox with the mean colour, normalise."""
     from edgead.model import load_model
     from edgead_export.extract import load_batches
 
     model = load_model(tiled_model_dir, precision="fp32")
     assert model.preprocess_cfg == TILED["pre"] and model.tiling == TILED["tiling"]
-    paths = synthetic_images["good"][:2] + synthetic_images["bad"][:2]
-    fit_batches = list(load_batches(paths, model.preprocess_cfg, batch_size=1, tiling=model.tiling))
-    for path, fit in zip(paths, fit_batches):
-        serve, geometries = model.inputs(read_image(path))
-        assert fit.shape == serve.shape == (4, 3, 64, 64)
-        np.testing.assert_array_equal(fit, serve)
-        assert all(g.content_box[2] <= 64 and g.content_box[3] <= 64 for g in geometries)
+    frame = np.random.default_rng(3).integers(0, 256, (128, 192, 3), dtype=np.uint8)  # H x W, wider than tall
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    # ROI: 5 % .. 95 % of the frame, x 9.6..182.4 -> 10..182, y 6.4..121.6 -> 6..122; two tiles a
+    # side overlapping by a quarter tile: side 172 / 1.75 -> 98 px wide (starts 10 and 10 + 73.7),
+    # 116 / 1.75 -> 66 px tall (starts 6 and 6 + 49.7)
+    boxes = [(10, 6, 98, 66), (84, 6, 98, 66), (10, 56, 98, 66), (84, 56, 98, 66)]
+    # letterbox 98 x 66 into 64 x 64: scale 64/98, content 64 x 43, 10 px of padding above
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    expected = np.empty((4, 3, 64, 64), np.float32)
+    for i, (x, y, w, h) in enumerate(boxes):
+        canvas = np.empty((64, 64, 3), np.uint8)
+        canvas[:] = np.round(255 * mean[::-1])  # BGR mean colour
+        canvas[10:53] = cv2.resize(frame[y : y + h, x : x + w], (64, 43), interpolation=cv2.INTER_AREA)
+        expected[i] = ((canvas[:, :, ::-1] / 255.0 - mean) / std).transpose(2, 0, 1)
+
+    serve, geometries = model.inputs(frame)
+    fit = next(load_batches([tmp_path / "frame.png"], model.preprocess_cfg, batch_size=1, tiling=model.tiling))
+    np.testing.assert_allclose(serve, expected, atol=1e-5)
+    np.testing.assert_allclose(fit, expected, atol=1e-5)
+    assert [g.roi_box for g in geometries] == boxes
+    assert {g.content_box for g in geometries} == {(0, 10, 64, 43)}
 
 
-def test_defect_in_a_known_tile_lights_up_its_place(tiled_model_dir):
+@pytest.mark.parametrize("centre", [(36, 38), (92, 38), (36, 90), (92, 90)])  # on the ring, one tile each
+def test_a_defect_in_each_tile_lights_up_its_place(tiled_model_dir, centre):
     from edgead.model import load_model
 
     model = load_model(tiled_model_dir, precision="fp32")
     img, _ = make_part(np.random.default_rng(7), 128)
     mask = np.zeros(img.shape[:2], np.uint8)
-    cv2.circle(mask, (92, 90), 6, 255, -1)  # on the ring, inside the bottom-right tile only
+    cv2.circle(mask, centre, 6, 255, -1)
     img[mask > 0] = (20, 60, 120)
     feats, geometries, _ = model.features(img)
     score, maps, _ = model.score_features(feats)
     tile_peaks = maps.reshape(4, -1).max(1)
     x, y, w, h = geometries[int(np.argmax(tile_peaks))].roi_box
-    assert x <= 92 < x + w and y <= 90 < y + h
+    assert x <= centre[0] < x + w and y <= centre[1] < y + h
     frame_map = model.score(img).anomaly_map
     assert frame_map.shape == img.shape[:2]
     py, px = np.unravel_index(np.argmax(frame_map), frame_map.shape)
-    assert np.hypot(px - 92, py - 90) <= 10
+    assert np.hypot(px - centre[0], py - centre[1]) <= 10
     assert score > model.threshold
 
 

@@ -1,6 +1,7 @@
 """Capture stage: frame sources (camera, video, folder replay) and their supervisor."""
 
-from edgead.capture.base import CaptureError, Frame, FrameSource, SourceUnavailable, open_source, parse_source
+from edgead.capture.base import CaptureError, Frame, FrameSource, SourceUnavailable
+from edgead.capture.registry import open_source, parse_source
 from edgead.capture.supervisor import SourceSupervisor
 
 __all__ = [

@@ -1,11 +1,9 @@
-"""The frame-source interface and the source spec parser.
+"""The frame-source interface: what a source is (``FrameSource``), what it delivers (``Frame``)
+and the settings it may use (``SourceOptions``).
 
-A spec names where frames come from:
-
-- ``folder:<dir>``           replay the images of a folder in name order, looping (demos, tests)
-- ``opencv:<index|url|file>`` a USB camera (``opencv:0``), an RTSP/HTTP stream or a video file
-- ``picamera2[:<camera>]``   a Raspberry Pi camera through picamera2 (imported lazily)
-- ``none``                   no source: only ``POST /score`` with an image works
+Each source is one module of this package whose ``FrameSource`` subclass names the spec
+``kind`` it serves; :mod:`edgead.capture.registry` finds them and turns a spec such as
+``folder:<dir>`` into a source.
 """
 
 from __future__ import annotations
@@ -13,14 +11,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from edgead.errors import ConfigError, EdgeadError
+from edgead.errors import EdgeadError
 
-SOURCE_KINDS = ("folder", "opencv", "picamera2")
-SPEC_HELP = "expected folder:<dir>, opencv:<index|url|file>, picamera2[:<camera>] or none"
+# kind -> FrameSource subclass; filled as the source modules are imported (registry.py imports them)
+_KINDS: dict[str, type["FrameSource"]] = {}
 
 
 class CaptureError(EdgeadError):
@@ -59,9 +57,39 @@ class SourceOptions:
 
 
 class FrameSource(ABC):
-    """A source of frames. Not thread-safe: the supervisor serialises calls."""
+    """A source of frames. Not thread-safe: the supervisor serialises calls.
+
+    A subclass that sets ``kind`` serves the specs ``<kind>[:<arg>]``: ``syntax`` shows the
+    spec in messages, ``summary`` says what it is, ``arg_needed`` names the argument it cannot
+    do without (if any), ``check_arg`` refuses a bad ``arg`` before anything opens and
+    ``from_spec`` builds the source."""
 
     spec: str = ""
+    kind: ClassVar[str] = ""
+    syntax: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    arg_needed: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if not kind:
+            return  # an unregistered source (tests, wrappers), built directly
+        other = _KINDS.get(kind)
+        if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"frame source kind {kind!r} is served by both {other.__module__}.{other.__qualname__} "
+                            f"and {cls.__module__}.{cls.__qualname__}")
+        _KINDS[kind] = cls
+
+    @classmethod
+    def check_arg(cls, arg: str) -> str | None:
+        """What is wrong with the spec's ``arg`` (the text after ``kind:``), or None."""
+        return f"missing {cls.arg_needed}" if cls.arg_needed and not arg else None
+
+    @classmethod
+    def from_spec(cls, arg: str, options: "SourceOptions") -> "FrameSource":
+        """The (not yet opened) source for ``<kind>:<arg>``, ``arg`` already checked."""
+        raise NotImplementedError(f"{cls.__qualname__} cannot be built from a spec")
 
     @abstractmethod
     def open(self) -> None:
@@ -91,50 +119,6 @@ class FrameSource(ABC):
         return f"<{type(self).__name__} {self.spec}>"
 
 
-def split_spec(spec: str) -> tuple[str, str] | None:
-    """``"kind:arg"`` -> (kind, arg); None for ``none``/empty; ConfigError for unknown kinds."""
-    spec = (spec or "").strip()
-    if spec.lower() in ("", "none"):
-        return None
-    kind, _, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind not in SOURCE_KINDS:
-        raise ConfigError(f"source {spec!r}: unknown kind {kind!r}; {SPEC_HELP}")
-    arg = arg.strip()
-    if kind in ("folder", "opencv") and not arg:
-        what = "directory" if kind == "folder" else "index or url"
-        raise ConfigError(f"source {spec!r}: missing {what}; {SPEC_HELP}")
-    if kind == "picamera2" and arg and not arg.isdigit():
-        raise ConfigError(f"source {spec!r}: the camera number must be an integer; {SPEC_HELP}")
-    return kind, arg
-
-
-def parse_source(spec: str, options: SourceOptions | None = None) -> FrameSource | None:
-    """Build the (not yet opened) source a spec names, or None for ``none``."""
-    parsed = split_spec(spec)
-    if parsed is None:
-        return None
-    kind, arg = parsed
-    options = options or SourceOptions()
-    if kind == "folder":
-        from edgead.capture.folder import FolderSource
-
-        return FolderSource(arg, loop=options.loop)
-    if kind == "opencv":
-        from edgead.capture.opencv_source import OpenCVSource
-
-        return OpenCVSource(arg, size=options.size, flush_frames=options.flush_frames, timeout_s=options.timeout_s)
-    from edgead.capture.picamera2_source import Picamera2Source
-
-    return Picamera2Source(
-        int(arg or 0), size=options.size, roi=options.roi, mode=options.mode, controls=options.controls
-    )
-
-
-def open_source(spec: str, options: SourceOptions | None = None) -> FrameSource:
-    """Build and open the source a spec names (``none`` is a ConfigError here)."""
-    source = parse_source(spec, options)
-    if source is None:
-        raise ConfigError(f"source {spec!r}: no source to open; {SPEC_HELP}")
-    source.open()
-    return source
+def registered_kinds() -> dict[str, type[FrameSource]]:
+    """The source classes imported so far, by kind (the registry imports every source module)."""
+    return dict(_KINDS)

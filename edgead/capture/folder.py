@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from edgead.capture.base import CaptureError, Frame, FrameSource
+from edgead.capture.base import CaptureError, Frame, FrameSource, SourceOptions
 from edgead.errors import ImageError
-from edgead.images import list_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +14,15 @@ log = logging.getLogger(__name__)
 class FolderSource(FrameSource):
     """Each read returns the next image; after the last one the folder is listed again (new
     files are picked up) and replay starts over. Unreadable files are skipped with a warning."""
+
+    kind = "folder"
+    syntax = "folder:<dir>"
+    summary = "replay the images of a folder in name order, looping (demos, tests)"
+    arg_needed = "directory"
+
+    @classmethod
+    def from_spec(cls, arg: str, options: SourceOptions) -> "FolderSource":
+        return cls(arg, loop=options.loop)
 
     def __init__(self, folder: str | Path, loop: bool = True):
         self.folder = Path(folder)
@@ -25,6 +33,8 @@ class FolderSource(FrameSource):
         self._warned: set[Path] = set()
 
     def open(self) -> None:
+        from edgead.images import list_images  # OpenCV loads when a source opens, not when it is listed
+
         try:
             self._files = list_images(self.folder)
         except ImageError as exc:
@@ -32,6 +42,8 @@ class FolderSource(FrameSource):
         self._pos = 0
 
     def read(self) -> Frame:
+        from edgead.images import read_image
+
         if not self._files:
             raise CaptureError(f"{self.spec}: source is not open")
         for _ in range(len(self._files)):

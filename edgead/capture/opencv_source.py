@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import cv2
-
-from edgead.capture.base import CaptureError, Frame, FrameSource
+from edgead.capture.base import CaptureError, Frame, FrameSource, SourceOptions
 
 
 class OpenCVSource(FrameSource):
     """A ``cv2.VideoCapture``. Live sources keep a one-frame buffer and drop ``flush_frames``
     stale frames per read so an on-demand capture shows the part in front of the camera now;
     a video file rewinds at its end (a looping demo)."""
+
+    kind = "opencv"
+    syntax = "opencv:<index|url|file>"
+    summary = "a USB camera (opencv:0), an RTSP/HTTP stream or a video file"
+    arg_needed = "index or url"
+
+    @classmethod
+    def from_spec(cls, arg: str, options: SourceOptions) -> "OpenCVSource":
+        return cls(arg, size=options.size, flush_frames=options.flush_frames, timeout_s=options.timeout_s)
 
     def __init__(self, target: str, size: tuple[int, int] | None = None, flush_frames: int = 1, timeout_s: float = 5.0):
         self.spec = f"opencv:{target}"
@@ -21,10 +29,12 @@ class OpenCVSource(FrameSource):
         self.size = size
         self.flush_frames = max(0, int(flush_frames))
         self.timeout_ms = int(timeout_s * 1000)
-        self._cap: cv2.VideoCapture | None = None
+        self._cap: Any = None  # a cv2.VideoCapture once open
         self._count = 0
 
     def open(self) -> None:
+        import cv2  # loaded when a source opens, never when the registry lists the sources
+
         self.close()
         if isinstance(self.target, str) and "://" in self.target:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]
@@ -50,6 +60,8 @@ class OpenCVSource(FrameSource):
                 cap.grab()
         ok, image = cap.read()
         if not ok and self.is_file:  # end of the video: start over
+            import cv2
+
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, image = cap.read()
         if not ok or image is None:

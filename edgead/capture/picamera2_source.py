@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgead.capture.base import CaptureError, Frame, FrameSource
+from edgead.capture.base import CaptureError, Frame, FrameSource, SourceOptions
 
 INSTALL_HINT = (
     "picamera2 is not importable: on Raspberry Pi OS run `sudo apt install python3-picamera2` "
@@ -17,6 +17,18 @@ class Picamera2Source(FrameSource):
     """Configures the ISP to deliver ``size`` (default: the model's input size) in RGB888, whose
     byte order is BGR as OpenCV and the model expect; ``roi`` sets the sensor crop (ScalerCrop,
     sensor pixels). Each read is one ``capture_request`` -> ``make_array`` -> ``release``."""
+
+    kind = "picamera2"
+    syntax = "picamera2[:<camera>]"
+    summary = "a Raspberry Pi camera through picamera2 (imported when the camera opens)"
+
+    @classmethod
+    def check_arg(cls, arg: str) -> str | None:
+        return None if not arg or arg.isdigit() else "the camera number must be an integer"
+
+    @classmethod
+    def from_spec(cls, arg: str, options: SourceOptions) -> "Picamera2Source":
+        return cls(int(arg or 0), size=options.size, roi=options.roi, mode=options.mode, controls=options.controls)
 
     def __init__(self, camera: int = 0, size: tuple[int, int] | None = None,
                  roi: tuple[int, int, int, int] | None = None, mode: str = "video",

@@ -36,7 +36,8 @@ class SourceSupervisor:
         self._closed = False
         self._state = CLOSED
         self._backoff = backoff_initial
-        self._next_attempt = 0.0
+        # None: no attempt scheduled (monotonic time has no value that is surely in the past)
+        self._next_attempt: float | None = None
         self.last_error: str | None = None
         self.last_frame_at: float | None = None  # monotonic
         self.frames = 0
@@ -126,7 +127,7 @@ class SourceSupervisor:
 
     def retry_in(self) -> float:
         """Seconds until the next open attempt (0 when open or due)."""
-        if self._is_open:
+        if self._is_open or self._next_attempt is None:
             return 0.0
         return max(0.0, self._next_attempt - self._clock())
 
@@ -159,7 +160,7 @@ class SourceSupervisor:
 
     # -- internals (lock held) -------------------------------------------------------------
     def _open_locked(self) -> None:
-        wait = self._next_attempt - self._clock()
+        wait = self.retry_in()
         if wait > 0:
             raise SourceUnavailable(
                 f"{self.spec}: unavailable, next attempt in {wait:.1f} s (last error: {self.last_error})", wait)

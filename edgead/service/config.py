@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from edgead.capture.base import split_spec
+from edgead.capture.registry import split_spec
 from edgead.errors import ConfigError
 
 ENV_PREFIX = "EDGEAD_"

@@ -8,7 +8,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from edgead.capture.base import FrameSource, SourceOptions, parse_source
+from edgead.capture.base import FrameSource, SourceOptions
+from edgead.capture.registry import parse_source
 from edgead.capture.supervisor import SourceSupervisor
 from edgead.errors import ConfigError
 from edgead.outputs.gpio import GpioSettings, LineIO, make_pin_factory
