@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -74,6 +74,19 @@ class ServiceMetrics:
                                    "Reject pulses fired after their conveyor deadline had passed", registry=r)
         self.log_errors = Counter("edgead_inspection_log_errors", "Results that could not be written to the log",
                                   registry=r)
+        # plant-floor outputs (Modbus, OPC UA, MQTT), labelled by output
+        self.output_published = Counter("edgead_output_published", "Results handed to a plant output", ["output"],
+                                        registry=r)
+        self.output_errors = Counter("edgead_output_errors", "Results a plant output failed to take", ["output"],
+                                     registry=r)
+        self.output_dropped = Counter("edgead_output_dropped",
+                                      "Results dropped because the output's bounded queue was full", ["output"],
+                                      registry=r)
+        self.output_triggers = Counter("edgead_output_triggers", "Parts triggered through a plant output",
+                                       ["output", "outcome"], registry=r)
+        self.output_connected = Gauge("edgead_output_connected",
+                                      "Clients connected to a plant output (MQTT: 1 when connected to the broker)",
+                                      ["output"], registry=r)
         for stage in STAGES:  # expose every series from the start
             self.latency.labels(stage)
         for decision in ("ok", "reject"):

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from edgead.capture.registry import split_spec
 from edgead.errors import ConfigError
+from edgead.service.config_plant import ModbusConfig, MqttConfig, OpcUaConfig
 
 ENV_PREFIX = "EDGEAD_"
 MIN_TOKEN_CHARS = 16
@@ -232,6 +233,9 @@ class EdgeadConfig(BaseSettings):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)
     inspection: InspectionConfig = Field(default_factory=InspectionConfig)
+    modbus: ModbusConfig = Field(default_factory=ModbusConfig)
+    opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -19,7 +19,9 @@ from edgead.service.config import EdgeadConfig
 from edgead.service.heatmaps import HeatmapRenderer
 from edgead.service.model_holder import ModelHolder, ModelLoader
 from edgead.service.live import LiveFeed
+from edgead.outputs.sinks import StationState
 from edgead.service.pipeline import Inspector, Outcome
+from edgead.service.plant import build_outputs, failed, scored
 from edgead.service.triggers import ContinuousTrigger, GpioTrigger
 from edgead.service.worker import InferenceWorker, Job
 
@@ -104,12 +106,15 @@ class Runtime:
         self.worker = InferenceWorker(self._inspect, maxsize=config.inference.queue_size)
         self.continuous: ContinuousTrigger | None = None
         self.gpio_trigger: GpioTrigger | None = None
+        # Modbus / OPC UA / MQTT: results out, triggers in through submit() like GET /score
+        self.outputs = build_outputs(config, self.metrics, self.station_state, self.trigger)
         self.metrics.attach_state(self.snapshot)
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.worker.start()
+        self.outputs.start()
         if self.supervisor is not None:
             if self.supervisor.start():
                 log.info("source %s open", self.supervisor.spec)
@@ -136,6 +141,7 @@ class Runtime:
         if self.continuous is not None:
             self.continuous.stop()
         self.worker.stop()
+        self.outputs.close()
         if self.supervisor is not None:
             self.supervisor.close()
         if self.line is not None:
@@ -144,8 +150,14 @@ class Runtime:
         self.state = "stopped"
 
     def _inspect(self, job: Job) -> Outcome:
-        outcome = self.inspector(job)
+        try:
+            outcome = self.inspector(job)
+        except Exception as exc:
+            if job.record and job.data is None:  # a part without a result (a bad upload is the client's 400)
+                self.outputs.publish(failed(job, exc, self.holder.identity()))
+            raise
         if job.record:  # what the line saw; an answer-only request is nobody else's business
+            self.outputs.publish(scored(outcome))
             r = outcome.result
             self.live.publish(
                 {"id": outcome.id, "timestamp": outcome.timestamp, "origin": outcome.origin, "source": outcome.source,
@@ -156,6 +168,18 @@ class Runtime:
 
     def submit(self, job: Job) -> Future:
         return self.worker.submit(job)
+
+    def trigger(self, origin: str) -> Future:
+        """A part triggered by a plant output (Modbus coil, OPC UA method): the job GET /score
+        queues, with the output's name as its origin."""
+        return self.submit(Job(origin=origin))
+
+    def station_state(self) -> StationState:
+        identity = self.holder.identity()
+        return StationState(ready=self.ready, busy=self.worker.busy_for() > 0 or self.worker.depth > 0,
+                            alarm=self.alarm, model_loaded=True, model_name=str(identity.get("name", "")),
+                            model_version=str(identity.get("version", "")),
+                            threshold=float(self.holder.model.threshold))
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -171,8 +195,13 @@ class Runtime:
         if self.line is None:
             return
         self.line.set_ready(self.ready)
+        self.line.set_alarm(self.alarm)
+
+    @property
+    def alarm(self) -> bool:
+        """The source is down, or too many rejects in a row (gpio.alarm_after_rejects)."""
         n = self.config.gpio.alarm_after_rejects
-        self.line.set_alarm(not self.source_ok or (n > 0 and self.inspector.consecutive_rejects >= n))
+        return not self.source_ok or (n > 0 and self.inspector.consecutive_rejects >= n)
 
     def watchdog_ok(self, stall_limit: float) -> bool:
         """For the systemd watchdog: the worker thread lives and no job hangs."""
