@@ -84,6 +84,11 @@ class GpioSettings:
     trigger_pull_up: bool | None = True
     trigger_active_high: bool | None = None
     trigger_bounce_ms: float | None = 20.0
+    # handshake outputs by name (busy, result_valid, pass, fail): (pin, active_high)
+    handshake: tuple[tuple[str, int | str, bool], ...] = ()
+    encoder_pin: int | str | None = None
+    encoder_pull_up: bool | None = True
+    encoder_active_high: bool | None = None
 
 
 class PulseScheduler:
@@ -156,7 +161,8 @@ class LineIO:
 
         self.settings = s = settings
         self.factory = pin_factory
-        self.reject = self.ready = self.alarm = self.trigger = None
+        self.reject = self.ready = self.alarm = self.trigger = self.encoder = None
+        self.handshake: dict[str, Any] = {}
         self._scheduler: PulseScheduler | None = None
         self.pulses = 0
         self.late_pulses = 0
@@ -171,6 +177,13 @@ class LineIO:
             if s.alarm_pin is not None:
                 self.alarm = DigitalOutputDevice(s.alarm_pin, active_high=s.alarm_active_high,
                                                  initial_value=False, pin_factory=pin_factory)
+            for name, pin, active_high in s.handshake:
+                self.handshake[name] = DigitalOutputDevice(pin, active_high=active_high, initial_value=False,
+                                                           pin_factory=pin_factory)
+            if s.encoder_pin is not None:  # no debounce: an encoder's edges are clean and come fast
+                active = s.encoder_active_high if s.encoder_pull_up is None else None
+                self.encoder = DigitalInputDevice(s.encoder_pin, pull_up=s.encoder_pull_up, active_state=active,
+                                                  pin_factory=pin_factory)
             if s.trigger_pin is not None:
                 bounce = s.trigger_bounce_ms / 1000.0 if s.trigger_bounce_ms else None
                 active = s.trigger_active_high if s.trigger_pull_up is None else None  # a pull implies it
@@ -199,6 +212,21 @@ class LineIO:
         self.pulses += 1
         return on_time
 
+    def eject(self) -> None:
+        """Fire the ejector now (the part FIFO did the timing)."""
+        if self._scheduler is not None:
+            self._scheduler.schedule(time.monotonic(), self.settings.pulse_ms / 1000.0)
+            self.pulses += 1
+
+    def set_output(self, name: str, value: bool) -> None:
+        """Drive a handshake output (busy, result_valid, pass, fail) if it is wired."""
+        _set(self.handshake.get(name), value)
+
+    def on_encoder(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` on each encoder count (activation of the encoder input)."""
+        if self.encoder is not None:
+            self.encoder.when_activated = (lambda: callback()) if callback else None
+
     def set_ready(self, value: bool) -> None:
         _set(self.ready, value)
 
@@ -215,12 +243,14 @@ class LineIO:
             return None if dev is None else {"pin": str(dev.pin), "active": bool(dev.value)}
 
         return {"reject": pin(self.reject), "ready": pin(self.ready), "alarm": pin(self.alarm),
-                "trigger": pin(self.trigger), "pulses": self.pulses, "late_pulses": self.late_pulses}
+                "trigger": pin(self.trigger), "encoder": pin(self.encoder),
+                **{name: pin(dev) for name, dev in self.handshake.items()},
+                "pulses": self.pulses, "late_pulses": self.late_pulses}
 
     def close(self) -> None:
         if self._scheduler is not None:
             self._scheduler.close()
-        for dev in (self.trigger, self.alarm, self.ready, self.reject):
+        for dev in (self.trigger, self.encoder, *self.handshake.values(), self.alarm, self.ready, self.reject):
             if dev is not None:
                 try:
                     if hasattr(dev, "off"):

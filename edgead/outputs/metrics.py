@@ -74,6 +74,15 @@ class ServiceMetrics:
                                    "Reject pulses fired after their conveyor deadline had passed", registry=r)
         self.log_errors = Counter("edgead_inspection_log_errors", "Results that could not be written to the log",
                                   registry=r)
+        self.failsafe_rejects = Counter("edgead_failsafe_rejects",
+                                        "Parts rejected without a reject decision, by reason (deadline: no "
+                                        "decision in time; undecided_at_ejector; error; capture; queue_full)",
+                                        ["reason"], registry=r)
+        self.late_results = Counter("edgead_late_results",
+                                    "Decisions that arrived after their part had been rejected by the deadline",
+                                    registry=r)
+        self.parts_in_flight = Gauge("edgead_parts_in_flight", "Parts between the camera and the ejector",
+                                     registry=r)
         # plant-floor outputs (Modbus, OPC UA, MQTT), labelled by output
         self.output_published = Counter("edgead_output_published", "Results handed to a plant output", ["output"],
                                         registry=r)

@@ -178,8 +178,38 @@ class GpioConfig(_Section):
     trigger_pull: Literal["up", "down", "none"] = "up"
     trigger_active_high: bool | None = Field(None, description="required with trigger_pull = none")
     trigger_bounce_ms: float = Field(20.0, ge=0, le=10_000)
+    busy_pin: Pin | None = Field(None, description="handshake: on from a trigger until its result is out")
+    busy_active_high: bool = True
+    result_valid_pin: Pin | None = Field(None, description="handshake: on once pass/fail hold the part's result; "
+                                                           "off at the next trigger (the PLC latches on its "
+                                                           "rising edge)")
+    result_valid_active_high: bool = True
+    pass_pin: Pin | None = Field(None, description="handshake: on when the last part passed")
+    pass_active_high: bool = True
+    fail_pin: Pin | None = Field(None, description="handshake: on when the last part was rejected or got no "
+                                                   "result in time")
+    fail_active_high: bool = True
+    part_deadline_ms: float = Field(0.0, ge=0, le=600_000,
+                                    description="fail-safe: a part with no decision this long after its trigger "
+                                                "is rejected anyway (slow inference, error, full queue, camera "
+                                                "failure), counted in edgead_failsafe_rejects_total; 0: off. "
+                                                "Keep it below reject_delay_ms")
+    release: Literal["time", "encoder"] = Field("time", description="when a part reaches the ejector: "
+                                                                    "reject_delay_ms after its trigger, or "
+                                                                    "encoder_counts pulses on encoder_pin later")
+    encoder_pin: Pin | None = Field(None, description="conveyor encoder input (release = encoder)")
+    encoder_pull: Literal["up", "down", "none"] = "up"
+    encoder_active_high: bool | None = Field(None, description="required with encoder_pull = none")
+    encoder_counts: int = Field(0, ge=0, le=10_000_000, description="encoder pulses from the camera to the "
+                                                                    "ejector (release = encoder)")
 
-    @field_validator("reject_pin", "ready_pin", "alarm_pin", "trigger_pin")
+    @property
+    def tracks_parts(self) -> bool:
+        """Parts are held in the FIFO (fail-safe deadline or encoder release)."""
+        return self.part_deadline_ms > 0 or self.release == "encoder"
+
+    @field_validator("reject_pin", "ready_pin", "alarm_pin", "trigger_pin", "busy_pin", "result_valid_pin",
+                     "pass_pin", "fail_pin", "encoder_pin")
     @classmethod
     def _pin(cls, v: Pin | None) -> Pin | None:
         if isinstance(v, bool):
@@ -192,7 +222,9 @@ class GpioConfig(_Section):
 
     @model_validator(mode="after")
     def _pins(self) -> "GpioConfig":
-        used = [(name, getattr(self, name)) for name in ("reject_pin", "ready_pin", "alarm_pin", "trigger_pin")]
+        used = [(name, getattr(self, name)) for name in ("reject_pin", "ready_pin", "alarm_pin", "trigger_pin",
+                                                         "busy_pin", "result_valid_pin", "pass_pin", "fail_pin",
+                                                         "encoder_pin")]
         seen: dict[str, str] = {}
         for name, pin in used:
             if pin is None:
@@ -203,6 +235,10 @@ class GpioConfig(_Section):
             seen[key] = name
         if self.trigger_pull == "none" and self.trigger_pin is not None and self.trigger_active_high is None:
             raise ValueError("trigger_pull = 'none' needs trigger_active_high (true or false)")
+        if self.release == "encoder" and (self.encoder_pin is None or self.encoder_counts < 1):
+            raise ValueError("release = 'encoder' needs encoder_pin and encoder_counts >= 1")
+        if self.encoder_pull == "none" and self.encoder_pin is not None and self.encoder_active_high is None:
+            raise ValueError("encoder_pull = 'none' needs encoder_active_high (true or false)")
         return self
 
 

@@ -12,7 +12,6 @@ from edgead.capture.base import CaptureError
 from edgead.capture.supervisor import SourceSupervisor
 from edgead.errors import ImageError
 from edgead.images import decode_image, shrink_to
-from edgead.outputs.gpio import LineIO
 from edgead.outputs.inspection_log import InspectionLog, Record
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.config import EdgeadConfig
@@ -27,7 +26,7 @@ class NoSource(CaptureError):
     """The daemon has no frame source configured."""
 
 
-def _error_kind(exc: Exception) -> str:
+def error_kind(exc: Exception) -> str:
     """The ``kind`` label of edgead_errors_total."""
     if isinstance(exc, ImageError):
         return "decode"
@@ -58,13 +57,13 @@ class Inspector:
     """The per-job pipeline. Runs on the inference worker thread only."""
 
     def __init__(self, config: EdgeadConfig, holder: ModelHolder, supervisor: SourceSupervisor | None,
-                 store: InspectionLog, line: LineIO | None, metrics: ServiceMetrics,
+                 store: InspectionLog, decided: Callable[[Job, bool, float], None] | None, metrics: ServiceMetrics,
                  on_state: Callable[[], None] | None = None):
         self.config = config
         self.holder = holder
         self.supervisor = supervisor
         self.store = store
-        self.line = line
+        self.decided = decided  # the line's side of a decision (reject pulse, handshake, part FIFO)
         self.metrics = metrics
         self.on_state = on_state or (lambda: None)
         self._good_seen = 0
@@ -103,13 +102,11 @@ class Inspector:
             # decision (and the reject pulse) first, the map only if the log keeps this frame
             result = model.score(image, with_map=self._wants_map(job), defer_map=not job.heatmap)
         except Exception as exc:
-            self.metrics.errors.labels(_error_kind(exc)).inc()
+            self.metrics.errors.labels(error_kind(exc)).inc()
             raise
         reject = bool(result.is_anomaly)
-        if reject and self.line is not None and job.actuate:
-            if not self.line.pulse_reject(reference):
-                self.metrics.late_pulses.inc()
-            self.metrics.pulses.inc()
+        if self.decided is not None and job.actuate:
+            self.decided(job, reject, reference)
         stage = dict(result.timings_ms)
         stage["inference"] = stage.pop("total", sum(stage.values()))
         stage.pop("decode", None)  # the service decodes; a model-side decode would be double-counted

@@ -13,6 +13,7 @@ from edgead.capture.registry import parse_source
 from edgead.capture.supervisor import SourceSupervisor
 from edgead.errors import ConfigError
 from edgead.outputs.gpio import GpioSettings, LineIO, make_pin_factory
+from edgead.outputs.handshake import OUTPUTS as HANDSHAKE
 from edgead.outputs.inspection_log import InspectionLog, Retention
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.config import EdgeadConfig
@@ -20,10 +21,11 @@ from edgead.service.heatmaps import HeatmapRenderer
 from edgead.service.model_holder import ModelHolder, ModelLoader
 from edgead.service.live import LiveFeed
 from edgead.outputs.sinks import StationState
-from edgead.service.pipeline import Inspector, Outcome
+from edgead.service.parts import PartFlow
+from edgead.service.pipeline import Inspector, Outcome, error_kind
 from edgead.service.plant import build_outputs, failed, scored
 from edgead.service.triggers import ContinuousTrigger, GpioTrigger
-from edgead.service.worker import InferenceWorker, Job
+from edgead.service.worker import InferenceWorker, Job, QueueFull, WorkerStopped
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,11 @@ def gpio_settings(config: EdgeadConfig) -> GpioSettings:
                         delay_ms=g.reject_delay_ms, ready_pin=g.ready_pin, ready_active_high=g.ready_active_high,
                         alarm_pin=g.alarm_pin, alarm_active_high=g.alarm_active_high, trigger_pin=g.trigger_pin,
                         trigger_pull_up=pull, trigger_active_high=g.trigger_active_high,
-                        trigger_bounce_ms=g.trigger_bounce_ms or None)
+                        trigger_bounce_ms=g.trigger_bounce_ms or None,
+                        handshake=tuple((name, getattr(g, f"{name}_pin"), getattr(g, f"{name}_active_high"))
+                                        for name in HANDSHAKE if getattr(g, f"{name}_pin") is not None),
+                        encoder_pin=g.encoder_pin, encoder_pull_up={"up": True, "down": False, "none": None}[g.encoder_pull],
+                        encoder_active_high=g.encoder_active_high)
 
 
 class Runtime:
@@ -100,7 +106,9 @@ class Runtime:
         if config.gpio.enabled:
             factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio.pin_factory)
             self.line = LineIO(gpio_settings(config), factory)
-        self.inspector = Inspector(config, self.holder, self.supervisor, self.store, self.line, self.metrics,
+        self.parts = PartFlow(config.gpio, self.line, self.metrics) if self.line is not None else None
+        self.inspector = Inspector(config, self.holder, self.supervisor, self.store,
+                                   self.parts.decided if self.parts is not None else None, self.metrics,
                                    on_state=self.update_outputs)
         self.live = LiveFeed()
         self.worker = InferenceWorker(self._inspect, maxsize=config.inference.queue_size)
@@ -144,6 +152,8 @@ class Runtime:
         self.outputs.close()
         if self.supervisor is not None:
             self.supervisor.close()
+        if self.parts is not None:
+            self.parts.close()
         if self.line is not None:
             self.line.close()
         self.store.close()
@@ -153,6 +163,8 @@ class Runtime:
         try:
             outcome = self.inspector(job)
         except Exception as exc:
+            if self.parts is not None and job.actuate:
+                self.parts.failed(job, error_kind(exc))
             if job.record and job.data is None:  # a part without a result (a bad upload is the client's 400)
                 self.outputs.publish(failed(job, exc, self.holder.identity()))
             raise
@@ -167,7 +179,16 @@ class Runtime:
         return outcome
 
     def submit(self, job: Job) -> Future:
-        return self.worker.submit(job)
+        """Queue a job; a part that moves the line enters the handshake and the ejector FIFO at
+        once, so a full queue or a stuck worker still ends in a (fail-safe) reject."""
+        if self.parts is None or not job.actuate:
+            return self.worker.submit(job)
+        self.parts.enter(job)
+        try:
+            return self.worker.submit(job)
+        except (QueueFull, WorkerStopped):
+            self.parts.failed(job, "queue_full")
+            raise
 
     def trigger(self, origin: str) -> Future:
         """A part triggered by a plant output (Modbus coil, OPC UA method): the job GET /score
