@@ -94,7 +94,7 @@ class ModbusSink:
 
     name = "modbus"
 
-    def __init__(self, config: Any, metrics: Any):
+    def __init__(self, config: Any, metrics: Any, token: str | None = None):  # Modbus has no authentication
         self.config = config
         self.metrics = metrics
         self.port: int | None = None  # the bound port (config port 0: a free one)

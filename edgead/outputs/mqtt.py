@@ -48,7 +48,7 @@ def payload(r: PartResult, base_url: str | None) -> dict[str, Any]:
 class MqttSink:
     name = "mqtt"
 
-    def __init__(self, config: Any, metrics: Any):
+    def __init__(self, config: Any, metrics: Any, token: str | None = None):  # the broker has its own login
         import paho.mqtt.client as mqtt
 
         self.config = c = config

@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 
 log = logging.getLogger(__name__)
 
-# name -> "module:factory"; factory(section_config, metrics) -> Sink
+# name -> "module:factory"; factory(section_config, metrics, token) -> Sink (token: the daemon's own)
 REGISTRY: dict[str, str] = {
     "modbus": "edgead.outputs.modbus:ModbusSink",
     "mqtt": "edgead.outputs.mqtt:MqttSink",
@@ -93,11 +93,11 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def load_sink(name: str, section: Any, metrics: Any) -> Sink:
+def load_sink(name: str, section: Any, metrics: Any, token: str | None) -> Sink:
     """Build the sink registered as ``name`` from its config section."""
     module_name, factory = REGISTRY[name].split(":")
     module = importlib.import_module(module_name)
-    return getattr(module, factory)(section, metrics)
+    return getattr(module, factory)(section, metrics, token)
 
 
 @dataclass

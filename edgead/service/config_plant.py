@@ -86,7 +86,7 @@ class OpcUaConfig(_Section):
 
     enabled: bool = Field(False, description="serve the vision system over OPC UA (pip install 'edgead[plant]')")
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
-    port: int = Field(4840, ge=0, le=65535, description="TCP port; 4840 is OPC UA's own; 0 picks a free port")
+    port: int = Field(4840, ge=1, le=65535, description="TCP port; 4840 is OPC UA's own")
     namespace: str = Field("urn:edgead:vision", description="namespace URI of the edgead nodes")
     username: str = Field("edgead", min_length=1, description="user name clients log in with when server.token "
                                                              "(or password) is set")

@@ -13,8 +13,8 @@ from edgead.service.worker import Job
 
 
 def build_outputs(config: EdgeadConfig, metrics: ServiceMetrics, state: Callable[[], StationState],
-                  trigger: Callable[[str], Any]) -> Outputs:
-    sinks = [load_sink(name, getattr(config, name), metrics) for name in REGISTRY if getattr(config, name).enabled]
+                  trigger: Callable[[str], Any], token: str | None) -> Outputs:
+    sinks = [load_sink(name, getattr(config, name), metrics, token) for name in REGISTRY if getattr(config, name).enabled]
     return Outputs(sinks, state, trigger, lambda name: metrics.output_errors.labels(name).inc())
 
 

@@ -115,14 +115,13 @@ class Runtime:
         self.continuous: ContinuousTrigger | None = None
         self.gpio_trigger: GpioTrigger | None = None
         # Modbus / OPC UA / MQTT: results out, triggers in through submit() like GET /score
-        self.outputs = build_outputs(config, self.metrics, self.station_state, self.trigger)
+        self.outputs = build_outputs(config, self.metrics, self.station_state, self.trigger, self.token)
         self.metrics.attach_state(self.snapshot)
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.worker.start()
-        self.outputs.start()
         if self.supervisor is not None:
             if self.supervisor.start():
                 log.info("source %s open", self.supervisor.spec)
@@ -136,6 +135,7 @@ class Runtime:
             self.gpio_trigger = GpioTrigger(self.submit, lambda: self.metrics.dropped_triggers.labels("gpio").inc())
             self.line.on_trigger(self.gpio_trigger)
         self.state = "running"
+        self.outputs.start()  # after the source opened: the plant's first look shows the real state
         self.update_outputs()
 
     def stop(self) -> None:
