@@ -163,3 +163,42 @@ def test_kill9_writer_keeps_every_acknowledged_row(tmp_path, synchronous):
     referenced = {r["image_path"] for r in log.list(limit=100000) if r["image_path"]}
     on_disk = {p.relative_to(tmp_path / "images").as_posix() for p in (tmp_path / "images").rglob("*") if p.is_file()}
     assert on_disk == referenced
+
+
+BATCH_WRITER = """
+import os, signal, sys, time
+from edgead.outputs.inspection_log import InspectionLog, Record
+log = InspectionLog(sys.argv[1], commit_interval_s=60)
+def rec(name):
+    return Record(ts=time.time(), origin="gpio", source=name, score=1.0, normalized_score=0.5, threshold=2.0,
+                  decision="ok")
+log.record(rec("a"), durable=False)
+log.record(rec("b"), durable=False)
+log.record(rec("answered"), durable=True)  # commits a, b and itself before its caller is answered
+log.record(rec("c"), durable=False)
+log.record(rec("d"), durable=False)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_batched_commits_keep_every_acknowledged_row_through_a_kill(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", BATCH_WRITER, str(tmp_path)], cwd=REPO, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    log = InspectionLog(tmp_path)
+    assert [r["source"] for r in log.list()][::-1] == ["a", "b", "answered"]  # c and d were never answered
+    log.close()
+
+
+def test_batched_rows_commit_on_the_interval_and_at_close(tmp_path):
+    log = InspectionLog(tmp_path, commit_interval_s=0.2)
+    log.record(rec(1.0), durable=False)
+    assert log.list() == []  # waiting in the batch
+    deadline = time.monotonic() + 30
+    while not log.list() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(log.list()) == 1  # committed by the interval
+    log.record(rec(3.0, source="last"), durable=False)
+    log.close()  # a clean stop commits the batch
+    reopened = InspectionLog(tmp_path)
+    assert [r["source"] for r in reopened.list()] == ["last", "x.png"]
+    reopened.close()

@@ -7,6 +7,12 @@ acknowledged row: a committed transaction is in the WAL file (the kernel's page 
 survives the death of the process. ``synchronous = "normal"`` (default) fsyncs only at
 checkpoints: a *power cut* may lose the last commits but never corrupts the file;
 ``"full"`` also survives power loss at the cost of one fsync per result (slow on SD cards).
+
+Batched commits (``commit_interval_s`` > 0, fewer writes to an SD card): rows of parts nobody
+waits for (continuous, GPIO and Modbus triggers) may wait up to that long in an open
+transaction and commit together; a row someone is answered with (``durable=True``: HTTP,
+OPC UA) commits at once, with any waiting before it. A crash loses at most the unacknowledged
+rows of the last interval, never an acknowledged one; their decisions had already gone out.
 Image files are written (temp + rename) before their row commits; files of rows that never
 committed are removed at the next start.
 """
@@ -102,7 +108,8 @@ class InspectionLog:
     """SQLite log + image store under ``data_dir``. Thread-safe; one writer at a time."""
 
     def __init__(self, data_dir: str | Path, *, synchronous: str = "normal", retention: Retention = Retention(),
-                 image_format: str = "jpg", jpeg_quality: int = 90, map_max_side: int = 512):
+                 image_format: str = "jpg", jpeg_quality: int = 90, map_max_side: int = 512,
+                 commit_interval_s: float = 0.0):
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous {synchronous!r}: expected 'normal' or 'full'")
         if image_format not in ("jpg", "png"):
@@ -116,6 +123,11 @@ class InspectionLog:
         self.jpeg_quality = jpeg_quality
         self.map_max_side = map_max_side
         self._write_lock = threading.Lock()
+        self.commit_interval_s = commit_interval_s
+        self._batch_since: float | None = None  # a batch transaction is open since (monotonic)
+        self._doomed: list[str] = []  # files to unlink once the rows that dropped them are committed
+        self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
         self._read_lock = threading.Lock()
         self._db = self._connect(synchronous)
         self._migrate()
@@ -124,6 +136,9 @@ class InspectionLog:
             "SELECT COUNT(*), COUNT(image_path), COALESCE(SUM(image_bytes), 0) FROM results").fetchone()
         self._rows, self._images, self._image_bytes = int(row[0]), int(row[1]), int(row[2])
         self._sweep_orphans()
+        if commit_interval_s > 0:
+            self._flusher = threading.Thread(target=self._flush_loop, name="edgead-log-flush", daemon=True)
+            self._flusher.start()
 
     # -- setup ---------------------------------------------------------------------------------
     def _connect(self, synchronous: str) -> sqlite3.Connection:
@@ -158,11 +173,16 @@ class InspectionLog:
             log.info("inspection log: removed %d orphaned image file(s)", removed)
 
     # -- writing -------------------------------------------------------------------------------
-    def record(self, rec: Record, image: np.ndarray | None = None, anomaly_map: np.ndarray | None = None) -> Stored:
-        """Commit one result (with its image and map when given). The row is durable against a
-        process kill when this returns."""
+    def record(self, rec: Record, image: np.ndarray | None = None, anomaly_map: np.ndarray | None = None,
+               durable: bool = True) -> Stored:
+        """Commit one result (with its image and map when given). With ``durable`` (or no batch
+        interval) the row is durable against a process kill when this returns; otherwise it
+        commits with its batch, within ``commit_interval_s``."""
         with self._write_lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._batch_since is None:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._batch_since = time.monotonic()
+            self._db.execute("SAVEPOINT rec")  # a failed row must not take the batch with it
             try:
                 cur = self._db.execute(
                     "INSERT INTO results (ts, origin, source, score, normalized_score, threshold, decision, model_name,"
@@ -173,13 +193,42 @@ class InspectionLog:
                 )
                 rid = int(cur.lastrowid)
                 files = self._store_images(rid, rec, image, anomaly_map) if image is not None else (None, None)
-                self._db.execute("COMMIT")
+                self._db.execute("RELEASE rec")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO rec")
+                self._db.execute("RELEASE rec")
+                if durable or self.commit_interval_s <= 0:
+                    self._commit()
                 raise
             self._rows += 1
             self._enforce_retention()
+            if durable or self.commit_interval_s <= 0:
+                self._commit()
             return Stored(rid, *files)
+
+    def _commit(self) -> None:
+        """Commit the open transaction, then unlink the files its rows let go (write lock held)."""
+        if self._batch_since is None:
+            return
+        self._db.execute("COMMIT")
+        self._batch_since = None
+        doomed, self._doomed = self._doomed, []
+        for rel in doomed:
+            (self.images_dir / rel).unlink(missing_ok=True)
+
+    def flush(self) -> None:
+        """Commit waiting batched rows now."""
+        with self._write_lock:
+            self._commit()
+
+    def _flush_loop(self) -> None:
+        while not self._closing.wait(self.commit_interval_s / 4):
+            since = self._batch_since
+            if since is not None and time.monotonic() - since >= self.commit_interval_s:
+                try:
+                    self.flush()
+                except sqlite3.Error:
+                    log.exception("inspection log: cannot commit a batch")
 
     def _store_images(self, rid: int, rec: Record, image: np.ndarray,
                       anomaly_map: np.ndarray | None) -> tuple[str | None, str | None]:
@@ -240,8 +289,7 @@ class InspectionLog:
                         self._image_bytes -= row["image_bytes"]
                 self._db.execute("DELETE FROM results WHERE id <= ?", (rows[-1]["id"],))
                 self._rows -= len(rows)
-        for rel in doomed:  # autocommit: the UPDATE/DELETE above is already durable
-            (self.images_dir / rel).unlink(missing_ok=True)
+        self._doomed += doomed  # unlinked after the commit: a crash before it leaves rows with their files
 
     def set_threshold_override(self, model_sha256: str, threshold: float | None) -> None:
         """Persist (or with None, forget) the threshold set for one model."""
@@ -251,6 +299,7 @@ class InspectionLog:
             else:
                 self._db.execute("INSERT OR REPLACE INTO threshold_overrides VALUES (?, ?, ?)",
                                  (model_sha256, float(threshold), time.time()))
+            self._commit()  # inside an open batch the change waited for it
 
     def threshold_override(self, model_sha256: str) -> float | None:
         row = self._query("SELECT threshold FROM threshold_overrides WHERE model_sha256 = ?", (model_sha256,))
@@ -302,6 +351,14 @@ class InspectionLog:
         return {"rows": self._rows, "images": self._images, "image_bytes": self._image_bytes}
 
     def close(self) -> None:
+        self._closing.set()
+        if self._flusher is not None:
+            self._flusher.join(5)
+        with self._write_lock:
+            try:
+                self._commit()
+            except sqlite3.Error:
+                log.exception("inspection log: cannot commit the last batch")
         with self._write_lock, self._read_lock:
             for db in (self._reader, self._db):
                 try:

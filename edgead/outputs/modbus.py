@@ -180,7 +180,7 @@ class ModbusSink:
             self.metrics.output_triggers.labels(self.name, "refused").inc()
             return ExcCodes.ILLEGAL_ADDRESS
         try:
-            future = self._station.trigger(self.name)
+            future = self._station.trigger(self.name, answered=False)  # the PLC polls; nobody awaits the row
         except Exception as exc:  # queue full / shutting down: Modbus's own "busy" answer
             log.warning("modbus: trigger refused (%s)", exc)
             self.metrics.output_triggers.labels(self.name, "busy").inc()

@@ -76,9 +76,10 @@ class StationState:
 class Station(Protocol):
     """What a sink may ask of the daemon."""
 
-    def trigger(self, origin: str) -> Future:
+    def trigger(self, origin: str, answered: bool = True) -> Future:
         """Capture and score a part now, exactly as ``GET /score`` does; the future holds the
-        outcome. Raises QueueFull / WorkerStopped when it cannot be queued."""
+        outcome. ``answered``: the caller is given the part's log id (its row commits first).
+        Raises QueueFull / WorkerStopped when it cannot be queued."""
 
     def state(self) -> StationState: ...
 
@@ -113,7 +114,7 @@ class _Tally:
 class Outputs:
     """The enabled sinks, fed one result per part."""
 
-    def __init__(self, sinks: list[Sink], state: Callable[[], StationState], trigger: Callable[[str], Future],
+    def __init__(self, sinks: list[Sink], state: Callable[[], StationState], trigger: Callable[..., Future],
                  on_error: Callable[[str], None]):
         self.sinks = sinks
         self._state = state
@@ -134,8 +135,8 @@ class Outputs:
                 sink.close()
             raise
 
-    def trigger(self, origin: str) -> Future:
-        return self._trigger(origin)
+    def trigger(self, origin: str, answered: bool = True) -> Future:
+        return self._trigger(origin, answered)
 
     def state(self) -> StationState:
         t = self._tally

@@ -253,6 +253,12 @@ class InspectionConfig(_Section):
     max_images: int = Field(2000, ge=0, description="stored frames kept (0: unlimited)")
     max_image_mb: float = Field(1024.0, ge=0, description="disk for stored frames (0: unlimited)")
     max_stored_side: int = Field(1600, ge=64, le=16384, description="stored frames are shrunk to this longest side")
+    commit_interval_s: float = Field(0.0, ge=0, le=60,
+                                     description="low SD-card wear: rows of parts nobody waits for (continuous, "
+                                                 "GPIO, Modbus triggers) commit together at most this often; rows "
+                                                 "returned to a caller (HTTP, OPC UA) still commit before the "
+                                                 "answer. A crash may lose the unanswered rows of the last "
+                                                 "interval. 0: every row at once")
 
 
 class EdgeadConfig(BaseSettings):

@@ -127,8 +127,8 @@ class Inspector:
         try:
             if job.record:
                 kept = shrink_to(image, self.config.inspection.max_stored_side) if store_image else None
-                stored = self.store.record(record, kept,
-                                           result.anomaly_map if store_image else None)
+                stored = self.store.record(record, kept, result.anomaly_map if store_image else None,
+                                           durable=job.answered)
         except Exception:  # a full/broken disk must not stop the line: the decision still goes out
             log.exception("inspection log: cannot record a result")
             self.metrics.log_errors.inc()

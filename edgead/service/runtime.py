@@ -90,7 +90,7 @@ class Runtime:
         self.metrics = metrics or ServiceMetrics()
         c = config.inspection
         self.store = InspectionLog(c.data_dir, synchronous=c.synchronous, image_format=c.image_format,
-                                   jpeg_quality=c.jpeg_quality,
+                                   jpeg_quality=c.jpeg_quality, commit_interval_s=c.commit_interval_s,
                                    retention=Retention(c.max_results, c.max_images, int(c.max_image_mb * 1024 * 1024)))
         self.heatmaps = HeatmapRenderer(self.store, config.server.max_concurrent_renders, c.max_stored_side)
         self.holder = ModelHolder(model, loader, precision=precision, threads=config.model.threads,
@@ -190,10 +190,11 @@ class Runtime:
             self.parts.failed(job, "queue_full")
             raise
 
-    def trigger(self, origin: str) -> Future:
+    def trigger(self, origin: str, answered: bool = True) -> Future:
         """A part triggered by a plant output (Modbus coil, OPC UA method): the job GET /score
-        queues, with the output's name as its origin."""
-        return self.submit(Job(origin=origin))
+        queues, with the output's name as its origin. ``answered``: the trigger's caller gets
+        the log id back (so the row commits before the answer)."""
+        return self.submit(Job(origin=origin, answered=answered))
 
     def station_state(self) -> StationState:
         identity = self.holder.identity()

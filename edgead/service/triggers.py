@@ -35,7 +35,7 @@ class ContinuousTrigger:
             started = time.monotonic()
             pause = 0.0
             try:
-                self._submit(Job(origin="continuous")).result()
+                self._submit(Job(origin="continuous", answered=False)).result()
             except QueueFull as exc:
                 self._on_dropped()
                 pause = float(exc.retry_after)
@@ -65,7 +65,7 @@ class GpioTrigger:
     def __call__(self) -> None:
         self.fired += 1
         try:
-            self._submit(Job(origin="gpio"))
+            self._submit(Job(origin="gpio", answered=False))
         except QueueFull:
             log.warning("trigger input: inference queue full, frame dropped")
             self._on_dropped()

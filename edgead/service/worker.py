@@ -45,6 +45,7 @@ class Job:
     heatmap: bool = False
     actuate: bool = True
     record: bool = True  # False: answer only (an anonymous upload): no inspection-log row, no stored frame
+    answered: bool = True  # someone is answered with this job's log row: it commits before the answer
     part: int | None = None  # the part's place in the ejector FIFO, when parts are tracked
     received: float = field(default_factory=time.monotonic)
     received_wall: float = field(default_factory=time.time)
