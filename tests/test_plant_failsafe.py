@@ -125,3 +125,36 @@ def test_encoder_fifo_ejects_the_right_parts_with_three_in_flight(tmp_path):
         move(3)  # count 16: part 3
         wait_for(lambda: fifo.in_flight == 0 and pulses(reject) == 2)
         assert fifo.ejected == [1, 3]
+
+
+def test_fifo_by_time_ejects_only_the_rejected_parts_in_flight():
+    from edgead.outputs.fifo import PartFifo
+
+    ejected, final = [], []
+    fifo = PartFifo(eject=lambda p: ejected.append(p.id), on_final=lambda p: final.append((p.id, p.decision)),
+                    deadline_s=None, delay_s=0.3)
+    try:
+        parts = [fifo.enter() for _ in range(3)]  # three parts on the belt before the first arrives
+        for part, reject in zip(parts, (True, False, True)):
+            fifo.decide(part.id, reject)
+        wait_for(lambda: fifo.in_flight == 0)
+        assert ejected == [1, 3]
+        assert final == [(1, "reject"), (2, "ok"), (3, "reject")]
+    finally:
+        fifo.close()
+
+
+def test_a_part_undecided_at_the_ejector_is_rejected_there():
+    from edgead.outputs.fifo import PartFifo
+
+    ejected, reasons = [], []
+    fifo = PartFifo(eject=lambda p: ejected.append(p.id), on_final=lambda p: reasons.append(p.reason),
+                    deadline_s=None, delay_s=0.05)
+    try:
+        part = fifo.enter()
+        wait_for(lambda: ejected == [part.id])
+        assert reasons == ["undecided_at_ejector"]
+        fifo.decide(part.id, False)  # the decision comes after the part has gone: it stays rejected
+        assert fifo.late_results == 1
+    finally:
+        fifo.close()

@@ -138,13 +138,13 @@ class PartFifo:
         while self._parts and self._due(self._parts[0], now):
             part = self._parts.popleft()
             del self._by_id[part.id]
-            if part.reason is not None:
-                self._gone[part.id] = part
-                while len(self._gone) > 1000:
-                    del self._gone[next(iter(self._gone))]
             if part.decision is None:
                 part.decision, part.reason = "reject", "undecided_at_ejector"
                 failed.append(part)
+            if part.reason is not None:  # failed safe: its decision may still come, late
+                self._gone[part.id] = part
+                while len(self._gone) > 1000:
+                    del self._gone[next(iter(self._gone))]
             released.append(part)
         wake = [p.deadline for p in self._parts if p.decision is None and p.deadline is not None]
         if self.counts is None and self.delay_s > 0 and self._parts:
