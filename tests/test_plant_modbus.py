@@ -76,3 +76,21 @@ def test_trigger_coil_and_register_map(app):
         metrics = http.get("/metrics").text
         assert 'edgead_output_triggers_total{outcome="queued",output="modbus"} 2.0' in metrics
         assert 'edgead_results_total{decision="reject",origin="modbus"} 1.0' in metrics
+
+
+def test_a_port_in_use_is_a_clear_error():
+    import socket
+
+    from edgead.errors import ConfigError
+    from edgead.outputs.metrics import ServiceMetrics
+    from edgead.outputs.modbus import ModbusSink
+    from edgead.service.config_plant import ModbusConfig
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sink = ModbusSink(ModbusConfig(enabled=True, port=port), ServiceMetrics())
+        with pytest.raises(ConfigError, match=f"modbus: cannot listen on 127.0.0.1:{port}"):
+            sink.start(station=None)
+        sink.close()

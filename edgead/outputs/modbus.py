@@ -10,7 +10,6 @@ per request).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import struct
@@ -18,6 +17,7 @@ import threading
 from typing import Any
 
 from edgead.errors import ConfigError
+from edgead.outputs.server_thread import ServerThread
 from edgead.outputs.sinks import PartResult, Station, StationState
 
 log = logging.getLogger(__name__)
@@ -101,31 +101,17 @@ class ModbusSink:
         self._station: Station | None = None
         self._pending = 0  # triggered parts not yet scored: the trigger coil reads 1 meanwhile
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._thread: ServerThread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, station: Station) -> None:
         self._station = station
-        started = threading.Event()
-        failure: list[BaseException] = []
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._serve(started))
-            except BaseException as exc:  # reported to start(); the daemon stops with a clear error
-                failure.append(exc)
-                started.set()
-
-        self._thread = threading.Thread(target=run, name="edgead-modbus", daemon=True)
-        self._thread.start()
-        started.wait(30)
-        if failure or self.port is None:
-            why = failure[0] if failure else "timed out"
-            raise ConfigError(f"modbus: cannot listen on {self.config.host}:{self.config.port} ({why})")
+        self._thread = ServerThread("edgead-modbus")
+        try:
+            self._thread.start(self._serve)
+        except Exception as exc:
+            raise ConfigError(f"modbus: cannot listen on {self.config.host}:{self.config.port} ({exc})") from None
         log.info("modbus: listening on %s:%d", self.config.host, self.port)
 
     async def _serve(self, started: threading.Event) -> None:
@@ -153,16 +139,15 @@ class ModbusSink:
         await self._server.serving
 
     def close(self) -> None:
-        if self._loop is None or self._thread is None:
+        if self._thread is None:
             return
-        if self._server is not None and self._loop.is_running():
+        if self._server is not None and self._thread.running:
             try:
-                asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
+                self._thread.run(self._server.shutdown(), 5)
             except Exception:
                 log.exception("modbus: shutdown")
         self._thread.join(5)
-        self._loop.close()
-        self._loop = None
+        self._thread = None
 
     # -- results -------------------------------------------------------------------------------
     def publish(self, result: PartResult) -> None:

@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 from edgead.errors import ConfigError
+from edgead.outputs.server_thread import ServerThread
 from edgead.outputs.sinks import PartResult, Station, StationState
 
 log = logging.getLogger(__name__)
@@ -69,32 +70,18 @@ class OpcUaSink:
         self.password = config.password.get_secret_value() if config.password is not None else token
         self.endpoint = f"opc.tcp://{config.host}:{config.port}/edgead/"
         self._station: Station | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: ServerThread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, station: Station) -> None:
         self._station = station
-        started = threading.Event()
-        failure: list[BaseException] = []
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._serve(started))
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                started.set()
-
-        self._thread = threading.Thread(target=run, name="edgead-opcua", daemon=True)
-        self._thread.start()
-        started.wait(60)
-        if failure:
-            raise ConfigError(f"opcua: cannot serve {self.endpoint} ({failure[0]})")
+        self._thread = ServerThread("edgead-opcua")
+        try:
+            self._thread.start(self._serve)
+        except Exception as exc:
+            raise ConfigError(f"opcua: cannot serve {self.endpoint} ({exc})") from None
         log.info("opcua: serving %s", self.endpoint)
 
     async def _serve(self, started: threading.Event) -> None:
@@ -150,20 +137,17 @@ class OpcUaSink:
         return n
 
     def close(self) -> None:
-        if self._loop is None or self._thread is None:
+        if self._thread is None:
             return
-        if self._stop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._stop is not None:
+            self._thread.call(self._stop.set)
         self._thread.join(10)
-        if not self._loop.is_running():
-            self._loop.close()
-        self._loop = None
+        self._thread = None
 
     # -- results -------------------------------------------------------------------------------
     def publish(self, result: PartResult) -> None:
-        if self._loop is None or self._queue is None:
-            return
-        self._loop.call_soon_threadsafe(self._enqueue, result)
+        if self._thread is not None and self._queue is not None:
+            self._thread.call(self._enqueue, result)
 
     def _enqueue(self, result: PartResult) -> None:
         try:
