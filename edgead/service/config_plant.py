@@ -20,9 +20,11 @@ class ModbusConfig(_Section):
     enabled: bool = Field(False, description="serve the register map over Modbus TCP")
     host: str = Field("127.0.0.1", description="address to listen on: loopback by default; the PLC network "
                                                "interface's address (or 0.0.0.0) to let the PLC in")
-    port: int = Field(502, ge=0, le=65535, description="TCP port; 502 is Modbus's own (binding it needs "
-                                                       "CAP_NET_BIND_SERVICE, the systemd unit grants it); "
-                                                       "0 picks a free port")
+    port: int = Field(5020, ge=0, le=65535, description="TCP port (0 picks a free one). Modbus's own port 502 "
+                                                        "is below 1024: the hardened systemd unit holds no "
+                                                        "capabilities, so binding it needs a drop-in with "
+                                                        "AmbientCapabilities=CAP_NET_BIND_SERVICE and "
+                                                        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE")
     allow_trigger: bool = Field(True, description="a 1 written to coil 0 captures and scores a part, like "
                                                   "GET /score; false: the map is read-only")
 
