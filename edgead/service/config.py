@@ -179,16 +179,16 @@ class GpioConfig(_Section):
     trigger_active_high: bool | None = Field(None, description="required with trigger_pull = none")
     trigger_bounce_ms: float = Field(20.0, ge=0, le=10_000)
     busy_pin: Pin | None = Field(None, description="handshake: on from a trigger until its result is out")
-    busy_active_high: bool = True
+    busy_active_high: bool = Field(True, description="false: the busy output is low when active")
     result_valid_pin: Pin | None = Field(None, description="handshake: on once pass/fail hold the part's result; "
                                                            "off at the next trigger (the PLC latches on its "
                                                            "rising edge)")
-    result_valid_active_high: bool = True
+    result_valid_active_high: bool = Field(True, description="false: the result_valid output is low when active")
     pass_pin: Pin | None = Field(None, description="handshake: on when the last part passed")
-    pass_active_high: bool = True
+    pass_active_high: bool = Field(True, description="false: the pass output is low when active")
     fail_pin: Pin | None = Field(None, description="handshake: on when the last part was rejected or got no "
                                                    "result in time")
-    fail_active_high: bool = True
+    fail_active_high: bool = Field(True, description="false: the fail output is low when active")
     part_deadline_ms: float = Field(0.0, ge=0, le=600_000,
                                     description="fail-safe: a part with no decision this long after its trigger "
                                                 "is rejected anyway (slow inference, error, full queue, camera "
@@ -198,7 +198,8 @@ class GpioConfig(_Section):
                                                                     "reject_delay_ms after its trigger, or "
                                                                     "encoder_counts pulses on encoder_pin later")
     encoder_pin: Pin | None = Field(None, description="conveyor encoder input (release = encoder)")
-    encoder_pull: Literal["up", "down", "none"] = "up"
+    encoder_pull: Literal["up", "down", "none"] = Field("up", description="up: the encoder pulls the input low "
+                                                                            "on each count (open collector)")
     encoder_active_high: bool | None = Field(None, description="required with encoder_pull = none")
     encoder_counts: int = Field(0, ge=0, le=10_000_000, description="encoder pulses from the camera to the "
                                                                     "ejector (release = encoder)")
