@@ -16,11 +16,11 @@ from edgead.outputs.gpio import GpioSettings, LineIO, make_pin_factory
 from edgead.outputs.handshake import OUTPUTS as HANDSHAKE
 from edgead.outputs.inspection_log import InspectionLog, Retention
 from edgead.outputs.metrics import ServiceMetrics
+from edgead.outputs.sinks import StationState
 from edgead.service.config import EdgeadConfig
 from edgead.service.heatmaps import HeatmapRenderer
 from edgead.service.model_holder import ModelHolder, ModelLoader
 from edgead.service.live import LiveFeed
-from edgead.outputs.sinks import StationState
 from edgead.service.parts import PartFlow
 from edgead.service.pipeline import Inspector, Outcome, error_kind
 from edgead.service.plant import build_outputs, failed, scored
