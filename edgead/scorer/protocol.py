@@ -32,9 +32,9 @@ with :func:`edgead.scorer.anomaly_map.upsample_and_smooth` (``manifest.map_sigma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np

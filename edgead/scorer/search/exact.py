@@ -14,7 +14,14 @@ import threading
 
 import numpy as np
 
-from edgead.scorer.search.base import as_bank, as_queries, as_rows, check_k, direct_distances, top_by_query
+from edgead.scorer.search.base import (
+    as_bank,
+    as_queries,
+    as_rows,
+    check_k,
+    direct_distances,
+    top_by_query,
+)
 
 # Scratch memory of ExactSearch: (query chunk x bank block) float32.  A few MiB keeps the block
 # in L2/L3 at a small cost against one giant GEMM, where the giant buffer would be hundreds of

@@ -16,7 +16,15 @@ import numpy as np
 
 from edgead.bank.hnsw_file import check_links, expanded_index, read_header
 from edgead.errors import ArtifactError, ConfigError
-from edgead.scorer.search.base import as_bank, as_queries, as_rows, certify_top, check_k, direct_distances, top_by_query
+from edgead.scorer.search.base import (
+    as_bank,
+    as_queries,
+    as_rows,
+    certify_top,
+    check_k,
+    direct_distances,
+    top_by_query,
+)
 from edgead.scorer.search.exact import ExactSearch
 from edgead.scorer.search.int8 import Int8Search
 

@@ -36,8 +36,20 @@ from edgead.backbone import session_options
 from edgead.bank.codes import dequantize_bank, quantize_bank
 from edgead.errors import ArtifactError
 from edgead.scorer.search import int8_layout
-from edgead.scorer.search.base import as_bank, as_queries, as_rows, certify_top, check_k, direct_distances
-from edgead.scorer.search.int8_layout import block_starts, gemm_model, prefix_order, prefix_rows
+from edgead.scorer.search.base import (
+    as_bank,
+    as_queries,
+    as_rows,
+    certify_top,
+    check_k,
+    direct_distances,
+)
+from edgead.scorer.search.int8_layout import (
+    block_starts,
+    gemm_model,
+    prefix_order,
+    prefix_rows,
+)
 
 # The float32 GEMM output, one scratch buffer for every call: queries go in chunks of
 # SCRATCH_FLOATS // block rows.  1 MiB: a little slower than larger buffers on the map pass, for
