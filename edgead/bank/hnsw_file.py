@@ -39,6 +39,8 @@ HEADER = struct.Struct("<6QiI3QdQ")
 
 
 def read_header(path: Path) -> dict:
+    """The header of the (full) hnswlib file at ``path``, checked for consistency with itself
+    and the file's size; ArtifactError naming the file when it is not an hnswlib index."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
