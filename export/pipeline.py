@@ -13,6 +13,7 @@ import torch
 import edgead
 from edgead.artifact import ArtifactWriter, pack_tar
 from edgead.errors import EdgeadError
+from edgead.false_rejects import estimate_at, fold_of, threshold_for_frr
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc, f1_optimal_threshold
 from edgead_export.parity_stats import paired_auroc_drop_se, spearman, threshold_from_good
@@ -28,6 +29,7 @@ from edgead_export.extract import extract_features, load_batches
 from edgead_export.feature_graph import PatchFeatureGraph
 from edgead_export.fit import fit_padim, fit_patchcore, padim_channel_index
 from edgead_export.onnx_export import export_onnx, quantize_int8
+from edgead_export.oof import FoldSource, out_of_fold_scores, row_images
 
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
 INT8_MIN_SPEARMAN = 0.98
@@ -104,15 +106,20 @@ def tile_groups(feats: np.ndarray, tiling: TilingConfig) -> list[tuple[int | Non
     return [(t, per_image[:, t]) for t in range(tiling.count)]
 
 
-def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict) -> None:
+def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray,
+                       manifest: dict) -> list[FoldSource]:
+    """The scorer files; returns what the out-of-fold scorers are built from, per bank."""
     groups = tile_groups(feats, cfg.tiling)
+    # maps of one image in a bank: every tile's, when all tiles share it
+    maps_per_image = cfg.tiling.count if len(groups) == 1 else 1
     if cfg.method == "patchcore":
-        _write_patchcore(cfg, writer, groups, manifest)
-    else:
-        _write_padim(cfg, writer, groups, manifest)
+        return _write_patchcore(cfg, writer, groups, manifest, maps_per_image)
+    _write_padim(cfg, writer, groups, manifest)
+    return [FoldSource(features=f, map_image=np.arange(len(f)) // maps_per_image) for _, f in groups]
 
 
-def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
+def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict,
+                     maps_per_image: int) -> list[FoldSource]:
     from edgead.scorer.hnsw_file import strip_vectors
     from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index, choose_backend
 
@@ -128,6 +135,7 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
         else {"rule": "topk_mean", "k": cfg.topk},
     }
     rows = 0
+    sources = []
     for tile, feats in groups:
         files = scorer_files("patchcore", tile)
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
@@ -136,6 +144,8 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
         if cfg.num_neighbors > 1 and cfg.image_score == "reweighted":  # support sets, looked up
             save_bank_knn(writer.staging, bank, cfg.num_neighbors, files["tag"])
         rows += bank.shape[0]
+        sources.append(FoldSource(bank=bank, row_image=row_images(fit.indices, feats.shape[2] * feats.shape[3],
+                                                                  maps_per_image)))
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
         pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
         log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {bank.shape[0]} x {bank.shape[1]} "
@@ -151,6 +161,7 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
                     "hnsw_crossover_rows": HNSW_CROSSOVER}
     log(f"nearest-neighbour search (auto): {pc['search']['auto']} ({per_bank} rows per bank; hnsw above "
         f"{HNSW_CROSSOVER} rows, measured crossover)")
+    return sources
 
 
 def _write_padim(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
@@ -182,9 +193,11 @@ def resolve_roi(cfg: ExportConfig, fit_paths: list[Path]) -> ExportConfig:
 
 
 def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: list[np.ndarray],
-              defects: list[np.ndarray]) -> dict:
+              defects: list[np.ndarray], fit_paths: list[Path], sources: list[FoldSource]) -> dict:
     """Per-precision thresholds, parity report and the default precision."""
-    report: dict = {"thresholds": {}, "score_stats": {}, "parity": {}}
+    report: dict = {"thresholds": {}, "score_stats": {}, "parity": {}, "false_rejects": {}}
+    folds = min(cfg.folds, len(fit_paths))
+    image_fold = fold_of(len(fit_paths), folds, cfg.seed) if cfg.target_frr is not None else None
     scores = {}
     pseudo = parity_images(hold, cfg.seed)
     for precision in ("fp32", "int8"):
@@ -195,14 +208,24 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: 
         if precision == "fp32":
             ref = torch_reference_scores(graph, model, hold)
             report["parity"]["fp32_vs_torch_max_rel_diff"] = float(np.max(np.abs(good - ref) / np.maximum(np.abs(ref), 1e-12)))
+        # every good image scored by a model that did not see it: training images out of fold
+        oof = (out_of_fold_scores(model, fit_paths, sources, image_fold) if image_fold is not None
+               else np.array([]))
         if defects:
             labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
             thr, f1 = f1_optimal_threshold(labels, np.r_[good, bad])
             report["threshold_rule"] = "F1-optimal on held-out good + --val-defects images"
+        elif image_fold is not None:
+            thr = threshold_for_frr(np.r_[oof, good], cfg.target_frr).threshold
+            report["threshold_rule"] = (f"false-reject rate {cfg.target_frr:g} on out-of-sample good scores "
+                                        f"({folds}-fold out-of-fold training images + held-out images)")
         else:
             thr = threshold_from_good(good)
             report["threshold_rule"] = "max(held-out good max, mean + 3 std) of held-out good scores"
         report["thresholds"][precision] = thr
+        if image_fold is not None:
+            report["false_rejects"][precision] = {**estimate_at(np.r_[oof, good], thr, cfg.target_frr).as_dict(),
+                                                  "folds": folds}
         report["score_stats"][precision] = {
             "good_mean": float(good.mean()), "good_std": float(good.std()), "good_max": float(good.max()),
             **({"defect_mean": float(bad.mean()), "defect_min": float(bad.min())} if defects else {}),
@@ -269,19 +292,20 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         "export": cfg.manifest_section(),  # read back by refits (ExportConfig.from_manifest)
     }
     with ArtifactWriter(cfg.out) as writer:
-        write_scorer_files(cfg, writer, feats, manifest)
-        del feats
+        sources = write_scorer_files(cfg, writer, feats, manifest)
+        del feats  # (PaDiM's out-of-fold refits keep their features)
         fp32, int8 = writer.path(BACKBONE_FILES["fp32"]), writer.path(BACKBONE_FILES["int8"])
         export_onnx(graph, cfg.preprocess.input_size, fp32)
         calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
                                   batch_size=1, tiling=cfg.tiling))
         manifest["quantization"] = quantize_int8(fp32, int8, calib)
         writer.write_manifest(manifest)
-        report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames)
+        report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames, fit_paths, sources)
         manifest.update(
             thresholds=report["thresholds"], threshold=report["thresholds"][report["default_precision"]],
             threshold_rule=report["threshold_rule"], score_stats=report["score_stats"],
             parity=report["parity"], default_precision=report["default_precision"],
+            **({"false_rejects": report["false_rejects"]} if report["false_rejects"] else {}),
             export_seconds=round(time.time() - t_start, 1),
         )
         if report["default_precision"] == "int8" and not cfg.keep_fp32:
