@@ -73,13 +73,14 @@ def test_bad_input_is_refused():
 def test_export_stores_the_estimate_it_set_the_threshold_by(model_dir):
     m = json.loads((model_dir / "manifest.json").read_text())
     assert m["export"]["target_frr"] == 0.01 and "false-reject rate 0.01" in m["threshold_rule"]
-    for precision in ("fp32", "int8"):
-        fr = m["false_rejects"][precision]
-        # every good image: 25 training images out of fold + 5 held out
-        assert fr["good_images"] == m["training_images"] + m["holdout_images"] == 30
-        assert fr["threshold"] == m["thresholds"][precision]
-        assert fr["folds"] == 5 and fr["expected_frr"] == pytest.approx((fr["rejected"] + 1) / 31)
-    assert parse_manifest(m).false_rejects["int8"].frr_upper == m["false_rejects"]["int8"]["frr_upper"]
+    precision = m["default_precision"]
+    assert set(m["false_rejects"]) == {precision}  # the other precision keeps the held-out rule
+    fr = m["false_rejects"][precision]
+    # every good image: 25 training images out of fold + 5 held out
+    assert fr["good_images"] == m["training_images"] + m["holdout_images"] == 30
+    assert fr["threshold"] == m["thresholds"][precision] == m["threshold"]
+    assert fr["folds"] == 5 and fr["expected_frr"] == pytest.approx((fr["rejected"] + 1) / 31)
+    assert parse_manifest(m).false_rejects[precision].frr_upper == fr["frr_upper"]
 
 
 def test_out_of_fold_scores_are_not_in_sample(model_dir, synth_root):
