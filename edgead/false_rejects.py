@@ -39,12 +39,21 @@ class FalseRejectEstimate:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def fold_of(n: int, folds: int, seed: int = 0) -> np.ndarray:
-    """Seeded fold number (0 .. folds-1) of each of ``n`` items, folds as equal as they go."""
+def fold_of(n: int, folds: int, seed: int = 0, order: str = "contiguous") -> np.ndarray:
+    """Fold number (0 .. folds-1) of each of ``n`` items, folds as equal as they go.
+
+    ``contiguous``: runs of neighbouring items (in name order, which for a camera's files is
+    time order: a fold then stands for a later batch, a new spot, a drifted light, and the
+    threshold allows for the change a new part brings); ``random``: seeded random folds (the
+    images exchangeable, the classic k-fold)."""
     if folds < 2:
         raise ValueError(f"folds {folds}: expected 2 or more")
     if n < folds:
         raise ValueError(f"{n} images cannot be split into {folds} folds")
+    if order == "contiguous":
+        return np.arange(n, dtype=np.int64) * folds // n
+    if order != "random":
+        raise ValueError(f"fold order {order!r}: expected contiguous or random")
     out = np.empty(n, dtype=np.int64)
     out[np.random.default_rng(seed).permutation(n)] = np.arange(n) % folds
     return out

@@ -159,6 +159,7 @@ class FalseRejectInfo(_Section):
     frr_upper: float = Field(ge=0, le=1, description="one-sided Clopper-Pearson upper bound on the rate")
     confidence: float = Field(gt=0, lt=1, description="confidence of frr_upper")
     folds: PositiveInt | None = Field(None, description="k of the k-fold out-of-fold scores")
+    fold_order: str | None = Field(None, description="contiguous (runs in name order) or random folds")
 
 
 class Manifest(_Section):

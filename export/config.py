@@ -157,6 +157,9 @@ class ExportConfig(BaseModel):
                                         "scores of every good image (0: the older rule, max / mean + 3 std of the "
                                         "held-out goods; --val-defects: F1-optimal instead)")
     folds: int = Field(DEFAULT_FOLDS, description="k of the k-fold out-of-fold scores behind --target-frr")
+    fold_order: Literal["contiguous", "random"] = Field(
+        "contiguous", description="folds of --target-frr: runs of neighbouring images in name order (a fold "
+                                  "stands for a later batch or another spot, as a new part does) or random")
     calib_images: int = Field(64, description="training images that calibrate the INT8 quantization")
     map_sigma: Annotated[float, Option(legacy="map_sigma")] = Field(
         4.0, description="Gaussian blur of the anomaly map, input pixels")

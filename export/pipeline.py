@@ -255,16 +255,16 @@ def target_frr_threshold(cfg: ExportConfig, staging: Path, report: dict, held_ou
     precision = report["default_precision"]
     folds = min(cfg.folds, len(fit_paths))
     model = InspectionModel(staging, precision=precision, threads=cfg.threads, search="exact")
-    good = np.r_[out_of_fold_scores(model, fit_paths, sources, fold_of(len(fit_paths), folds, cfg.seed)), held_out]
+    good = np.r_[out_of_fold_scores(model, fit_paths, sources, fold_of(len(fit_paths), folds, cfg.seed, cfg.fold_order)), held_out]
     if with_defects:
         est = estimate_at(good, report["thresholds"][precision], cfg.target_frr)
     else:
         est = threshold_for_frr(good, cfg.target_frr)
         report["thresholds"][precision] = est.threshold
         report["threshold_rule"] = (f"false-reject rate {cfg.target_frr:g} on {len(good)} out-of-sample good scores "
-                                    f"({folds}-fold out-of-fold training images + held-out images; "
+                                    f"({folds} {cfg.fold_order} folds of the training images out of fold + held-out images; "
                                     f"{'fp32' if precision == 'int8' else 'int8'}: held-out rule)")
-    report["false_rejects"] = {precision: {**est.as_dict(), "folds": folds}}
+    report["false_rejects"] = {precision: {**est.as_dict(), "folds": folds, "fold_order": cfg.fold_order}}
     log(f"threshold {est.threshold:.4g} ({precision}): {est.rejected} of {est.good_images} out-of-sample good "
         f"scores above it, expected false-reject rate {est.expected_frr * 100:.1f} % "
         f"(<= {est.frr_upper * 100:.1f} % at {est.confidence * 100:.0f} %)")

@@ -52,10 +52,18 @@ def test_realised_rate_on_new_goods_is_near_the_target():
     assert abs(np.mean(rates) - 0.02) < 0.004
 
 
-def test_folds_are_balanced_and_seeded():
-    f = fold_of(23, 5, seed=3)
+def test_contiguous_folds_are_runs_in_name_order():
+    f = fold_of(10, 3)
+    assert f.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError):
+        fold_of(10, 3, order="shuffled")
+
+
+def test_random_folds_are_balanced_and_seeded():
+    f = fold_of(23, 5, seed=3, order="random")
     assert sorted(np.bincount(f)) == [4, 4, 5, 5, 5]
-    assert np.array_equal(f, fold_of(23, 5, seed=3)) and not np.array_equal(f, fold_of(23, 5, seed=4))
+    assert np.array_equal(f, fold_of(23, 5, seed=3, order="random"))
+    assert not np.array_equal(f, fold_of(23, 5, seed=4, order="random"))
     with pytest.raises(ValueError):
         fold_of(3, 5)
 
@@ -79,7 +87,7 @@ def test_export_stores_the_estimate_it_set_the_threshold_by(model_dir):
     # every good image: 25 training images out of fold + 5 held out
     assert fr["good_images"] == m["training_images"] + m["holdout_images"] == 30
     assert fr["threshold"] == m["thresholds"][precision] == m["threshold"]
-    assert fr["folds"] == 5 and fr["expected_frr"] == pytest.approx((fr["rejected"] + 1) / 31)
+    assert fr["folds"] == 5 and fr["fold_order"] == "contiguous" and fr["expected_frr"] == pytest.approx((fr["rejected"] + 1) / 31)
     assert parse_manifest(m).false_rejects[precision].frr_upper == fr["frr_upper"]
 
 
