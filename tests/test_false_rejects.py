@@ -120,3 +120,17 @@ def test_older_manifests_without_the_estimate_still_load(model_dir):
     m = json.loads((model_dir / "manifest.json").read_text())
     m.pop("false_rejects")
     assert parse_manifest(m).false_rejects is None
+
+
+def test_target_frr_option_zero_means_the_held_out_rule(tmp_path):
+    pytest.importorskip("torch")
+    from edgead.errors import ConfigError
+    from edgead_export.config import ExportConfig, to_args
+
+    base = ExportConfig(data=tmp_path, out=tmp_path / "m")
+    assert base.target_frr == 0.01 and base.fold_order == "contiguous"
+    off = base.with_text({"target_frr": "0"})  # the text syntax: 0 turns it off
+    assert off.target_frr is None and to_args(off)[-2:] == ["--target-frr", "0"]
+    assert base.with_spec("target_frr=0.05").target_frr == 0.05
+    with pytest.raises(ConfigError, match="target-frr"):
+        base.with_text({"target_frr": "1.5"})
