@@ -96,6 +96,7 @@ def cmd_info(argv: list[str]) -> int:
         "image_score": pc.image_score.model_dump(exclude_none=True) if pc else None,
         "threshold": m.threshold, "thresholds": m.thresholds or None,
         "default_precision": m.default_precision, "training_images": m.training_images,
+        "false_rejects": {k: v.model_dump() for k, v in m.false_rejects.items()} if m.false_rejects else None,
         "created": m.created, "edgead_version": m.edgead_version, "schema_version": m.schema_version,
         "parity": m.parity, "files": {k: v.bytes for k, v in m.files.items()},
         "manifest_sha256": model.sha256, "checksums": "ok", "loads": f"ok ({model.precision}, {model.search_backend})",
@@ -103,9 +104,20 @@ def cmd_info(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
+        info["false_rejects"] = _false_rejects_text(m, model.precision)
         for k, v in info.items():
             print(f"{k:<18} {v}")
     return 0
+
+
+def _false_rejects_text(m, precision: str) -> str | None:
+    """'1.2 % expected (<= 2.3 % at 95 %), 5 of 500 good images above the threshold' or None."""
+    fr = (m.false_rejects or {}).get(precision)
+    if fr is None:
+        return None
+    return (f"{fr.expected_frr * 100:.1f} % expected (<= {fr.frr_upper * 100:.1f} % at {fr.confidence * 100:.0f} %), "
+            f"target {fr.target_frr * 100:g} %: {fr.rejected} of {fr.good_images} out-of-sample good images "
+            f"above the {precision} threshold")
 
 
 def _delegate(module: str, func: str, argv: list[str]) -> int:

@@ -147,6 +147,21 @@ class PadimInfo(_Section):
     d: PositiveInt | None = Field(None, description="random channels per position")
 
 
+class FalseRejectInfo(_Section):
+    """The false-reject rate a precision's threshold is expected to give on new good parts
+    (edgead.false_rejects), from out-of-sample scores of the good images."""
+
+    threshold: float = Field(description="the threshold the estimate is for")
+    target_frr: float = Field(gt=0, lt=1, description="false-reject rate the threshold was set for")
+    good_images: PositiveInt = Field(description="out-of-sample good scores the estimate rests on")
+    rejected: NonNegativeInt = Field(description="of them, scored above the threshold")
+    expected_frr: float = Field(ge=0, le=1, description="(rejected + 1) / (good_images + 1)")
+    frr_upper: float = Field(ge=0, le=1, description="one-sided Clopper-Pearson upper bound on the rate")
+    confidence: float = Field(gt=0, lt=1, description="confidence of frr_upper")
+    folds: PositiveInt | None = Field(None, description="k of the k-fold out-of-fold scores")
+    fold_order: str | None = Field(None, description="contiguous (runs in name order) or random folds")
+
+
 class Manifest(_Section):
     """``manifest.json`` of an artifact, validated."""
 
@@ -170,6 +185,8 @@ class Manifest(_Section):
     training_images: NonNegativeInt | None = None
     seed: int = 0
     parity: dict[str, Any] | None = None
+    false_rejects: dict[Precision, FalseRejectInfo] | None = Field(
+        None, description="expected false-reject rate per precision (absent in older artifacts)")
     export: dict[str, Any] | None = Field(None, description="the export configuration (edgead_export.config)")
     files: dict[str, FileEntry] = Field(description="every data file with its sha256 and size")
 

@@ -107,9 +107,12 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         for i, (spec, cfg) in enumerate(zip(candidates, configs)):
             log(f"auto [{i + 1}/{len(candidates)}]: {spec}")
             t0 = time.time()
-            artifact, manifest = export_model(cfg.updated(out=work / f"candidate-{i}", name=cfg.name or out.name))
+            # candidates are judged without the out-of-fold threshold (it does not change the
+            # ranking and costs a pass over every training image); the winner is exported with it
+            artifact, manifest = export_model(cfg.updated(out=work / f"candidate-{i}", name=cfg.name or out.name,
+                                                          target_frr=None))
             model = InspectionModel(artifact, threads=1)
-            r = {"spec": spec, **judge(model, hold, defects, base.seed), "precision": model.precision,
+            r = {"spec": spec, "cfg": cfg, **judge(model, hold, defects, base.seed), "precision": model.precision,
                  "bank_size": manifest.get("bank_size"), "export_seconds": round(time.time() - t0, 1),
                  "bytes": sum(v["bytes"] for k, v in manifest["files"].items()), "path": artifact}
             r["pi_ms_estimate"] = r["latency_ms_p50"] * pi_factor
@@ -119,13 +122,17 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         winner, within = choose(results, budget_ms)
         if not within:
             log(f"WARNING: no candidate fits --budget-ms {budget_ms:g} on the Pi (estimate); taking the fastest")
-        _replace_dir(winner["path"], out)
+        if base.target_frr is None:
+            _replace_dir(winner["path"], out)
+        else:
+            log(f"auto: exporting {winner['spec']!r} with the threshold for false-reject rate {base.target_frr:g}")
+            export_model(winner["cfg"].updated(out=out, name=winner["cfg"].name or out.name))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = {
         "basis": basis, "budget_ms": budget_ms, "pi_factor": pi_factor, "within_budget": within,
         "chosen": winner["spec"],
-        "candidates": [{k: v for k, v in r.items() if k != "path"} for r in results],
+        "candidates": [{k: v for k, v in r.items() if k not in ("path", "cfg")} for r in results],
     }
     log(f"auto: chose {winner['spec']!r} (AUROC {winner['auroc']:.4f} on {basis})")
     return out, update_manifest(out, auto=report)

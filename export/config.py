@@ -19,6 +19,7 @@ from typing import Annotated, Any, Callable, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgead.errors import ConfigError
+from edgead.false_rejects import DEFAULT_FOLDS, DEFAULT_TARGET_FRR
 from edgead.manifest import BankDtype, ImageScoreRuleName, Manifest, Method
 from edgead.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from edgead.tiling import TilingConfig, parse_grid
@@ -150,6 +151,15 @@ class ExportConfig(BaseModel):
                             "crossover)")
     holdout: float = Field(0.1, description="share of the good images held out to calibrate the threshold")
     min_holdout: int = Field(5, description="at least this many good images are held out")
+    target_frr: Annotated[float | None, Option(parse=lambda t: float(t) or None,
+                                               text=lambda v: "0" if v is None else f"{v:g}")] = Field(
+        DEFAULT_TARGET_FRR, description="threshold for this false-reject rate on good parts, set from out-of-fold "
+                                        "scores of every good image (0: the older rule, max / mean + 3 std of the "
+                                        "held-out goods; --val-defects: F1-optimal instead)")
+    folds: int = Field(DEFAULT_FOLDS, description="k of the k-fold out-of-fold scores behind --target-frr")
+    fold_order: Literal["contiguous", "random"] = Field(
+        "contiguous", description="folds of --target-frr: runs of neighbouring images in name order (a fold "
+                                  "stands for a later batch or another spot, as a new part does) or random")
     calib_images: int = Field(64, description="training images that calibrate the INT8 quantization")
     map_sigma: Annotated[float, Option(legacy="map_sigma")] = Field(
         4.0, description="Gaussian blur of the anomaly map, input pixels")
@@ -207,6 +217,20 @@ class ExportConfig(BaseModel):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("expected 1 or more")
+        return value
+
+    @field_validator("target_frr")
+    @classmethod
+    def _rate(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError("expected a rate in (0, 1), or 0 for the held-out rule")
+        return value
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError("expected 2 or more")
         return value
 
     @field_validator("holdout")

@@ -15,6 +15,7 @@ class PatchCoreFit:
     patches: int
     covering_radius: float
     coreset_seconds: float
+    indices: np.ndarray  # (M,) the bank's rows as indices into the (N*h*w) training patches
 
 
 def fit_patchcore(features: np.ndarray, coreset: float | int = 0.1, proj_dim: int | None = 128,
@@ -30,7 +31,7 @@ def fit_patchcore(features: np.ndarray, coreset: float | int = 0.1, proj_dim: in
     # greedy order: every prefix of the bank is itself a k-center cover of the rest (the int8
     # search bounds the image score with the first rows, edgead.scorer.search.int8.Int8Search.max_nn)
     bank = patches[result.indices]
-    return PatchCoreFit(bank, len(patches), result.covering_radius, result.seconds)
+    return PatchCoreFit(bank, len(patches), result.covering_radius, result.seconds, np.asarray(result.indices))
 
 
 def padim_channel_index(total: int, d: int, seed: int = 0) -> list[int]:

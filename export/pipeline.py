@@ -13,6 +13,7 @@ import torch
 import edgead
 from edgead.artifact import ArtifactWriter, pack_tar
 from edgead.errors import EdgeadError
+from edgead.false_rejects import estimate_at, fold_of, threshold_for_frr
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.metrics_math import auroc, f1_optimal_threshold
 from edgead_export.parity_stats import paired_auroc_drop_se, spearman, threshold_from_good
@@ -32,6 +33,7 @@ from edgead_export.extract import extract_features, load_batches
 from edgead_export.feature_graph import PatchFeatureGraph
 from edgead_export.fit import fit_padim, fit_patchcore, padim_channel_index
 from edgead_export.onnx_export import export_onnx, quantize_int8
+from edgead_export.oof import FoldSource, out_of_fold_scores, row_images
 
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
 INT8_MIN_SPEARMAN = 0.98
@@ -108,15 +110,20 @@ def tile_groups(feats: np.ndarray, tiling: TilingConfig) -> list[tuple[int | Non
     return [(t, per_image[:, t]) for t in range(tiling.count)]
 
 
-def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict) -> None:
+def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray,
+                       manifest: dict) -> list[FoldSource]:
+    """The scorer files; returns what the out-of-fold scorers are built from, per bank."""
     groups = tile_groups(feats, cfg.tiling)
+    # maps of one image in a bank: every tile's, when all tiles share it
+    maps_per_image = cfg.tiling.count if len(groups) == 1 else 1
     if cfg.method == "patchcore":
-        _write_patchcore(cfg, writer, groups, manifest)
-    else:
-        _write_padim(cfg, writer, groups, manifest)
+        return _write_patchcore(cfg, writer, groups, manifest, maps_per_image)
+    _write_padim(cfg, writer, groups, manifest)
+    return [FoldSource(features=f, map_image=np.arange(len(f)) // maps_per_image) for _, f in groups]
 
 
-def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
+def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict,
+                     maps_per_image: int) -> list[FoldSource]:
     cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // len(groups))
     patches = sum(f.shape[0] * f.shape[2] * f.shape[3] for _, f in groups)
     log(f"coreset: {patches} patches -> {cfg.coreset}" + (f", at most {cfg.coreset_max} rows" if cap else "")
@@ -129,6 +136,7 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
         else {"rule": "topk_mean", "k": cfg.topk},
     }
     rows = 0
+    sources = []
     for tile, feats in groups:
         files = scorer_files("patchcore", tile)
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
@@ -138,6 +146,8 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
             k = max(1, min(cfg.num_neighbors, len(bank)))
             save_bank_knn(writer.staging, ExactSearch(bank).query(bank, k=k)[1], files["tag"])
         rows += bank.shape[0]
+        sources.append(FoldSource(bank=bank, row_image=row_images(fit.indices, feats.shape[2] * feats.shape[3],
+                                                                  maps_per_image)))
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
         pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
         log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {bank.shape[0]} x {bank.shape[1]} "
@@ -153,6 +163,7 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
                     "hnsw_crossover_rows": HNSW_CROSSOVER}
     log(f"nearest-neighbour search (auto): {pc['search']['auto']} ({per_bank} rows per bank; hnsw above "
         f"{HNSW_CROSSOVER} rows, measured crossover)")
+    return sources
 
 
 def _write_padim(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
@@ -184,7 +195,7 @@ def resolve_roi(cfg: ExportConfig, fit_paths: list[Path]) -> ExportConfig:
 
 
 def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: list[np.ndarray],
-              defects: list[np.ndarray]) -> dict:
+              defects: list[np.ndarray], fit_paths: list[Path], sources: list[FoldSource]) -> dict:
     """Per-precision thresholds, parity report and the default precision."""
     report: dict = {"thresholds": {}, "score_stats": {}, "parity": {}}
     scores = {}
@@ -231,7 +242,34 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: 
     if not int8_ok:
         log(f"WARNING: INT8 parity failed (spearman {rho:.4f} < {INT8_MIN_SPEARMAN} or AUROC drop "
             f"{drop * 100:.2f} pt > {INT8_MAX_AUROC_DROP * 100:.1f} pt): FP32 stays the default precision")
+    if cfg.target_frr is not None:
+        target_frr_threshold(cfg, staging, report, scores[report["default_precision"]][0], fit_paths, sources,
+                             with_defects=bool(defects))
     return report
+
+
+def target_frr_threshold(cfg: ExportConfig, staging: Path, report: dict, held_out: np.ndarray,
+                         fit_paths: list[Path], sources: list[FoldSource], with_defects: bool) -> None:
+    """The default precision's threshold for ``cfg.target_frr`` (F1-optimal stays with
+    --val-defects) and the false-reject rate to expect from it, from every good image scored by a
+    model that did not see it: the training images out of fold, the held-out ones as they are.
+    (The other precision keeps the held-out rule: scoring every image twice would double the cost.)"""
+    precision = report["default_precision"]
+    folds = min(cfg.folds, len(fit_paths))
+    model = InspectionModel(staging, precision=precision, threads=cfg.threads, search="exact")
+    good = np.r_[out_of_fold_scores(model, fit_paths, sources, fold_of(len(fit_paths), folds, cfg.seed, cfg.fold_order)), held_out]
+    if with_defects:
+        est = estimate_at(good, report["thresholds"][precision], cfg.target_frr)
+    else:
+        est = threshold_for_frr(good, cfg.target_frr)
+        report["thresholds"][precision] = est.threshold
+        report["threshold_rule"] = (f"false-reject rate {cfg.target_frr:g} on {len(good)} out-of-sample good scores "
+                                    f"({folds} {cfg.fold_order} folds of the training images out of fold + held-out images; "
+                                    f"{'fp32' if precision == 'int8' else 'int8'}: held-out rule)")
+    report["false_rejects"] = {precision: {**est.as_dict(), "folds": folds, "fold_order": cfg.fold_order}}
+    log(f"threshold {est.threshold:.4g} ({precision}): {est.rejected} of {est.good_images} out-of-sample good "
+        f"scores above it, expected false-reject rate {est.expected_frr * 100:.1f} % "
+        f"(<= {est.frr_upper * 100:.1f} % at {est.confidence * 100:.0f} %)")
 
 
 def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
@@ -271,19 +309,20 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         "export": cfg.manifest_section(),  # read back by refits (ExportConfig.from_manifest)
     }
     with ArtifactWriter(cfg.out) as writer:
-        write_scorer_files(cfg, writer, feats, manifest)
-        del feats
+        sources = write_scorer_files(cfg, writer, feats, manifest)
+        del feats  # (PaDiM's out-of-fold refits keep their features)
         fp32, int8 = writer.path(BACKBONE_FILES["fp32"]), writer.path(BACKBONE_FILES["int8"])
         export_onnx(graph, cfg.preprocess.input_size, fp32)
         calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
                                   batch_size=1, tiling=cfg.tiling))
         manifest["quantization"] = quantize_int8(fp32, int8, calib)
         writer.write_manifest(manifest)
-        report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames)
+        report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames, fit_paths, sources)
         manifest.update(
             thresholds=report["thresholds"], threshold=report["thresholds"][report["default_precision"]],
             threshold_rule=report["threshold_rule"], score_stats=report["score_stats"],
             parity=report["parity"], default_precision=report["default_precision"],
+            **({"false_rejects": report["false_rejects"]} if "false_rejects" in report else {}),
             export_seconds=round(time.time() - t_start, 1),
         )
         if report["default_precision"] == "int8" and not cfg.keep_fp32:

@@ -1,0 +1,83 @@
+"""Out-of-fold scores of the training images: each image scored by a model that did not see it.
+
+The images are split into k folds; a fold's images are scored through the exported backbone
+(the precision being calibrated) against a scorer that leaves the fold out.  PatchCore: the
+rows of the exported memory bank that came from the other folds' images (the bank as the
+runtime loads it; no coreset is refitted, so a fold's own patches are simply missing, as a new
+part's are); PaDiM: Gaussians refitted on the other folds.  With hundreds of such scores the
+threshold can be set for a false-reject rate (:mod:`edgead.false_rejects`) instead of resting
+on a few dozen held-out images.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgead.images import read_image
+from edgead.model import InspectionModel
+from edgead.scorer.padim import PadimGaussian, PadimScorer
+from edgead.scorer.patchcore import PatchCoreScorer
+from edgead.scorer.patchcore_bank import PatchCoreBank
+from edgead_export.fit import fit_padim
+
+
+@dataclass
+class FoldSource:
+    """What a left-out scorer is built from, per bank (one, or one per tile position).
+
+    PatchCore: ``bank`` (rows, D) as the runtime loads it and ``row_image`` (rows,), the
+    training image each row came from.  PaDiM: ``features`` (maps, d, h, w) of the training
+    images and ``map_image`` (maps,), the image of each map (several per image for a tiled
+    model with one shared scorer)."""
+
+    bank: np.ndarray | None = None
+    row_image: np.ndarray | None = None
+    features: np.ndarray | None = None
+    map_image: np.ndarray | None = None
+
+
+def row_images(indices: np.ndarray, patches_per_map: int, maps_per_image: int) -> np.ndarray:
+    """Coreset row indices into the training patches -> the training image of each row (a shared
+    bank of a tiled model holds ``maps_per_image`` feature maps per image)."""
+    return (np.asarray(indices, dtype=np.int64) // patches_per_map) // maps_per_image
+
+
+def left_out_scorer(model: InspectionModel, sources: list[FoldSource], image_fold: np.ndarray, fold: int):
+    """The model's frame scorer refitted without the images of ``fold`` (one bank or Gaussian per source)."""
+    keep = image_fold != fold
+    size, sigma = model.manifest.preprocess.input_size, model.manifest.map_sigma
+    if sources[0].bank is not None:
+        pc = model.manifest.pc
+        banks = [PatchCoreBank(src.bank[keep[src.row_image]], num_neighbors=pc.num_neighbors, backend="exact",
+                               image_score=pc.image_score.model_dump(exclude_none=True)) for src in sources]
+        return PatchCoreScorer(banks, size, sigma)
+    dtype = getattr(model.manifest.padim, "precision_dtype", None) or "float16"
+    gaussians = [PadimGaussian(*fit_padim(src.features[keep[src.map_image]], dtype=dtype)) for src in sources]
+    return PadimScorer(gaussians, size, sigma)
+
+
+@contextmanager
+def scoring_with(model: InspectionModel, scorer):
+    """``model`` scores with ``scorer`` inside the block (its own afterwards)."""
+    own = model.scorer
+    model.scorer = scorer
+    try:
+        yield model
+    finally:
+        model.scorer = own
+
+
+def out_of_fold_scores(model: InspectionModel, paths: list[Path], sources: list[FoldSource],
+                       image_fold: np.ndarray) -> np.ndarray:
+    """Score of every training image in ``paths`` by ``model`` with its own fold left out."""
+    scores = np.empty(len(paths), dtype=np.float64)
+    for fold in np.unique(image_fold):
+        with scoring_with(model, left_out_scorer(model, sources, image_fold, int(fold))):
+            for i in np.flatnonzero(image_fold == fold):
+                feats, _, _ = model.features(read_image(paths[i]))
+                scores[i] = model.score_features(feats, with_map=False)[0]
+    return scores
