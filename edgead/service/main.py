@@ -69,6 +69,14 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
         if config.model.path is None:
             raise ConfigError("no model: pass --model DIR or set [model] path in the config")
         config.token  # noqa: B018 -- a missing, empty or short token file stops the daemon here (fails closed)
+        from edgead.service.preflight import log_folder, source_problem
+
+        problem = source_problem(config)
+        if problem and args.check:
+            raise ConfigError(problem)
+        if problem:  # a mount may still appear: the source is retried with backoff
+            log.warning("%s; retrying until it appears", problem)
+        log.info("inspection log in %s", log_folder(config))
         # a decompression bomb must fail to decode instead of exhausting a 1 GB Pi (read at first decode)
         if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip():  # an empty value aborts OpenCV
             os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(config.server.max_image_pixels)
@@ -81,7 +89,8 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
                  "x".join(map(str, model.input_size)), model.sha256[:12], model.threshold)
         if args.check:
             print(f"config ok; model {model.name} {model.version} ({model.precision}) loads; "
-                  f"would listen on {config.server.host}:{config.server.port}")
+                  f"would listen on {config.server.host}:{config.server.port}; "
+                  f"inspection log in {log_folder(config)}")
             return 0
         from edgead.heap import freeze_long_lived_objects
         from edgead.service.app import create_app
