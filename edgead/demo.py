@@ -35,7 +35,8 @@ SAMPLE_SIZE = 256  # px: large enough for the default 224 px model input without
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgead demo", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="edgead demo", description="Serve the bundled demo model on generated frames "
+                                "replayed from a folder: no camera, no workstation, no torch.",
                                 epilog="Other options are passed on to `edgead serve`.")
     p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="frames, SQLite log and saved images go here")
     p.add_argument("--port", type=int, default=8080, help="TCP port")
