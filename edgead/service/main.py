@@ -96,7 +96,7 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
         from edgead.service.app import create_app
 
         app = create_app(config, model=model)
-        # the collector's full passes would otherwise rescan every import and the model (15-26 ms)
+        # the collector's full passes would otherwise rescan every import and the model (a stall)
         log.debug("%d long-lived objects frozen out of the garbage collector", freeze_long_lived_objects())
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
