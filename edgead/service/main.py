@@ -20,7 +20,8 @@ log = logging.getLogger("edgead.serve")
 def build_parser(prog: str = "edgead serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Run the inspection daemon (HTTP API, camera, GPIO, log).")
     p.add_argument("--config", type=Path, default=os.environ.get("EDGEAD_CONFIG") or None,
-                   help="TOML config file (default: $EDGEAD_CONFIG); see deploy/edgead.toml")
+                   help="TOML config file (default: $EDGEAD_CONFIG); examples: deploy/workstation.toml, "
+                        "deploy/edgead.toml (a Raspberry Pi's)")
     p.add_argument("--model", type=Path, help="artifact directory (model.path)")
     p.add_argument("--source", help="folder:<dir> | opencv:<index|url|file> | picamera2[:<n>] | none (source.spec)")
     p.add_argument("--host", help="bind address (server.host; default 127.0.0.1, 0.0.0.0 for the LAN)")
