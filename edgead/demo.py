@@ -71,7 +71,8 @@ def demo_main(argv: list[str]) -> int:
     print(f"edgead demo: model {DEMO_MODEL}, replaying {frames}")
     print(f"  try:  curl http://{args.host}:{args.port}/score")
     print(f"        curl -X POST --data-binary @{frames / '003_scratch.png'} -H 'Content-Type: image/png' http://{args.host}:{args.port}/score")
-    print(f"        curl http://{args.host}:{args.port}/results?limit=5   (API docs: http://{args.host}:{args.port}/docs)", flush=True)
+    print(f"        curl 'http://{args.host}:{args.port}/results?limit=5'   (API docs: http://{args.host}:{args.port}/docs)",
+          flush=True)
     from edgead.service.main import serve_main
 
     return serve_main([
