@@ -62,7 +62,7 @@ def test_check_and_start_up_name_the_inspection_log_folder(tmp_path, capsys, mon
     out = capsys.readouterr()
     default_folder = str(tmp_path / "edgead-data")  # relative default, shown absolute
     assert default_folder in out.out
-    assert f"inspection log in {default_folder}" in out.err  # the start-up log line, before the model loads
+    assert f"inspection log in {default_folder}" in out.err  # the start-up log line
 
 
 def test_workstation_config_runs_where_the_demo_wrote_its_frames(tmp_path, capsys, monkeypatch):

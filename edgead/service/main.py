@@ -77,7 +77,6 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
             raise ConfigError(problem)
         if problem:  # a mount may still appear: the source is retried with backoff
             log.warning("%s; retrying until it appears", problem)
-        log.info("inspection log in %s", log_folder(config))
         # a decompression bomb must fail to decode instead of exhausting a 1 GB Pi (read at first decode)
         if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip():  # an empty value aborts OpenCV
             os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(config.server.max_image_pixels)
@@ -88,6 +87,7 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
                            search=config.model.search, warm_up=True)
         log.info("model %s %s (%s, %s, sha256 %s), threshold %.6g", model.name, model.version, model.precision,
                  "x".join(map(str, model.input_size)), model.sha256[:12], model.threshold)
+        log.info("inspection log in %s", log_folder(config))  # relative paths land where the daemon starts
         if args.check:
             print(f"config ok; model {model.name} {model.version} ({model.precision}) loads; "
                   f"would listen on {config.server.host}:{config.server.port}; "
