@@ -86,3 +86,10 @@ def test_workstation_config_runs_where_the_demo_wrote_its_frames(tmp_path, capsy
 def test_the_pi_config_says_what_it_is(config):
     text = (REPO / config).read_text()
     assert "Raspberry Pi" in text.split("\n\n")[0] and "deploy/workstation.toml" in text
+
+
+def test_the_pi_config_on_a_workstation_points_at_the_workstation_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDGEAD_SERVER__TOKEN_FILE", str(tmp_path / "token"))  # as on a machine without the Pi install
+    assert serve_main(["--config", str(REPO / "deploy/edgead.toml"), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "token") in err and "deploy/workstation.toml" in err and "Traceback" not in err

@@ -85,6 +85,11 @@ class ServerConfig(_Section):
             return None
         try:
             value = self.token_file.read_text().strip()
+        except FileNotFoundError:
+            raise ConfigError(f"server.token_file {self.token_file}: no such file. Create it (`openssl rand -hex 24 "
+                              f"> {self.token_file}`), or leave token_file out to serve on loopback without a token "
+                              "(deploy/edgead.toml is a Raspberry Pi's configuration; on a workstation start from "
+                              "deploy/workstation.toml)") from None
         except OSError as exc:
             raise ConfigError(f"server.token_file {self.token_file}: cannot read it ({exc.strerror or exc})") from None
         if len(value) < MIN_TOKEN_CHARS:
