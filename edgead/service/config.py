@@ -86,8 +86,9 @@ class ServerConfig(_Section):
         try:
             value = self.token_file.read_text().strip()
         except FileNotFoundError:
-            raise ConfigError(f"server.token_file {self.token_file}: no such file. Create it (`openssl rand -hex 24 "
-                              f"> {self.token_file}`), or leave token_file out to serve on loopback without a token "
+            raise ConfigError(f"server.token_file {self.token_file}: cannot read it (no such file). Create it "
+                              f"(`openssl rand -hex 24 > {self.token_file}`), or leave token_file out to serve on "
+                              "loopback without a token "
                               "(deploy/edgead.toml is a Raspberry Pi's configuration; on a workstation start from "
                               "deploy/workstation.toml)") from None
         except OSError as exc:
