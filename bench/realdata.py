@@ -1,4 +1,7 @@
-"""Export + evaluate on the real datasets in ../shared/data; prints a table (and --json).
+"""Export + evaluate on real datasets in MVTec layout; prints a table (and --json).
+
+The sets are read from --root (default: $EDGEAD_SHARED_DATA, else ../shared/data beside the
+repository).
 
     python bench/realdata.py --datasets magnetic_tile,elpv_poly,deeppcb \
         --config "size=224 coreset=0.01" --config "size=256 tiles=3x3 overlap=0.25"
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -53,7 +57,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--root", type=Path, default=Path(os.environ.get("EDGEAD_SHARED_DATA") or REPO.parent / "shared" / "data"),
+                    help="folder holding the sets (default: $EDGEAD_SHARED_DATA)")
     ap.add_argument("--datasets", default="magnetic_tile,elpv_poly,deeppcb")
     ap.add_argument("--config", action="append", default=None)
     ap.add_argument("--json", type=Path, default=None, help="append result rows to this JSON-lines file")

@@ -3,7 +3,7 @@
     python bench/tile_batching.py --model MODEL_DIR --image FRAME.png [--repeats 20] [--threads 1]
 
 Prints the backbone p50 (ms) of both ways for each precision (interleaved runs); InspectionModel runs
-one tile at a time unless batch_tiles=True, which measured slower here (docs/realdata.md).
+one tile at a time unless batch_tiles=True, which measured slower (docs/benchmarks.md).
 """
 
 from __future__ import annotations

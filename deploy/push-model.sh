@@ -29,7 +29,7 @@ while getopts "p:k:h" opt; do
     case "$opt" in
         p) PORT="$OPTARG" ;;
         k) KEEP="$OPTARG" ;;
-        h) sed -n '2,19p' "$0"; exit 0 ;;
+        h) sed -n '2,16p' "$0"; exit 0 ;;
         *) die "usage: $0 [-p API_PORT] [-k KEEP] MODEL_DIR [user@]pi-host" ;;
     esac
 done

@@ -158,7 +158,7 @@ def update_manifest(model_dir: str | Path, **changes) -> Manifest:
 
 def pack_tar(model_dir: str | Path, tar_path: str | Path) -> Path:
     """Write the artifact directory as one .tar (atomically)."""
-    import tarfile  # here, not at import: 0.8 MiB of RSS the daemon does not need
+    import tarfile  # here, not at import: memory the daemon does not need
 
     model_dir, tar_path = Path(model_dir), Path(tar_path)
     tmp = tar_path.with_name(f".{tar_path.name}.tmp")

@@ -27,15 +27,20 @@ COMMANDS = {
 def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help="artifact directory")
     p.add_argument("--precision", choices=["int8", "fp32"], default=None, help="default: the artifact's")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--search", choices=["auto", "int8", "exact", "hnsw"], default="auto")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime, search and BLAS threads")
+    p.add_argument("--search", choices=["auto", "int8", "exact", "hnsw"], default="auto",
+                   help="nearest-neighbour search of a PatchCore bank (auto: the artifact's choice)")
+
+
+def score_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgead score", description=COMMANDS["score"])
+    _common_model_args(p)
+    p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, BMP, TIFF)")
+    return p
 
 
 def cmd_score(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="edgead score", description=COMMANDS["score"])
-    _common_model_args(p)
-    p.add_argument("images", nargs="+", type=Path)
-    args = p.parse_args(argv)
+    args = score_parser().parse_args(argv)
     from edgead.images import read_image
     from edgead.model import load_model
 
@@ -53,14 +58,18 @@ def cmd_score(argv: list[str]) -> int:
     return 2 if failed else 0
 
 
-def cmd_eval(argv: list[str]) -> int:
+def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgead eval", description=COMMANDS["eval"])
     _common_model_args(p)
     p.add_argument("--data", required=True, type=Path, help="MVTec-style category root (test/good, test/<defect>)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", type=Path, default=None, help="write roc.png and score_histogram.png here")
     p.add_argument("--scores", action="store_true", help="include per-image scores in the JSON")
-    args = p.parse_args(argv)
+    return p
+
+
+def cmd_eval(argv: list[str]) -> int:
+    args = eval_parser().parse_args(argv)
     from edgead.evaluate import evaluate, format_table, write_plots
     from edgead.model import load_model
 
@@ -74,11 +83,15 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
-def cmd_info(argv: list[str]) -> int:
+def info_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgead info", description=COMMANDS["info"])
-    p.add_argument("model", type=Path)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("model", type=Path, help="artifact directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    return p
+
+
+def cmd_info(argv: list[str]) -> int:
+    args = info_parser().parse_args(argv)
     from edgead.model import load_model
 
     # "ok" means it loads: manifest validated, every checksum verified, backbone and scorer built

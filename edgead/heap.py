@@ -2,8 +2,8 @@
 
 glibc keeps memory that Python and numpy free in its arenas; a model load frees tens of MiB of
 transients (protobuf bytes, arrays sliced into onnxruntime sessions) that would otherwise count
-as the daemon's RSS for its whole life.  ``malloc_trim(0)`` returns the free pages: about 10 MiB
-after loading a 14k-row bank on the dev machine.  A no-op where libc is not glibc.
+as the daemon's RSS for its whole life.  ``malloc_trim(0)`` returns the free pages (figures in
+docs/benchmarks.md).  A no-op where libc is not glibc.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def freeze_long_lived_objects() -> int:
     """A full collection, then every object alive moves to the collector's permanent generation
     (``gc.freeze``): later collections no longer scan them.  Returns how many were frozen.
 
-    The daemon's imports and model leave ~70k objects the collector tracks (FastAPI, pydantic,
-    numpy, onnxruntime); a full (generation 2) collection scans them all, and stalled the daemon
-    15-26 ms on the dev machine (several times that on a Pi) about once per 1000 requests: at a
-    reject pulse's deadline.  Frozen objects are still freed by reference counting, and a loaded
+    The daemon's imports and model leave tens of thousands of objects the collector tracks
+    (FastAPI, pydantic, numpy, onnxruntime); a full (generation 2) collection scans them all and
+    stalls the daemon for milliseconds now and then, possibly at a reject pulse's deadline
+    (docs/benchmarks.md).  Frozen objects are still freed by reference counting, and a loaded
     model leaves no reference cycles of its own (only ``ast.literal_eval``'s closures from
     reading .npy headers), so a reloaded model's memory is still released.
     """

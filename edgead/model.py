@@ -49,8 +49,8 @@ class InspectionModel:
         self.precision = precision
         self.preprocess_cfg = self.manifest.preprocess
         self.tiling = self.manifest.tiling
-        # tiles through onnxruntime as one batch, or one run per tile (default: 7-20 % faster at 1-2
-        # threads on x86, bench/tile_batching.py; the exported ONNX has a dynamic batch axis for both)
+        # tiles through onnxruntime as one batch, or one run per tile (the default: measured faster,
+        # bench/tile_batching.py, docs/benchmarks.md; the exported ONNX has a dynamic batch axis for both)
         self.batch_tiles = batch_tiles
         limit_threads(threads)  # BLAS (exact search) and OpenCV: the same budget as onnxruntime
         self.backbone = Backbone(onnx_file, threads=threads)

@@ -19,19 +19,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("stretch", "letterbox")
 # "area" (default): cv2.INTER_AREA whenever the image shrinks; "linear": bilinear unless it shrinks
 # by more than LINEAR_MAX_SHRINK, INTER_AREA beyond (bilinear aliases there).  INTER_AREA at a
-# non-integer factor is slow: 0.39 ms against 0.07 ms for bilinear for a 289x240 frame into 224x224
-# on the dev machine, a fifth of the INT8 Lite0 backbone.  Measured on ../shared/data (3 seeds,
-# docs/realdata.md): "linear" costs magnetic_tile 0.7 pt image AUROC and elpv_poly nothing, so the
-# default stays "area" and "linear" is an export option for lines that need the time.
+# non-integer factor is several times slower than bilinear, a noticeable share of a frame's time,
+# but bilinear lost image AUROC on a fine texture and gained nothing elsewhere: the default stays
+# "area" and "linear" is an export option for lines that need the time (docs/benchmarks.md).
 INTERPOLATIONS = ("area", "linear")
 LINEAR_MAX_SHRINK = 2.0
 # Per-frame photometric normalisation: a 256-entry tone curve from the ROI's luminance, applied to
 # every channel of the resized input (tone_curve).  "equalize": histogram equalisation
 # (cv2.equalizeHist's curve); "standardize": luminance mean -> STANDARD_MEAN, std -> STANDARD_STD.
 # It takes the frame-to-frame changes of lighting and exposure out of what the memory bank must
-# cover.  Measured on ../shared/data (texture recipe, INT8, docs/realdata.md): magnetic_tile 0.933
-# image AUROC without, 0.982 equalize, 0.978 standardize (cracks 0.877 -> 0.982); but elpv_poly
-# 0.907 -> 0.867 and deeppcb's board recipe 0.940 -> 0.762: a per-line choice, off by default.
+# cover.  It lifts textures whose exposure varies from frame to frame and costs parts whose
+# brightness is itself the defect signal (docs/benchmarks.md): a per-line choice, off by default.
 PHOTOMETRIC = ("none", "equalize", "standardize")
 STANDARD_MEAN, STANDARD_STD = 128.0, 60.0
 _TONE_SAMPLES = 1 << 16  # ROI pixels the statistics are taken from, at most (a regular subsample)

@@ -26,9 +26,8 @@ from edgead_export.pipeline import ExportConfig, export_model, log, split_holdou
 from edgead_export.pseudo_defects import small_pseudo_defect
 
 # Pi 5 (Cortex-A76, 2.4 GHz) one-thread time / this workstation's one-thread time for the
-# INT8 backbone + search: an estimate from public onnxruntime CPU figures (A76 ~4-6x slower than
-# a current x86 core on INT8 convolutions); refine it with `edgead bench` on the target and pass
-# --pi-factor (a Pi 4, Cortex-A72 1.5 GHz, is roughly 2.5x slower again).
+# INT8 backbone + search: an estimate (docs/benchmarks.md, "Raspberry Pi"), deliberately on the
+# slow side; measure with `edgead bench` on the target and pass --pi-factor (a Pi 4 is slower).
 PI_CPU_FACTOR = 5.0
 AUROC_TIE = 0.002
 LATENCY_IMAGES = 10
@@ -38,12 +37,11 @@ DEFAULT_CANDIDATES = (
     "size=448",
     "size=224 tiles=2x2",
     "size=320 tiles=2x2",
-    # the recipes measured best on ../shared/data (docs/realdata.md): deeper, coarser features
-    # for surface textures (magnetic_tile, elpv_poly), finer ones and upsampled tiles for boards
-    # (deeppcb: 3x3 tiles of 320 px, 0.938 AUROC when chosen on half the test set, reported on the other)
+    # the recipes measured best on public industrial sets (docs/benchmarks.md): deeper, coarser
+    # features for surface textures, finer ones and upsampled tiles for boards
     "backbone=efficientnet-lite1 taps=14,19,s8 size=224 score=topk_mean topk=40",
-    # the same with histogram equalisation: magnetic_tile 0.933 -> 0.982 (0.982 chosen on half the
-    # test set), elpv_poly 0.907 -> 0.867: a per-line choice
+    # the same with histogram equalisation: it helps some textures and hurts others, so a per-line
+    # choice
     "backbone=efficientnet-lite1 taps=14,19,s8 size=224 score=topk_mean topk=40 photometric=equalize",
     "size=320 tiles=3x3 taps=2,4,10,s8 coreset_max=5000 score=topk_mean topk=20",
 )

@@ -18,10 +18,9 @@ first ``stamp`` centres, hence an upper bound against all of them ("lazy greedy"
   centre as an upper bound: rows are checked exactly, largest bound first, only while the bound
   exceeds the best exact value found so far.
 
-Triangle-inequality (bucket) pruning was measured and dropped: on EfficientNet-Lite0 features
-at a 10 % coreset the covering radius is about as large as any cheap bucket radius, so 75-93 %
-of (bucket, centre) pairs survive the bound, and the small GEMMs it leaves are slower than the
-dense ones.
+Triangle-inequality (bucket) pruning does not pay here: on EfficientNet-Lite0 features the
+covering radius is about as large as any cheap bucket radius, so most (bucket, centre) pairs
+survive the bound, and the small GEMMs it leaves are slower than the dense ones.
 
 The selection equals the plain greedy algorithm on the projected features up to float32
 rounding ties (tests/test_coreset.py checks it against a reference implementation).
@@ -217,7 +216,7 @@ def _min_sqdist(x: torch.Tensor, c: torch.Tensor, cn: torch.Tensor, xn: np.ndarr
     for b in range(0, c.shape[0], BLOCK_COLS):
         out = buf[:, :min(BLOCK_COLS, c.shape[0] - b)]
         torch.addmm(cn[b:b + BLOCK_COLS], x, c[b:b + BLOCK_COLS].T, alpha=-2, out=out)
-        o = out.numpy()             # numpy row reductions: ~8x faster than torch's on CPU
+        o = out.numpy()             # numpy row reductions: much faster than torch's on CPU
         if want_arg or refine:
             idx = o.argmin(1)
             vals = o[rows, idx]

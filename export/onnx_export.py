@@ -58,9 +58,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     leaves float islands that re-quantize at each block: 3x the feature error, measured); the
     stem convolution (3 input channels: a tiny share of the compute, but its error propagates
     through every block) and the small aggregation tail (pooling, resize, concat) stay float.
-    Measured on magnetic_tile at 224 px: patch-feature relative error 13.0 % -> 9.5 % with the
-    stem float, INT8-vs-FP32 test-set score rank correlation 0.986 -> 0.992, same speed; keeping
-    the depthwise convolutions float as well makes it worse (17 %: float islands again).
+    The float stem lowers the patch-feature error and raises the INT8-vs-FP32 rank correlation at
+    no measurable cost; keeping the depthwise convolutions float as well makes it worse (float
+    islands again). Figures: docs/benchmarks.md, "INT8 parity".
     Returns the settings for the manifest.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

@@ -83,9 +83,8 @@ def score_images(model: InspectionModel, frames: list[np.ndarray]) -> np.ndarray
 def parity_images(hold: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """Pseudo-defects made from the held-out goods, at PSEUDO_DEFECT_SEVERITIES each: they spread
     the scores from subtle to obvious so the INT8 vs FP32 rank correlation and AUROC mean
-    something when no real defect images are given. (One mild defect per image, measured on
-    three real datasets, left near-tied scores: the verdict flipped with calibration noise while
-    the real test sets showed INT8 within 0.5 pt AUROC and rank correlation >= 0.99.)"""
+    something when no real defect images are given. (One mild defect per image left near-tied
+    scores, and the verdict flipped with calibration noise while the real test sets agreed.)"""
     rng = np.random.default_rng(seed + 1)
     return [pseudo_defect(image, rng, severity) for image in hold for severity in PSEUDO_DEFECT_SEVERITIES]
 
@@ -231,7 +230,7 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: 
     drop = a32 - a8
     parity.update(auroc_fp32=a32, auroc_int8=a8, auroc_drop=drop,
                   auroc_basis="held-out good vs " + ("--val-defects + " if defects else "") + "pseudo-defects")
-    # A 0.5 pt drop on a few dozen held-out goods is within sampling noise (bootstrap SE ~1 pt):
+    # On a few dozen held-out goods the drop's sampling noise is as large as the limit itself:
     # the drop counts as a failure only when it exceeds the limit by more than 1.64 SE (one-sided 95 %).
     drop_se = paired_auroc_drop_se(labels, np.r_[g32, b32, p32], np.r_[g8, b8, p8], seed=cfg.seed)
     parity.update(auroc_drop_se=drop_se, rule=f"spearman >= {INT8_MIN_SPEARMAN} and "

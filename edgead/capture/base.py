@@ -87,6 +87,12 @@ class FrameSource(ABC):
         return f"missing {cls.arg_needed}" if cls.arg_needed and not arg else None
 
     @classmethod
+    def check_ready(cls, arg: str) -> str | None:
+        """What stops ``<kind>:<arg>`` from working here and now (``serve --check``), or None.
+        Cheap and side-effect free: it never opens a device another process may hold."""
+        return None
+
+    @classmethod
     def from_spec(cls, arg: str, options: "SourceOptions") -> "FrameSource":
         """The (not yet opened) source for ``<kind>:<arg>``, ``arg`` already checked."""
         raise NotImplementedError(f"{cls.__qualname__} cannot be built from a spec")

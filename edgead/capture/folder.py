@@ -21,6 +21,15 @@ class FolderSource(FrameSource):
     arg_needed = "directory"
 
     @classmethod
+    def check_ready(cls, arg: str) -> str | None:
+        folder = Path(arg)
+        if not folder.exists():
+            return f"folder {folder.resolve()} does not exist"
+        if not folder.is_dir():
+            return f"{folder.resolve()} is not a folder"
+        return None
+
+    @classmethod
     def from_spec(cls, arg: str, options: SourceOptions) -> "FolderSource":
         return cls(arg, loop=options.loop)
 

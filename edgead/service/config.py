@@ -36,7 +36,8 @@ class _Section(BaseModel):
 class ServerConfig(_Section):
     """HTTP server. The default bind is loopback only; a LAN bind must be asked for."""
 
-    host: str = "127.0.0.1"
+    host: str = Field(
+        "127.0.0.1", description="bind address: loopback by default; 0.0.0.0 serves the plant network (set a token)")
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port (tests)")
     token: SecretStr | None = Field(None, description="bearer token (at least 16 characters) for everything that "
                                                        "moves the line or writes: /score, PUT /threshold, "
@@ -58,14 +59,16 @@ class ServerConfig(_Section):
     body_timeout_s: float = Field(10.0, gt=0, le=600,
                                   description="an upload whose body has not arrived by then gets 408")
     keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connections are closed after this")
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 30)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 30,
+                               description="largest POST /score upload; larger -> 413")
     max_image_pixels: int = Field(50_000_000, ge=4096, description="refuse to decode larger images (upper cap)")
     frame_factor: float = Field(64.0, gt=0, le=100_000,
                                 description="largest frame, in multiples of the frame pixels the model uses")
     max_concurrent_renders: int = Field(2, ge=1, le=64, description="heatmap pictures rendered at once; more -> 503")
     frame_memory_mb: float = Field(96.0, gt=0, description="memory one decoded frame and its copies may take")
-    request_timeout_s: float = Field(30.0, gt=0, le=3600)
-    access_log: bool = False
+    request_timeout_s: float = Field(30.0, gt=0, le=3600,
+                                    description="a /score that waits longer for its result -> 504")
+    access_log: bool = Field(False, description="log every HTTP request (uvicorn's access log)")
 
     @field_validator("token")
     @classmethod
@@ -83,6 +86,12 @@ class ServerConfig(_Section):
             return None
         try:
             value = self.token_file.read_text().strip()
+        except FileNotFoundError:
+            raise ConfigError(f"server.token_file {self.token_file}: cannot read it (no such file). Create it "
+                              f"(`openssl rand -hex 24 > {self.token_file}`), or leave token_file out to serve on "
+                              "loopback without a token "
+                              "(deploy/edgead.toml is a Raspberry Pi's configuration; on a workstation start from "
+                              "deploy/workstation.toml)") from None
         except OSError as exc:
             raise ConfigError(f"server.token_file {self.token_file}: cannot read it ({exc.strerror or exc})") from None
         if len(value) < MIN_TOKEN_CHARS:
@@ -93,10 +102,16 @@ class ServerConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """The artifact the daemon serves and how it runs it."""
+
     path: Path | None = Field(None, description="artifact directory (required to serve)")
-    precision: Literal["auto", "int8", "fp32"] = "auto"
+    precision: Literal["auto", "int8", "fp32"] = Field(
+        "auto", description="auto: the artifact's default (INT8 when it passed the export's parity check), "
+                            "or int8 / fp32")
     threads: int = Field(1, ge=1, le=64, description="onnxruntime/search threads")
-    search: Literal["auto", "int8", "exact", "hnsw"] = "auto"
+    search: Literal["auto", "int8", "exact", "hnsw"] = Field(
+        "auto", description="PatchCore nearest-neighbour search: auto (the artifact's choice), int8, "
+                            "exact (float32) or hnsw")
     threshold: float | None = Field(None, gt=0, description="override the artifact's threshold")
     reload_roots: list[Path] = Field(default_factory=list,
                                      description="where POST /model/reload may load from (default: the model's parent)")
@@ -110,16 +125,21 @@ class ModelConfig(_Section):
 
 
 class SourceConfig(_Section):
+    """Where frames come from. A failing source is reopened with exponential backoff."""
+
     spec: str = Field("none", description="folder:<dir> | opencv:<index|url|file> | picamera2[:<n>] | none")
     width: int | None = Field(None, ge=16, le=16384, description="capture width (picamera2 default: model input)")
-    height: int | None = Field(None, ge=16, le=16384)
+    height: int | None = Field(None, ge=16, le=16384, description="capture height (set with width)")
     roi: tuple[int, int, int, int] | None = Field(None, description="picamera2 sensor crop x, y, w, h")
-    mode: Literal["still", "video"] = "video"
+    mode: Literal["still", "video"] = Field(
+        "video", description="picamera2: video (fast frames) or still (full ISP quality)")
     controls: dict[str, Any] = Field(default_factory=dict, description="picamera2 controls, e.g. ExposureTime")
-    flush_frames: int = Field(1, ge=0, le=30)
-    loop: bool = True
-    timeout_s: float = Field(5.0, gt=0, le=120)
-    reopen_initial_s: float = Field(0.5, gt=0, le=600)
+    flush_frames: int = Field(1, ge=0, le=30,
+                             description="opencv live sources: stale buffered frames dropped before each capture")
+    loop: bool = Field(True, description="folder: start over after the last image")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="opencv streams: open/read timeout")
+    reopen_initial_s: float = Field(0.5, gt=0, le=600, description="first wait before a failing source is reopened "
+                                                                    "(doubling up to reopen_max_s)")
     reopen_max_s: float = Field(4.0, gt=0, le=3600, description="longest wait between reopen attempts")
     probe_interval_s: float = Field(0.5, ge=0, le=60, description="watch an idle source this often (0: off)")
 
@@ -153,31 +173,46 @@ class SourceConfig(_Section):
 
 
 class TriggerConfig(_Section):
-    mode: Literal["on_demand", "continuous", "gpio"] = "on_demand"
+    """When a frame is captured and scored."""
+
+    mode: Literal["on_demand", "continuous", "gpio"] = Field(
+        "on_demand", description="on_demand: GET /score captures a frame; continuous: capture at rate_hz; "
+                                 "gpio: one capture per gpio.trigger_pin activation")
     rate_hz: float = Field(2.0, gt=0, le=100, description="continuous mode: frames per second (at most)")
 
 
 class InferenceConfig(_Section):
+    """The single inference worker."""
+
     queue_size: int = Field(4, ge=1, le=256, description="jobs waiting beyond this -> 503 + Retry-After")
 
 
 class GpioConfig(_Section):
-    enabled: bool = False
-    pin_factory: Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"] = "auto"
-    reject_pin: Pin | None = None
-    reject_active_high: bool = True
-    reject_pulse_ms: float = Field(200.0, gt=0, le=60_000)
+    """Pins of a Raspberry Pi (gpiozero): reject pulse, ready and alarm outputs, trigger input.
+    Pins are BCM numbers or names like "GPIO17" or "BOARD11"; see docs/howto/install-pi.md for wiring."""
+
+    enabled: bool = Field(
+        False, description="drive GPIO pins (reject, ready, alarm, trigger); off: no pin is touched")
+    pin_factory: Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"] = Field(
+        "auto", description="gpiozero pin library: auto (lgpio on a Pi 5), lgpio, rpigpio, pigpio, native, "
+                            "or mock (tests)")
+    reject_pin: Pin | None = Field(None, description="output pulsed for every rejected part (the ejector)")
+    reject_active_high: bool = Field(True, description="the reject pin is high while it fires (false: low)")
+    reject_pulse_ms: float = Field(200.0, gt=0, le=60_000, description="how long the reject output fires")
     reject_delay_ms: float = Field(0.0, ge=0, le=600_000, description="conveyor travel camera -> ejector")
     reject_on_upload: bool = Field(True, description="pulse for rejected POST /score images too")
-    ready_pin: Pin | None = None
-    ready_active_high: bool = True
-    alarm_pin: Pin | None = None
-    alarm_active_high: bool = True
+    ready_pin: Pin | None = Field(None, description="output on while the model is loaded and the source works")
+    ready_active_high: bool = Field(True, description="the ready pin is high when ready (false: low)")
+    alarm_pin: Pin | None = Field(
+        None, description="output on while the source fails, or after alarm_after_rejects rejects in a row")
+    alarm_active_high: bool = Field(True, description="the alarm pin is high when raised (false: low)")
     alarm_after_rejects: int = Field(0, ge=0, description="raise the alarm after N consecutive rejects (0: off)")
-    trigger_pin: Pin | None = None
-    trigger_pull: Literal["up", "down", "none"] = "up"
+    trigger_pin: Pin | None = Field(
+        None, description="input whose activation captures one frame (trigger.mode = gpio), e.g. a light barrier")
+    trigger_pull: Literal["up", "down", "none"] = Field(
+        "up", description="trigger input pull: up (active low, a switch to GND), down, or none (external pull)")
     trigger_active_high: bool | None = Field(None, description="required with trigger_pull = none")
-    trigger_bounce_ms: float = Field(20.0, ge=0, le=10_000)
+    trigger_bounce_ms: float = Field(20.0, ge=0, le=10_000, description="trigger input debounce time")
     busy_pin: Pin | None = Field(None, description="handshake: on from a trigger until its result is out")
     busy_active_high: bool = Field(True, description="false: the busy output is low when active")
     result_valid_pin: Pin | None = Field(None, description="handshake: on once pass/fail hold the part's result; "
@@ -244,12 +279,16 @@ class GpioConfig(_Section):
 
 
 class InspectionConfig(_Section):
+    """The inspection log: one SQLite row per scored part, frames and anomaly maps of some of them."""
+
     data_dir: Path = Field(Path("edgead-data"), description="database and images (systemd: /var/lib/edgead)")
-    synchronous: Literal["normal", "full"] = "normal"
-    save_rejects: bool = True
+    synchronous: Literal["normal", "full"] = Field(
+        "normal", description="SQLite durability: normal survives kill -9 and crashes; full also power loss "
+                              "(one fsync per result)")
+    save_rejects: bool = Field(True, description="keep the frame and anomaly map of every reject")
     save_good_every: int = Field(0, ge=0, description="store every Nth good frame with its map (0: none)")
-    image_format: Literal["jpg", "png"] = "jpg"
-    jpeg_quality: int = Field(90, ge=10, le=100)
+    image_format: Literal["jpg", "png"] = Field("jpg", description="format of stored frames")
+    jpeg_quality: int = Field(90, ge=10, le=100, description="quality of stored JPEG frames")
     max_results: int = Field(1_000_000, ge=0, description="rows kept (0: unlimited)")
     max_images: int = Field(2000, ge=0, description="stored frames kept (0: unlimited)")
     max_image_mb: float = Field(1024.0, ge=0, description="disk for stored frames (0: unlimited)")
@@ -268,7 +307,8 @@ class EdgeadConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
                                       validate_assignment=True)
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="daemon log level (to stderr; journald under systemd)")
     server: ServerConfig = Field(default_factory=ServerConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)

@@ -20,7 +20,8 @@ log = logging.getLogger("edgead.serve")
 def build_parser(prog: str = "edgead serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Run the inspection daemon (HTTP API, camera, GPIO, log).")
     p.add_argument("--config", type=Path, default=os.environ.get("EDGEAD_CONFIG") or None,
-                   help="TOML config file (default: $EDGEAD_CONFIG); see deploy/edgead.toml")
+                   help="TOML config file (default: $EDGEAD_CONFIG); examples: deploy/workstation.toml, "
+                        "deploy/edgead.toml (a Raspberry Pi's)")
     p.add_argument("--model", type=Path, help="artifact directory (model.path)")
     p.add_argument("--source", help="folder:<dir> | opencv:<index|url|file> | picamera2[:<n>] | none (source.spec)")
     p.add_argument("--host", help="bind address (server.host; default 127.0.0.1, 0.0.0.0 for the LAN)")
@@ -69,6 +70,13 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
         if config.model.path is None:
             raise ConfigError("no model: pass --model DIR or set [model] path in the config")
         config.token  # noqa: B018 -- a missing, empty or short token file stops the daemon here (fails closed)
+        from edgead.service.preflight import log_folder, source_problem
+
+        problem = source_problem(config)
+        if problem and args.check:
+            raise ConfigError(problem)
+        if problem:  # a mount may still appear: the source is retried with backoff
+            log.warning("%s; retrying until it appears", problem)
         # a decompression bomb must fail to decode instead of exhausting a 1 GB Pi (read at first decode)
         if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip():  # an empty value aborts OpenCV
             os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(config.server.max_image_pixels)
@@ -79,15 +87,17 @@ def serve_main(argv: list[str] | None = None, prog: str = "edgead serve") -> int
                            search=config.model.search, warm_up=True)
         log.info("model %s %s (%s, %s, sha256 %s), threshold %.6g", model.name, model.version, model.precision,
                  "x".join(map(str, model.input_size)), model.sha256[:12], model.threshold)
+        log.info("inspection log in %s", log_folder(config))  # relative paths land where the daemon starts
         if args.check:
             print(f"config ok; model {model.name} {model.version} ({model.precision}) loads; "
-                  f"would listen on {config.server.host}:{config.server.port}")
+                  f"would listen on {config.server.host}:{config.server.port}; "
+                  f"inspection log in {log_folder(config)}")
             return 0
         from edgead.heap import freeze_long_lived_objects
         from edgead.service.app import create_app
 
         app = create_app(config, model=model)
-        # the collector's full passes would otherwise rescan every import and the model (15-26 ms)
+        # the collector's full passes would otherwise rescan every import and the model (a stall)
         log.debug("%d long-lived objects frozen out of the garbage collector", freeze_long_lived_objects())
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
