@@ -12,16 +12,17 @@ import torch
 
 import edgead
 from edgead.artifact import ArtifactWriter, pack_tar
-from edgead.errors import EdgeadError
 from edgead.images import list_images, read_image, resolve_train_folder
-from edgead.metrics_math import auroc, f1_optimal_threshold
-from edgead_export.parity_stats import paired_auroc_drop_se, spearman, threshold_from_good
+from edgead.metrics_math import auroc
+from edgead.fit.scorers import tile_groups
+from edgead.fit.threshold import choose_threshold, split_holdout  # noqa: F401  (split_holdout: imported from here too)
+from edgead_export.parity_stats import paired_auroc_drop_se, spearman
 from edgead.manifest import BACKBONE_FILES, MANIFEST, scorer_files
 from edgead.model import InspectionModel
 from edgead.scorer.bank_store import save_bank, save_bank_knn
 from edgead_export.config import DEFAULT_CORESET_MAX, ExportConfig  # noqa: F401  (imported from here too)
 from edgead_export.roi import propose_roi
-from edgead.tiling import TilingConfig, frame_inputs
+from edgead.tiling import frame_inputs
 from edgead_export.pseudo_defects import pseudo_defect
 from edgead_export.backbones import build_backbone, default_taps
 from edgead_export.extract import extract_features, load_batches
@@ -37,19 +38,6 @@ PSEUDO_DEFECT_SEVERITIES = (1.0, 1.5, 2.0)  # parity set: held-out goods + one p
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def split_holdout(paths: list[Path], share: float, minimum: int, seed: int) -> tuple[list[Path], list[Path]]:
-    """Seeded split of the good images into (fit, held-out)."""
-    n_hold = max(minimum, int(round(share * len(paths))))
-    if len(paths) - n_hold < 2:
-        raise EdgeadError(
-            f"{len(paths)} good images: need at least {n_hold + 2} ({n_hold} are held out to calibrate the threshold)"
-        )
-    order = np.random.default_rng(seed).permutation(len(paths))
-    hold = sorted(order[:n_hold])
-    fit = sorted(order[n_hold:])
-    return [paths[i] for i in fit], [paths[i] for i in hold]
 
 
 def build_graph(cfg: ExportConfig, fit_paths: list[Path]) -> tuple[PatchFeatureGraph, dict]:
@@ -93,15 +81,6 @@ def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, fra
             feats = graph(torch.from_numpy(batch)).numpy()
             scores.append(model.score_features(feats, with_map=False)[0])
     return np.array(scores)
-
-
-def tile_groups(feats: np.ndarray, tiling: TilingConfig) -> list[tuple[int | None, np.ndarray]]:
-    """Training features (images x tiles, D, h, w) -> [(tile position or None, its features)]:
-    one group for a shared bank, one per tile position otherwise."""
-    if tiling.bank_count == 1:
-        return [(None, feats)]
-    per_image = feats.reshape(-1, tiling.count, *feats.shape[1:])
-    return [(t, per_image[:, t]) for t in range(tiling.count)]
 
 
 def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict) -> None:
@@ -195,13 +174,7 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: 
         if precision == "fp32":
             ref = torch_reference_scores(graph, model, hold)
             report["parity"]["fp32_vs_torch_max_rel_diff"] = float(np.max(np.abs(good - ref) / np.maximum(np.abs(ref), 1e-12)))
-        if defects:
-            labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
-            thr, f1 = f1_optimal_threshold(labels, np.r_[good, bad])
-            report["threshold_rule"] = "F1-optimal on held-out good + --val-defects images"
-        else:
-            thr = threshold_from_good(good)
-            report["threshold_rule"] = "max(held-out good max, mean + 3 std) of held-out good scores"
+        thr, report["threshold_rule"] = choose_threshold(good, bad)
         report["thresholds"][precision] = thr
         report["score_stats"][precision] = {
             "good_mean": float(good.mean()), "good_std": float(good.std()), "good_max": float(good.max()),
