@@ -17,9 +17,9 @@ from edgead.metrics_math import auroc
 from edgead.fit.scorers import tile_groups
 from edgead.fit.threshold import choose_threshold, split_holdout  # noqa: F401  (split_holdout: imported from here too)
 from edgead_export.parity_stats import paired_auroc_drop_se, spearman
-from edgead.manifest import BACKBONE_FILES, MANIFEST, scorer_files
+from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
+from edgead.manifest import BACKBONE_FILES, MANIFEST, bank_file, scorer_files
 from edgead.model import InspectionModel
-from edgead.scorer.bank_store import save_bank, save_bank_knn
 from edgead_export.config import DEFAULT_CORESET_MAX, ExportConfig  # noqa: F401  (imported from here too)
 from edgead_export.roi import propose_roi
 from edgead.tiling import frame_inputs
@@ -27,7 +27,7 @@ from edgead_export.pseudo_defects import pseudo_defect
 from edgead_export.backbones import build_backbone, default_taps
 from edgead_export.extract import extract_features, load_batches
 from edgead_export.feature_graph import PatchFeatureGraph
-from edgead_export.fit import fit_padim, fit_patchcore, padim_channel_index
+from edgead_export.fit import fit_patchcore, padim_channel_index
 from edgead_export.onnx_export import export_onnx, quantize_int8
 
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
@@ -92,8 +92,7 @@ def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndar
 
 
 def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
-    from edgead.scorer.hnsw_file import strip_vectors
-    from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index, choose_backend
+    from edgead.scorer.nn_search import HNSW_CROSSOVER, choose_backend
 
     cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // len(groups))
     patches = sum(f.shape[0] * f.shape[2] * f.shape[3] for _, f in groups)
@@ -108,22 +107,19 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
     }
     rows = 0
     for tile, feats in groups:
-        files = scorer_files("patchcore", tile)
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
-        # the bank as the runtime will load it (dequantized int8 by default): fit and serve agree
-        name, bank = save_bank(writer.staging, fit.bank, cfg.bank_dtype, files["tag"])
-        if cfg.num_neighbors > 1 and cfg.image_score == "reweighted":  # support sets, looked up
-            save_bank_knn(writer.staging, bank, cfg.num_neighbors, files["tag"])
+        bank, hnsw = write_patchcore_bank(writer.staging, fit.bank, tile, bank_dtype=cfg.bank_dtype,
+                                          num_neighbors=cfg.num_neighbors, reweighted=cfg.image_score == "reweighted",
+                                          hnsw=cfg.hnsw, seed=cfg.seed)
         rows += bank.shape[0]
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
         pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
+        name = bank_file(cfg.bank_dtype, scorer_files("patchcore", tile)["tag"])
         log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {bank.shape[0]} x {bank.shape[1]} "
             f"({writer.path(name).stat().st_size / 1e6:.2f} MB {cfg.bank_dtype}), covering radius {fit.covering_radius:.4f}, "
             f"coreset {fit.coreset_seconds:.1f} s")
-        if cfg.hnsw == "yes" or (cfg.hnsw == "auto" and bank.shape[0] > HNSW_CROSSOVER):
-            pc["hnsw"] = build_hnsw_index(bank, writer.path(files["index"]), seed=cfg.seed)
-            strip_vectors(writer.path(files["index"]), bank)  # the bank is in its own file already
-            pc["hnsw_file"] = "links-only"
+        if hnsw is not None:
+            pc["hnsw"], pc["hnsw_file"] = hnsw, "links-only"
     manifest["bank_size"] = int(rows)
     per_bank = rows // len(groups)
     pc["search"] = {"auto": choose_backend(per_bank, "hnsw" in pc, cfg.bank_dtype == "int8"),
@@ -133,16 +129,10 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
 
 
 def _write_padim(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
-    size = positions = 0
-    for tile, feats in groups:
-        mean, precision = fit_padim(feats, dtype=cfg.padim_dtype)
-        np.savez(writer.path(scorer_files("padim", tile)["gaussian"]), mean=mean, precision=precision)
-        size += mean.nbytes + precision.nbytes
-        positions += mean.shape[0]
-    manifest["padim"] = {"d": int(mean.shape[1]), "positions": int(positions), "eps": 0.01,
-                         "precision_dtype": cfg.padim_dtype, "bytes": int(size)}
+    padim = manifest["padim"] = write_padim_gaussians(writer.staging, groups, cfg.padim_dtype)
+    positions, size = padim["positions"], padim["bytes"]
     manifest["bank_size"] = int(positions)
-    log(f"PaDiM Gaussians: {positions} positions x d={mean.shape[1]}: "
+    log(f"PaDiM Gaussians: {positions} positions x d={padim['d']}: "
         f"{size / 1e6:.2f} MB ({cfg.padim_dtype} precision matrices; grows with positions x d^2)")
 
 
