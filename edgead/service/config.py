@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from edgead.capture.registry import split_spec
 from edgead.errors import ConfigError
+from edgead.teach.settings import TeachConfig
 
 ENV_PREFIX = "EDGEAD_"
 MIN_TOKEN_CHARS = 16
@@ -232,6 +233,7 @@ class EdgeadConfig(BaseSettings):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)
     inspection: InspectionConfig = Field(default_factory=InspectionConfig)
+    teach: TeachConfig = Field(default_factory=TeachConfig)
 
     @classmethod
     def settings_customise_sources(
