@@ -199,7 +199,9 @@ def metrics(request: Request) -> Response:
 # -- model -------------------------------------------------------------------------------------
 @router.get("/model", tags=["model"])
 def model_info(request: Request) -> dict[str, Any]:
-    return get_runtime(request).holder.describe()
+    from edgead.service.teach_api import version_list  # it builds on this module
+
+    return {**get_runtime(request).holder.describe(), "versions": version_list(request)}
 
 
 @router.post("/model/reload", tags=["model"], dependencies=[Depends(require_token)],

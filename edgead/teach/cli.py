@@ -41,6 +41,8 @@ def teach_main(argv: list[str]) -> int:
     p.add_argument("--keep", type=int, default=None, help="versions kept")
     p.add_argument("--no-install", action="store_true", help="keep the new version without serving it")
     p.add_argument("--request", default=None, help="recorded in the version's lineage")
+    p.add_argument("--added", default=None, help="what was added, in words (default: where the frames came from)")
+    p.add_argument("--result-ids", type=_ids, default=None, help="recorded in the version's lineage")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from edgead.teach.refit import teach
@@ -53,7 +55,8 @@ def teach_main(argv: list[str]) -> int:
         raise EdgeadError("name the model: --model DIR or --config with model.path")
     with tempfile.TemporaryDirectory(prefix=".teach-frames-", dir=versions.store_dir(model).parent) as tmp:
         images, added, mode = _frames(a, cfg, Path(tmp))
-        res = teach(model, images, mode=a.mode or mode, added=added, result_ids=a.results or [],
+        res = teach(model, images, mode=a.mode or mode, added=a.added or added,
+                    result_ids=a.results or a.result_ids or [],
                     request=a.request or "cli", precision=a.precision, threads=a.threads or tc.threads,
                     memory_budget_mb=a.memory_mb or tc.memory_budget_mb, keep=a.keep or tc.keep_versions)
     if not a.no_install:
