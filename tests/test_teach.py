@@ -134,3 +134,28 @@ def test_padim_refits_from_frames(padim_model_dir, tmp_path, synth_root):
     a, b = read_manifest(padim), read_manifest(res.path)
     for p in a.thresholds:
         assert b.thresholds[p] == pytest.approx(a.thresholds[p], rel=1e-3)
+
+
+def test_cli_teach_list_and_rollback(served, synthetic_images, tmp_path, capsys):
+    import json
+
+    from edgead.cli import main
+
+    folder = tmp_path / "variant"
+    folder.mkdir()
+    for p in synthetic_images["good"][:2]:
+        shutil.copy(p, folder / p.name)
+    original = read_manifest(served).model_version
+    assert main(["teach", "--model", str(served), "--folder", str(tmp_path / "nope")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+    assert main(["model", "rollback", "--model", str(served)]) == 2          # nothing older kept
+    assert "no version older" in capsys.readouterr().err
+    assert main(["teach", "--model", str(served), "--folder", str(folder), "--mode", "add", "--json"]) == 0
+    taught = json.loads(capsys.readouterr().out)
+    assert taught["installed"] and read_manifest(served).model_version == taught["version"]
+    assert read_manifest(served).lineage.added == str(folder)
+    assert main(["model", "list", "--model", str(served), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(v["version"], v["current"]) for v in listed] == [(original, False), (taught["version"], True)]
+    assert main(["model", "rollback", "--model", str(served)]) == 0
+    assert read_manifest(served).model_version == original

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -43,8 +44,11 @@ def teach_main(argv: list[str]) -> int:
     p.add_argument("--request", default=None, help="recorded in the version's lineage")
     p.add_argument("--added", default=None, help="what was added, in words (default: where the frames came from)")
     p.add_argument("--result-ids", type=_ids, default=None, help="recorded in the version's lineage")
+    p.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by this much first")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    if a.nice > 0:
+        os.nice(a.nice)   # before any thread pool starts: every thread inherits it
     from edgead.teach.refit import teach
     from edgead.teach.settings import TeachConfig
 

@@ -176,16 +176,14 @@ class TeachJobs:
         cmd = [sys.executable, "-m", "edgead.cli", "teach", "--model", str(self.model_path), "--folder", str(folder),
                "--mode", req.mode, "--threads", str(c.threads), "--memory-mb", str(c.memory_budget_mb),
                "--keep", str(c.keep_versions), "--no-install", "--request", f"api:{job.id}", "--added", added,
-               "--json"]
+               "--nice", str(c.nice), "--json"]
         if req.result_ids:
             cmd += ["--result-ids", ",".join(map(str, req.result_ids))]
         env = {**os.environ, **{v: str(c.threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
-        nice = c.nice
         with self._lock:
             if stop.is_set():
                 raise EdgeadError("teach stopped: the served model is unchanged")
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-                                          preexec_fn=lambda: os.nice(nice))
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         out, err = self._proc.communicate()
         if stop.is_set():
             raise EdgeadError("teach stopped: the served model is unchanged")
