@@ -91,12 +91,17 @@ def test_install_rollback_and_listing(served, synthetic_images):
         versions.rollback(served, to="nope")
 
 
-def test_only_the_last_k_versions_are_kept(served, synthetic_images):
+def test_only_the_last_k_versions_are_kept_and_dead_teaches_are_swept(served, synthetic_images):
+    store = versions.store_dir(served)
+    for leftover in (".x.tmp-dead", ".teach-features-dead"):   # what a teach killed with SIGKILL leaves
+        (store / leftover).mkdir(parents=True)
+        (store / leftover / "rows.npy").write_bytes(b"partial")
     for _ in range(3):
         res = teach(served, synthetic_images["good"][:1], mode="add", keep=2)
         versions.install(served, res.version)
     kept = versions.list_versions(served)
     assert len(kept) == 2 and kept[-1].version == res.version and kept[-1].current
+    assert sorted(p.name for p in store.iterdir()) == sorted([".lock", *(v.version for v in kept)])
 
 
 def test_a_stopped_teach_changes_nothing_served(served, synthetic_images):

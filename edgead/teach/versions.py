@@ -179,8 +179,9 @@ def rollback_target(model_path: str | Path, to: str | None) -> str:
 
 
 def sweep_unfinished(model_path: str | Path) -> None:
-    """Remove staging directories of teaches that died (call with the lock held)."""
-    for d in store_dir(model_path).glob(".*.tmp-*"):
+    """Remove staging and scratch directories of teaches that died (call with the lock held)."""
+    root = store_dir(model_path)
+    for d in [*root.glob(".*.tmp-*"), *root.glob(".teach-features-*")]:
         shutil.rmtree(d, ignore_errors=True)
 
 
