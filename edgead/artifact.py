@@ -77,6 +77,19 @@ class ArtifactWriter:
     def commit(self, manifest: dict) -> Path:
         """Write the final manifest and move the staged artifact to ``out``."""
         self.write_manifest(manifest)
+        return self._swap_in()
+
+    def commit_as_staged(self) -> Path:
+        """Move a staged copy of a whole artifact (its manifest.json included, byte for byte: the
+        same sha256, so per-model settings keyed by it still apply) to ``out``, once it verifies."""
+        verify_artifact(self.staging)
+        for p in self.staging.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(self.staging)
+        return self._swap_in()
+
+    def _swap_in(self) -> Path:
         os.chmod(self.staging, 0o755)  # mkdtemp makes it 0700; the daemon's user must read it
         old = None
         if self.out.exists():

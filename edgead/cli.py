@@ -21,6 +21,8 @@ COMMANDS = {
     "serve": "run the inspection daemon (camera -> score -> HTTP/GPIO/log)",
     "bench": "per-stage latency and memory figures",
     "demo": "serve the bundled demo model on generated frames (no workstation needed)",
+    "teach": "fit a new model version from good frames on this device, and serve it",
+    "model": "list the kept model versions, or roll back to one",
 }
 
 
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "serve": lambda: _delegate("edgead.service.main", "serve_main", rest),
         "bench": lambda: _delegate("edgead.bench", "bench_main", rest),
         "demo": lambda: _delegate("edgead.demo", "demo_main", rest),
+        "teach": lambda: _delegate("edgead.teach.cli", "teach_main", rest),
+        "model": lambda: _delegate("edgead.teach.cli", "model_main", rest),
     }
     if command not in handlers:
         print(f"edgead: unknown command {command!r} (one of {', '.join(COMMANDS)})", file=sys.stderr)

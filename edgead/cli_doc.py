@@ -27,10 +27,12 @@ def parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     from edgead.bench import build_parser as bench_parser
     from edgead.demo import build_parser as demo_parser
     from edgead.service.main import build_parser as serve_parser
+    from edgead.teach.cli import model_parser, teach_parser
     from edgead.workstation import feature
 
     return {"export": lambda: feature("export_parser")(), "score": score_parser, "eval": eval_parser,
-            "info": info_parser, "serve": serve_parser, "bench": bench_parser, "demo": demo_parser}
+            "info": info_parser, "serve": serve_parser, "bench": bench_parser, "demo": demo_parser,
+            "teach": teach_parser, "model": model_parser}
 
 
 def _cell(text: str) -> str:

@@ -162,6 +162,19 @@ class FalseRejectInfo(_Section):
     fold_order: str | None = Field(None, description="contiguous (runs in name order) or random folds")
 
 
+class Lineage(_Section):
+    """Where a version taught on the line comes from (absent: exported on a workstation)."""
+
+    parent_version: str | None = Field(None, description="model_version of the artifact it was taught from")
+    parent_sha256: str | None = Field(None, description="sha256 of the parent's manifest.json")
+    mode: Literal["new", "add"] = Field(description="new: refit from the frames; add: frames joined the bank")
+    added: str = Field(description="what was added, in words (a folder, N frames from the source, result ids)")
+    frames: NonNegativeInt = Field(0, description="good frames used")
+    result_ids: list[int] = Field(default_factory=list, description="inspection results marked good")
+    at: str = Field(description="when it was taught (UTC, ISO 8601)")
+    request: str | None = Field(None, description="the teach job or command that made it")
+
+
 class Manifest(_Section):
     """``manifest.json`` of an artifact, validated."""
 
@@ -188,6 +201,7 @@ class Manifest(_Section):
     false_rejects: dict[Precision, FalseRejectInfo] | None = Field(
         None, description="expected false-reject rate per precision (absent in older artifacts)")
     export: dict[str, Any] | None = Field(None, description="the export configuration (edgead_export.config)")
+    lineage: Lineage | None = Field(None, description="set on versions taught on the line (edgead teach)")
     files: dict[str, FileEntry] = Field(description="every data file with its sha256 and size")
 
     @field_validator("threshold")

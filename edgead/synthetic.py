@@ -14,8 +14,13 @@ import numpy as np
 DEFECTS = ("scratch", "blob", "chip")
 
 
-def make_part(rng: np.random.Generator, size: int = 128, defect: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One BGR uint8 frame (size x size) and its defect mask (uint8 0/255)."""
+VARIANTS = {"steel": (0.95, 1.0, 1.04), "brass": (0.55, 0.85, 1.1)}   # BGR tints of the metal
+
+
+def make_part(rng: np.random.Generator, size: int = 128, defect: str | None = None,
+              variant: str = "steel") -> tuple[np.ndarray, np.ndarray]:
+    """One BGR uint8 frame (size x size) and its defect mask (uint8 0/255). ``variant``: the
+    metal's colour (a new product variant for teaching on the line: brass)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     base = 70 + 20 * (xx / size) + rng.normal(0, 3, (size, size))  # conveyor belt: gradient + noise
     img = np.repeat(base[..., None], 3, axis=2)
@@ -28,7 +33,7 @@ def make_part(rng: np.random.Generator, size: int = 128, defect: str | None = No
     angle = np.arctan2(yy - cy, xx - cx)
     texture = 8 * np.sin(angle * 24 + rng.uniform(0, 6.28)) + rng.normal(0, 4, (size, size))  # machined grooves
     metal = brightness + texture
-    for c, tint in enumerate((0.95, 1.0, 1.04)):
+    for c, tint in enumerate(VARIANTS[variant]):
         img[..., c] = np.where(ring, metal * tint, img[..., c])
     mask = np.zeros((size, size), np.uint8)
     if defect == "scratch":

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edgead_export.fit import fit_padim
 
 from edgead.images import read_image
 from edgead.model import InspectionModel
 from edgead.scorer.padim import PadimGaussian, PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
 from edgead.scorer.patchcore_bank import PatchCoreBank
-from edgead_export.fit import fit_padim
 
 
 @dataclass

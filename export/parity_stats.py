@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgead.fit.threshold import threshold_from_good  # noqa: F401  (imported from here too)
 from edgead.metrics_math import _ranks, auroc
 
 
@@ -14,13 +15,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def threshold_from_good(scores: np.ndarray, sigmas: float = 3.0) -> float:
-    """Threshold from good images only: mean + 3 std of the held-out good scores, and never
-    below their maximum (no held-out good image is rejected)."""
-    s = np.asarray(scores, dtype=np.float64)
-    return float(max(s.max(), s.mean() + sigmas * s.std(ddof=1 if len(s) > 1 else 0)))
 
 
 def paired_auroc_drop_se(labels: np.ndarray, ref: np.ndarray, other: np.ndarray,

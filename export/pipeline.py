@@ -9,31 +9,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from edgead_export.backbones import build_backbone, default_taps
+from edgead_export.config import DEFAULT_CORESET_MAX, ExportConfig  # noqa: F401  (imported from here too)
+from edgead_export.extract import extract_features, load_batches
+from edgead_export.feature_graph import PatchFeatureGraph
+from edgead_export.fit import fit_patchcore, padim_channel_index
+from edgead_export.onnx_export import export_onnx, quantize_int8
+from edgead_export.oof import FoldSource, out_of_fold_scores, row_images
+from edgead_export.parity_stats import paired_auroc_drop_se, spearman
+from edgead_export.pseudo_defects import pseudo_defect
+from edgead_export.roi import propose_roi
 
 import edgead
 from edgead.artifact import ArtifactWriter, pack_tar
-from edgead.errors import EdgeadError
 from edgead.false_rejects import estimate_at, fold_of, threshold_for_frr
+from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
+from edgead.fit.scorers import tile_groups
+from edgead.fit.threshold import choose_threshold, split_holdout  # noqa: F401  (split_holdout: imported from here too)
 from edgead.images import list_images, read_image, resolve_train_folder
-from edgead.metrics_math import auroc, f1_optimal_threshold
-from edgead_export.parity_stats import paired_auroc_drop_se, spearman, threshold_from_good
-from edgead.manifest import BACKBONE_FILES, MANIFEST, scorer_files
+from edgead.manifest import BACKBONE_FILES, MANIFEST, bank_file, scorer_files
+from edgead.metrics_math import auroc
 from edgead.model import InspectionModel
-from edgead.bank.hnsw_file import strip_vectors
-from edgead.bank.store import save_bank, save_bank_knn
-from edgead.scorer.search.exact import ExactSearch
-from edgead.scorer.search.hnsw import build_hnsw_index
 from edgead.scorer.search.registry import HNSW_CROSSOVER, choose_backend
-from edgead_export.config import DEFAULT_CORESET_MAX, ExportConfig  # noqa: F401  (imported from here too)
-from edgead_export.roi import propose_roi
-from edgead.tiling import TilingConfig, frame_inputs
-from edgead_export.pseudo_defects import pseudo_defect
-from edgead_export.backbones import build_backbone, default_taps
-from edgead_export.extract import extract_features, load_batches
-from edgead_export.feature_graph import PatchFeatureGraph
-from edgead_export.fit import fit_padim, fit_patchcore, padim_channel_index
-from edgead_export.onnx_export import export_onnx, quantize_int8
-from edgead_export.oof import FoldSource, out_of_fold_scores, row_images
+from edgead.tiling import frame_inputs
 
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
 INT8_MIN_SPEARMAN = 0.98
@@ -43,19 +41,6 @@ PSEUDO_DEFECT_SEVERITIES = (1.0, 1.5, 2.0)  # parity set: held-out goods + one p
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def split_holdout(paths: list[Path], share: float, minimum: int, seed: int) -> tuple[list[Path], list[Path]]:
-    """Seeded split of the good images into (fit, held-out)."""
-    n_hold = max(minimum, int(round(share * len(paths))))
-    if len(paths) - n_hold < 2:
-        raise EdgeadError(
-            f"{len(paths)} good images: need at least {n_hold + 2} ({n_hold} are held out to calibrate the threshold)"
-        )
-    order = np.random.default_rng(seed).permutation(len(paths))
-    hold = sorted(order[:n_hold])
-    fit = sorted(order[n_hold:])
-    return [paths[i] for i in fit], [paths[i] for i in hold]
 
 
 def build_graph(cfg: ExportConfig, fit_paths: list[Path]) -> tuple[PatchFeatureGraph, dict]:
@@ -100,15 +85,6 @@ def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, fra
     return np.array(scores)
 
 
-def tile_groups(feats: np.ndarray, tiling: TilingConfig) -> list[tuple[int | None, np.ndarray]]:
-    """Training features (images x tiles, D, h, w) -> [(tile position or None, its features)]:
-    one group for a shared bank, one per tile position otherwise."""
-    if tiling.bank_count == 1:
-        return [(None, feats)]
-    per_image = feats.reshape(-1, tiling.count, *feats.shape[1:])
-    return [(t, per_image[:, t]) for t in range(tiling.count)]
-
-
 def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray,
                        manifest: dict) -> list[FoldSource]:
     """The scorer files; returns what the out-of-fold scorers are built from, per bank."""
@@ -137,25 +113,21 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
     rows = 0
     sources = []
     for tile, feats in groups:
-        files = scorer_files("patchcore", tile)
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
-        # the bank as the runtime will load it (dequantized int8 by default): fit and serve agree
-        name, bank = save_bank(writer.staging, fit.bank, cfg.bank_dtype, files["tag"])
-        if cfg.num_neighbors > 1 and cfg.image_score == "reweighted":  # support sets, looked up
-            k = max(1, min(cfg.num_neighbors, len(bank)))
-            save_bank_knn(writer.staging, ExactSearch(bank).query(bank, k=k)[1], files["tag"])
+        bank, hnsw = write_patchcore_bank(writer.staging, fit.bank, tile, bank_dtype=cfg.bank_dtype,
+                                          num_neighbors=cfg.num_neighbors, reweighted=cfg.image_score == "reweighted",
+                                          hnsw=cfg.hnsw, seed=cfg.seed)
         rows += bank.shape[0]
         sources.append(FoldSource(bank=bank, row_image=row_images(fit.indices, feats.shape[2] * feats.shape[3],
                                                                   maps_per_image)))
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
         pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
+        name = bank_file(cfg.bank_dtype, scorer_files("patchcore", tile)["tag"])
         log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {bank.shape[0]} x {bank.shape[1]} "
             f"({writer.path(name).stat().st_size / 1e6:.2f} MB {cfg.bank_dtype}), covering radius {fit.covering_radius:.4f}, "
             f"coreset {fit.coreset_seconds:.1f} s")
-        if cfg.hnsw == "yes" or (cfg.hnsw == "auto" and bank.shape[0] > HNSW_CROSSOVER):
-            pc["hnsw"] = build_hnsw_index(bank, writer.path(files["index"]), seed=cfg.seed)
-            strip_vectors(writer.path(files["index"]), bank)  # the bank is in its own file already
-            pc["hnsw_file"] = "links-only"
+        if hnsw is not None:
+            pc["hnsw"], pc["hnsw_file"] = hnsw, "links-only"
     manifest["bank_size"] = int(rows)
     per_bank = rows // len(groups)
     pc["search"] = {"auto": choose_backend(per_bank, "hnsw" in pc, cfg.bank_dtype == "int8"),
@@ -166,16 +138,10 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
 
 
 def _write_padim(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
-    size = positions = 0
-    for tile, feats in groups:
-        mean, precision = fit_padim(feats, dtype=cfg.padim_dtype)
-        np.savez(writer.path(scorer_files("padim", tile)["gaussian"]), mean=mean, precision=precision)
-        size += mean.nbytes + precision.nbytes
-        positions += mean.shape[0]
-    manifest["padim"] = {"d": int(mean.shape[1]), "positions": int(positions), "eps": 0.01,
-                         "precision_dtype": cfg.padim_dtype, "bytes": int(size)}
+    padim = manifest["padim"] = write_padim_gaussians(writer.staging, groups, cfg.padim_dtype)
+    positions, size = padim["positions"], padim["bytes"]
     manifest["bank_size"] = int(positions)
-    log(f"PaDiM Gaussians: {positions} positions x d={mean.shape[1]}: "
+    log(f"PaDiM Gaussians: {positions} positions x d={padim['d']}: "
         f"{size / 1e6:.2f} MB ({cfg.padim_dtype} precision matrices; grows with positions x d^2)")
 
 
@@ -207,13 +173,7 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: 
         if precision == "fp32":
             ref = torch_reference_scores(graph, model, hold)
             report["parity"]["fp32_vs_torch_max_rel_diff"] = float(np.max(np.abs(good - ref) / np.maximum(np.abs(ref), 1e-12)))
-        if defects:
-            labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
-            thr, f1 = f1_optimal_threshold(labels, np.r_[good, bad])
-            report["threshold_rule"] = "F1-optimal on held-out good + --val-defects images"
-        else:
-            thr = threshold_from_good(good)
-            report["threshold_rule"] = "max(held-out good max, mean + 3 std) of held-out good scores"
+        thr, report["threshold_rule"] = choose_threshold(good, bad)
         report["thresholds"][precision] = thr
         report["score_stats"][precision] = {
             "good_mean": float(good.mean()), "good_std": float(good.std()), "good_max": float(good.max()),

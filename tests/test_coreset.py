@@ -1,4 +1,5 @@
-"""Tests of export.coreset: exact greedy k-center selection, radii, sizes, determinism."""
+"""Tests of the coreset (edgead.fit.coreset, numpy; the export uses it too): exact greedy k-center
+selection, radii, sizes, determinism."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-torch = pytest.importorskip("torch")
 
-from edgead_export import coreset  # noqa: E402
-from edgead_export.coreset import covering_radius, coreset_size, greedy_coreset, project  # noqa: E402
+from edgead.fit import coreset  # noqa: E402
+from edgead.fit.coreset import covering_radius, coreset_size, greedy_coreset, project  # noqa: E402
 
 
 def clustered(n: int = 3000, dim: int = 32, clusters: int = 30, seed: int = 0) -> np.ndarray:
@@ -111,10 +111,10 @@ def test_exact_rows_know_their_nearest_centre(monkeypatch):
     stale rows hold an upper bound: the distance to a selected row."""
     monkeypatch.setattr(coreset, "ACTIVE_POINTS", 64)
     monkeypatch.setattr(coreset, "REFRESH_CHUNK", 100)
-    y = torch.from_numpy(project(clustered(), 16))
-    state = coreset._Greedy(y, 250, 0, None, progress=False)
+    y = project(clustered(), 16)
+    state = coreset._Greedy(y, 250, 0)
     state.run()
-    yy = y.numpy().astype(np.float64)
+    yy = y.astype(np.float64)
     sel = np.asarray(state.sel)
     d2 = ((yy[:, None, :] - yy[sel][None]) ** 2).sum(-1)
     exact = (state.stamp == len(sel)) & np.isfinite(state.mind)
@@ -183,13 +183,21 @@ def test_deterministic_for_a_seed_and_seed_matters():
     assert any(o != a.indices.tolist() for o in others)
 
 
-def test_thread_count_does_not_change_the_selection_and_is_restored():
+def test_blas_thread_budget_is_restored():
+    from threadpoolctl import threadpool_info
+
+    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    greedy_coreset(clustered(n=2000), 150)
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
+
+
+def test_memmapped_features_select_the_same_rows(tmp_path):
+    """Teach spills features to disk beyond its memory budget: the selection is the same."""
     x = clustered(n=2000)
-    before = torch.get_num_threads()
-    one = greedy_coreset(x, 150, threads=1)
-    two = greedy_coreset(x, 150, threads=2)
-    assert torch.get_num_threads() == before
-    assert one.indices.tolist() == two.indices.tolist()
+    mm = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=x.shape)
+    mm[:] = x
+    a, b = greedy_coreset(x, 150, proj_dim=16), greedy_coreset(mm, 150, proj_dim=16)
+    assert a.indices.tolist() == b.indices.tolist() and a.covering_radius == b.covering_radius
 
 
 @pytest.mark.parametrize("extra", [0, 5])

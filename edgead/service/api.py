@@ -22,8 +22,16 @@ from edgead.service.http import ApiError, bearer_ok, check_bearer, content_type
 from edgead.service.model_holder import ReloadInProgress
 from edgead.service.pipeline import NoSource, Outcome
 from edgead.service.runtime import Runtime
-from edgead.service.schemas import ErrorOut, ReloadIn, ResultOut, ResultsOut, ThresholdIn, ThresholdOut
+from edgead.service.schemas import (
+    ErrorOut,
+    ReloadIn,
+    ResultOut,
+    ResultsOut,
+    ThresholdIn,
+    ThresholdOut,
+)
 from edgead.service.worker import Job, QueueFull, WorkerStopped
+from edgead.teach import versions
 
 router = APIRouter()
 
@@ -199,7 +207,9 @@ def metrics(request: Request) -> Response:
 # -- model -------------------------------------------------------------------------------------
 @router.get("/model", tags=["model"])
 def model_info(request: Request) -> dict[str, Any]:
-    return get_runtime(request).holder.describe()
+    rt = get_runtime(request)
+    kept = [v.to_dict() for v in versions.list_versions(rt.holder.model.path)] if rt.config.teach.enabled else None
+    return {**rt.holder.describe(), "versions": kept}
 
 
 @router.post("/model/reload", tags=["model"], dependencies=[Depends(require_token)],

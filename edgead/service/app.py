@@ -16,6 +16,7 @@ from edgead.capture.base import FrameSource
 from edgead.outputs import sd_notify
 from edgead.outputs.metrics import ServiceMetrics
 from edgead.service.api import router
+from edgead.service.teach_api import router as teach_router
 from edgead.service.web import router as web_router
 from edgead.service.config import EdgeadConfig
 from edgead.service.http import UploadGuard, install_error_handlers
@@ -58,6 +59,8 @@ def create_app(config: EdgeadConfig, *, model: Any = None, model_loader: ModelLo
         finally:
             if task is not None:
                 task.cancel()
+            if getattr(app.state, "teach_jobs", None) is not None:
+                app.state.teach_jobs.close()   # a running fit stops; the served model stays
             await run_in_threadpool(runtime.stop)
 
     app = FastAPI(title="edgead", version=__version__, lifespan=lifespan,
@@ -69,5 +72,6 @@ def create_app(config: EdgeadConfig, *, model: Any = None, model_loader: ModelLo
                        max_concurrent=server.max_concurrent_uploads)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(teach_router)
     app.include_router(web_router)
     return app
