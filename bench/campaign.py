@@ -334,6 +334,7 @@ def kill9(root: Path, model: Path, camera: Path, times: int, seconds: float) -> 
 def reloads(root: Path, models: list[Path], camera: Path, n: int, heap_settings: bool) -> Tally:
     label = "MALLOC_ARENA_MAX=2 + trim" if heap_settings else "glibc defaults, no trim"
     t = Tally(f"{n} reloads under load ({label})")
+    models = [m for m in models if (m / "manifest.json").is_file()]
     copies = []  # different artifacts (or copies of one): each reload loads from disk
     for i, name in enumerate("ab"):
         copies.append(root / f"model-{name}")
