@@ -31,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
 from pathlib import Path
 
 import cv2
@@ -128,7 +129,7 @@ def http(method: str, url: str, data: bytes | None = None, headers: dict | None 
             return r.status, r.read(), time.perf_counter() - t0
     except urllib.error.HTTPError as e:
         return e.code, e.read(), time.perf_counter() - t0
-    except (OSError, urllib.error.URLError):
+    except (OSError, urllib.error.URLError, HTTPException):  # cut off (kill -9)
         return 0, b"", time.perf_counter() - t0
 
 

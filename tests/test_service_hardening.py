@@ -206,3 +206,12 @@ def test_client_dropping_mid_upload_is_not_an_error(tmp_path, caplog):
         time.sleep(0.2)
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(("edgead", "uvicorn"))]
     assert noisy == [] and rows(tmp_path) == 0
+
+
+@pytest.mark.parametrize("body", [{"threshold": True}, {"threshold": "200"}, {"threshold": 200, "persist": "yes"}])
+def test_threshold_body_is_taken_as_the_schema_says_or_refused(tmp_path, body):
+    app = create_app(config(tmp_path, server={"token": TOKEN}), model=FakeModel(threshold=128.0))
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        r = client.put("/threshold", json=body, headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+        assert client.put("/threshold", json={"threshold": 200, "persist": False}, headers=AUTH).json()["threshold"] == 200
