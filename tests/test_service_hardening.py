@@ -121,7 +121,9 @@ def test_nul_byte_in_reload_path_is_refused(tmp_path):
     app = create_app(config(tmp_path, server={"token": TOKEN}), model=FakeModel())
     with serve(app) as url, httpx.Client(base_url=url) as client:
         r = client.post("/model/reload", json={"path": "/models/a\u0000b"}, headers=AUTH)
-    assert r.status_code == 400 and "NUL" in r.json()["detail"]
+        assert r.status_code == 400 and "NUL" in r.json()["detail"]
+        r = client.post("/model/reload", json={"path": "~no-such-user-here/model"}, headers=AUTH)
+        assert r.status_code == 422 and "cannot resolve" in r.json()["detail"]
 
 
 def test_absurd_threshold_is_refused_and_a_stored_one_ignored(tmp_path):

@@ -90,7 +90,10 @@ class ModelHolder:
             return Path(self.model.path)
         if "\x00" in str(path):
             raise ArtifactError("the model path contains a NUL byte")
-        candidate = Path(path).expanduser().resolve()
+        try:
+            candidate = Path(path).expanduser().resolve()
+        except (RuntimeError, OSError) as exc:  # ~nosuchuser, a symlink loop
+            raise ArtifactError(f"{path}: cannot resolve the path ({exc})") from None
         if not any(candidate == root or root in candidate.parents for root in self.reload_roots):
             allowed = ", ".join(str(r) for r in self.reload_roots)
             raise ArtifactError(f"{path}: outside the allowed model directories ({allowed}; see model.reload_roots)")
