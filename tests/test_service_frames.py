@@ -9,7 +9,7 @@ import struct
 import cv2
 import httpx
 import numpy as np
-from service_harness import FakeModel, serve
+from service_harness import FakeModel, serve, wait_for
 from test_service_runtime import config, post
 
 from edgead.service import pipeline
@@ -74,3 +74,66 @@ def test_stored_reject_is_shrunk(tmp_path):
         stored = client.get(f"/results/{r.json()['id']}/image")
         image = cv2.imdecode(np.frombuffer(stored.content, np.uint8), cv2.IMREAD_COLOR)
         assert image.shape[:2] == (75, 100)
+
+
+def test_heatmap_storm_is_bounded_by_render_slots(tmp_path, monkeypatch):
+    """More heatmap requests at once than server.max_concurrent_renders: the extra ones are 503
+    with Retry-After at once, never more renders run together than the slots, and each render
+    reads the stored frame at most max_stored_side wide, even one stored full size by an older
+    daemon: the memory a storm can take is slots x (max_stored_side^2 x 3) bytes."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgead.service import heatmaps
+
+    slots, side = 2, 100
+    cfg = config(tmp_path, server={"frame_factor": 1000, "max_concurrent_renders": slots},
+                 inspection={"max_stored_side": side})
+    app = create_app(cfg, model=FakeModel())
+    gate, lock = threading.Event(), threading.Lock()
+    in_flight, peak, largest = [0], [0], [0]
+    real = heatmaps.read_image_bounded
+
+    def watched(path, max_side, grey=False):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            gate.wait(60)
+            image = real(path, max_side, grey)
+            largest[0] = max(largest[0], image.nbytes)
+            return image
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(heatmaps, "read_image_bounded", watched)
+    ok, png = cv2.imencode(".png", np.full((300, 400, 3), 250, np.uint8))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        r = post(client, png.tobytes(), params={"heatmap": "true"})
+        assert r.status_code == 200 and r.json()["decision"] == "reject"
+        rid = r.json()["id"]
+        store = app.state.runtime.store
+        frame = store.file(store.get(rid)["image_path"])
+        ok, full = cv2.imencode(frame.suffix, np.full((3000, 4000, 3), 250, np.uint8))
+        frame.write_bytes(full.tobytes())  # a 12 MP frame left by a daemon that stored them whole
+
+        def fetch(_):
+            return client.get(f"/results/{rid}/heatmap.png")
+
+        with ThreadPoolExecutor(8) as pool:
+            try:
+                held = [pool.submit(fetch, i) for i in range(slots)]
+                wait_for(lambda: in_flight[0] == slots)
+                extra = list(pool.map(fetch, range(6)))  # every slot held: each answered at once
+            finally:
+                gate.set()
+            done = [f.result() for f in held]
+        assert [x.status_code for x in extra] == [503] * 6
+        assert all(x.headers["Retry-After"] == "1" and x.json()["error"] == "busy" for x in extra)
+        assert [x.status_code for x in done] == [200] * slots
+        assert peak[0] == slots
+        assert largest[0] <= side * side * 3
+        heat = cv2.imdecode(np.frombuffer(done[0].content, np.uint8), cv2.IMREAD_COLOR)
+        assert max(heat.shape[:2]) <= side
+        assert fetch(0).status_code == 200  # the slots are free again

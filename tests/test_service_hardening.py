@@ -121,7 +121,9 @@ def test_nul_byte_in_reload_path_is_refused(tmp_path):
     app = create_app(config(tmp_path, server={"token": TOKEN}), model=FakeModel())
     with serve(app) as url, httpx.Client(base_url=url) as client:
         r = client.post("/model/reload", json={"path": "/models/a\u0000b"}, headers=AUTH)
-    assert r.status_code == 400 and "NUL" in r.json()["detail"]
+        assert r.status_code == 400 and "NUL" in r.json()["detail"]
+        r = client.post("/model/reload", json={"path": "~no-such-user-here/model"}, headers=AUTH)
+        assert r.status_code == 422 and "cannot resolve" in r.json()["detail"]
 
 
 def test_absurd_threshold_is_refused_and_a_stored_one_ignored(tmp_path):
@@ -206,3 +208,12 @@ def test_client_dropping_mid_upload_is_not_an_error(tmp_path, caplog):
         time.sleep(0.2)
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(("edgead", "uvicorn"))]
     assert noisy == [] and rows(tmp_path) == 0
+
+
+@pytest.mark.parametrize("body", [{"threshold": True}, {"threshold": "200"}, {"threshold": 200, "persist": "yes"}])
+def test_threshold_body_is_taken_as_the_schema_says_or_refused(tmp_path, body):
+    app = create_app(config(tmp_path, server={"token": TOKEN}), model=FakeModel(threshold=128.0))
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        r = client.put("/threshold", json=body, headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+        assert client.put("/threshold", json={"threshold": 200, "persist": False}, headers=AUTH).json()["threshold"] == 200

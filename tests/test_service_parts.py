@@ -142,3 +142,26 @@ def test_worker_bound_and_shutdown():
     with pytest.raises(WorkerStopped):
         queued[1].result(5)
     assert not w.alive
+
+
+def test_reload_hands_the_old_models_memory_back(tmp_path, monkeypatch):
+    """After a swap the old model is freed and the heap trimmed at once (malloc_trim): a daemon
+    reloading different artifacts must not keep a model's worth of freed pages each time."""
+    import gc
+    import weakref
+
+    from service_harness import FakeModel, fake_loader
+
+    from edgead.service import model_holder
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ok").write_text("")
+    trims: list[bool] = []
+    holder = model_holder.ModelHolder(FakeModel(tmp_path / "a"), fake_loader, precision=None, threads=1,
+                                      search="auto", log_store=None)
+    old = weakref.ref(holder.model)
+    gc.collect()
+    monkeypatch.setattr(model_holder, "release_free_memory", lambda: trims.append(old() is None) or True)
+    holder.reload(tmp_path / "b")
+    assert trims == [True]  # trimmed once, after the old model was gone

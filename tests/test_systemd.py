@@ -48,6 +48,8 @@ def test_unit_contract():
         assert s[key] == [value], key
     assert "/var/lib/edgead" in s["ReadWritePaths"][0]
     assert s["ExecStart"][0].endswith("edgead serve --config /etc/edgead/edgead.toml")
+    environment = " ".join(s["Environment"]).split()
+    assert "MALLOC_ARENA_MAX=2" in environment  # freed memory stays in few arenas, where malloc_trim returns it
 
 
 def test_deploy_scripts_parse():

@@ -8,6 +8,7 @@ import logging
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +22,7 @@ from edgead.service.web import router as web_router
 from edgead.service.config import EdgeadConfig
 from edgead.service.http import UploadGuard, install_error_handlers
 from edgead.service.model_holder import ModelLoader
+from edgead.service import openapi_doc
 from edgead.service.runtime import _UNSET, Runtime
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,11 @@ def create_app(config: EdgeadConfig, *, model: Any = None, model_loader: ModelLo
                 app.state.teach_jobs.close()   # a running fit stops; the served model stays
             await run_in_threadpool(runtime.stop)
 
-    app = FastAPI(title="edgead", version=__version__, lifespan=lifespan,
-                  description="Visual anomaly detection at the edge: score frames, drive the reject output, "
-                              "browse the inspection log.")
+    # /docs and /redoc from files shipped in a package: a Pi on an isolated plant network has no CDN
+    app = FastAPIOffline(title="edgead", version=__version__, lifespan=lifespan,
+                         swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
+                         description="Visual anomaly detection at the edge: score frames, drive the reject "
+                                     "output, browse the inspection log.")
     app.state.runtime = runtime
     server = config.server
     app.add_middleware(UploadGuard, max_bytes=server.max_body_bytes, timeout_s=server.body_timeout_s,
@@ -74,4 +78,5 @@ def create_app(config: EdgeadConfig, *, model: Any = None, model_loader: ModelLo
     app.include_router(router)
     app.include_router(teach_router)
     app.include_router(web_router)
+    openapi_doc.install(app)
     return app

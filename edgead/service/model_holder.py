@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgead.errors import ArtifactError, ConfigError
+from edgead.heap import release_free_memory
 from edgead.outputs.inspection_log import InspectionLog
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,10 @@ class ModelHolder:
             return Path(self.model.path)
         if "\x00" in str(path):
             raise ArtifactError("the model path contains a NUL byte")
-        candidate = Path(path).expanduser().resolve()
+        try:
+            candidate = Path(path).expanduser().resolve()
+        except (RuntimeError, OSError) as exc:  # ~nosuchuser, a symlink loop
+            raise ArtifactError(f"{path}: cannot resolve the path ({exc})") from None
         if not any(candidate == root or root in candidate.parents for root in self.reload_roots):
             allowed = ", ".join(str(r) for r in self.reload_roots)
             raise ArtifactError(f"{path}: outside the allowed model directories ({allowed}; see model.reload_roots)")
@@ -114,6 +118,11 @@ class ModelHolder:
             old, self.model = self.model, new  # the atomic swap
             log.info("model reloaded: %s %s (%s) -> %s %s (%s), threshold %.6g (%s)", old.name, old.version,
                      old.sha256[:12], new.name, new.version, new.sha256[:12], new.threshold, self.threshold_source)
+            # the old model's banks and sessions go back to the heap here (a part being scored keeps
+            # it until done; the worker trims again when idle): hand the pages to the OS, or each
+            # reload of a different artifact leaves the heap a model larger
+            del old
+            release_free_memory()
             return new
         finally:
             self._reload_lock.release()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ModelIdentity(BaseModel):
@@ -45,6 +45,8 @@ class ErrorOut(BaseModel):
 
 
 class ReloadIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # no coercion: the body is what the schema says or a 400
+
     path: str | None = Field(None, min_length=1, max_length=4096,
                              description="artifact directory; default: reload the current path")
 
@@ -57,6 +59,8 @@ class ReloadIn(BaseModel):
 
 
 class ThresholdIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # ``true`` is no threshold of 1.0, nor "yes" a persist flag
+
     threshold: float | None = Field(..., gt=0, allow_inf_nan=False, description="new raw-score threshold; null resets"
                                                                                 " to the artifact's")
     persist: bool = Field(True, description="keep it for this model across restarts")

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from edgead import __version__
 from edgead.outputs.heatmap import encode
-from edgead.service.api import _row, get_runtime
+from edgead.service.api import ResultId, _E, _row, get_runtime
 from edgead.service.http import ApiError
 from edgead.service.live import TooManyViewers
 
@@ -89,7 +89,7 @@ async def live_events(request: Request) -> StreamingResponse:
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-@router.get("/live/frame.jpg", tags=["live"], responses={200: {"content": {"image/jpeg": {}}}, 404: {}})
+@router.get("/live/frame.jpg", tags=["live"], responses={200: {"content": {"image/jpeg": {}}}, 404: _E})
 def live_frame(request: Request, heatmap: bool = True) -> Response:
     """The latest scored frame, downscaled for a browser, with its heatmap over it."""
     data = get_runtime(request).live.frame_jpeg(with_map=heatmap)
@@ -98,8 +98,9 @@ def live_frame(request: Request, heatmap: bool = True) -> Response:
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/results/{result_id}/thumb.jpg", tags=["results"], responses={200: {"content": {"image/jpeg": {}}}})
-def result_thumb(request: Request, result_id: int) -> Response:
+@router.get("/results/{result_id}/thumb.jpg", tags=["results"],
+            responses={200: {"content": {"image/jpeg": {}}}, 404: _E})
+def result_thumb(request: Request, result_id: int = ResultId) -> Response:
     """A small JPEG of the stored frame, for lists."""
     row = _row(request, result_id)
     path = get_runtime(request).store.file(row["image_path"])
