@@ -47,7 +47,7 @@ def test_score_writes_every_image_and_the_machine(scored):
 def test_compare_passes_on_itself_and_writes_the_table(scored, tmp_path):
     md = tmp_path / "parity.md"
     assert _parity().main(["compare", str(scored), str(scored), "--markdown", str(md)]) == 0
-    assert "| demo_model | int8 | 6 (" in md.read_text()
+    assert "| demo_model | int8 | int8 | 6 (" in md.read_text()
 
 
 def test_compare_fails_on_a_drifted_score_or_a_flipped_decision(scored, tmp_path):
@@ -69,6 +69,26 @@ def test_compare_fails_on_a_drifted_score_or_a_flipped_decision(scored, tmp_path
     path = tmp_path / "flipped.json"
     path.write_text(json.dumps(flipped))
     assert parity.main(["compare", str(scored), str(path)]) == 1
+
+
+def test_int8_search_equals_exact_search_on_the_scoring_machine(scored):
+    """The certified int8 search's promise, recorded per machine: its image scores equal brute
+    force's over the same features."""
+    demo = json.loads(scored.read_text())["models"]["demo_model"]["int8"]
+    assert demo["search"] == "int8" and set(demo["exact_scores"]) == set(demo["scores"])
+    for name, (score, _) in demo["scores"].items():
+        assert score == pytest.approx(demo["exact_scores"][name], rel=1e-6)
+
+
+def test_compare_fails_when_the_int8_search_leaves_its_bound(scored):
+    parity = _parity()
+    ref = json.loads(scored.read_text())
+    other = json.loads(scored.read_text())
+    name = sorted(other["models"]["demo_model"]["int8"]["exact_scores"])[0]
+    other["models"]["demo_model"]["int8"]["exact_scores"][name] *= 1.0001  # 1e-4: inside the 1e-3 parity
+    rows = parity.compare(ref, other, fp32_tol=1e-3, int8_tol=1e-3)
+    assert rows[0]["max_rel_diff"] == 0 and rows[0]["int8_search_vs_exact"] == pytest.approx(1e-4, rel=1e-3)
+    assert not rows[0]["ok"]
 
 
 def test_compare_fails_when_a_model_is_missing(scored):

@@ -49,7 +49,7 @@ stub_pi_packages() {
         dpkg-deb --build "$dir" "/tmp/$pkg.deb" >/dev/null
         dpkg -i "/tmp/$pkg.deb" >/dev/null
         rm -rf "$dir"
-        echo "STUB: $pkg (Raspberry Pi OS archive only) installed as an empty package: camera and lgpio untested"
+        echo "STUB: $pkg is in Raspberry Pi OS's archive only: an empty package stands in (what it drives is untested)"
     done
 }
 
