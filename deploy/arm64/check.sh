@@ -19,6 +19,7 @@
 # ${EDGEAD_ARM64_CACHE:-${XDG_CACHE_HOME:-~/.cache}/edgead-arm64}; each run installs edgead into a
 # fresh overlay on top of it, so every run is a first install.  The workstation side uses .venv
 # (made with the export extra when missing).  Exit 0 only when every step and the parity passed.
+# EDGEAD_ARM64_TESTS: the test files the full check runs on arm64 (default: tests, all of them).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -140,7 +141,7 @@ arm_steps() {
         printf 'CPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n'
     done > "$WORK/cpuinfo"
     "$HERE/userns.sh" bash -euo pipefail -c '
-        base="$1" work="$2" repo="$3" mode="$4" cpus="$5" cache="$6"
+        base="$1" work="$2" repo="$3" mode="$4" cpus="$5" cache="$6" tests="$7"
         root="$work/root"
         mount -t overlay overlay -o "lowerdir=$base,upperdir=$work/upper,workdir=$work/ovl" "$root"
         mount -t proc proc "$root/proc"
@@ -166,8 +167,8 @@ arm_steps() {
         mount --bind "$cache/pip" "$root/root/.cache/pip"
         chroot "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root LANG=C.UTF-8 \
             PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-            QEMU_CPU=cortex-a76 CPUS="$cpus" nice -n 10 bash /root/edgead-src/deploy/arm64/on-arm.sh "$mode"
-    ' sh "$BASE" "$WORK" "$REPO" "$MODE" "$CPUS" "$CACHE"
+            QEMU_CPU=cortex-a76 CPUS="$cpus" TESTS="$tests" nice -n 10 bash /root/edgead-src/deploy/arm64/on-arm.sh "$mode"
+    ' sh "$BASE" "$WORK" "$REPO" "$MODE" "$CPUS" "$CACHE" "${EDGEAD_ARM64_TESTS:-tests}"
 }
 
 parity_table() {

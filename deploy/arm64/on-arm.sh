@@ -14,6 +14,7 @@ SRC="${SRC:-/root/edgead-src}"
 PARITY="${PARITY:-/root/parity}"
 OUT="${OUT:-/root/out}"
 CPUS="${CPUS:-cortex-a76}"
+TESTS="${TESTS:-tests}"
 VENV=/opt/edgead/venv
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
@@ -169,7 +170,8 @@ test_tools() {  # pytest and the test clients, into the installed venv (after th
 runtime_tests() {
     # the suite's runtime part; tests that export (torch) skip
     cd "$SRC"
-    EDGEAD_SHARED_DATA=/nonexistent "$VENV/bin/python" -m pytest -q -p no:cacheprovider -o addopts="-ra" tests \
+    # shellcheck disable=SC2086  # TESTS: test files or folders, split on spaces
+    EDGEAD_SHARED_DATA=/nonexistent "$VENV/bin/python" -m pytest -q -p no:cacheprovider -o addopts="-ra" ${TESTS:-tests} \
         2>&1 | tee "$OUT/pytest.txt" | tail -25
     return "${PIPESTATUS[0]}"
 }
@@ -187,5 +189,5 @@ step info-score info_and_score demo patchcore padim tiled real
 step parity parity_scores demo patchcore padim tiled real
 step serve serve_and_curl
 step int8-bound int8_bound
-step runtime-tests runtime_tests
 step hnswlib hnswlib_options
+step runtime-tests runtime_tests
