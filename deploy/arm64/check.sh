@@ -84,6 +84,41 @@ workstation_venv() {
 BASE=""
 base_root() { BASE="$("$HERE/build-root.sh")"; echo "root: $BASE"; }
 
+# pip's files for arm64, fetched here from PyPI (aarch64 wheels, hnswlib's sdist, the build and
+# test tools): pip inside the emulated root then installs with --no-index from this folder.  TLS
+# from the emulated root is slow enough that connections get reset on a busy machine (seen here);
+# the files and the versions pip picks are PyPI's either way.  EDGEAD_ARM64_PIP=online lets pip
+# in the root go to PyPI itself instead.  Cached, keyed by pyproject.toml.
+WHEELS="$CACHE/wheelhouse-$(sha256sum "$REPO/pyproject.toml" | cut -c1-12)"
+wheelhouse() {
+    [ "${EDGEAD_ARM64_PIP:-}" = online ] && { echo "pip in the root uses PyPI directly"; return 0; }
+    [ -f "$WHEELS/.complete" ] && { echo "cached: $WHEELS"; return 0; }
+    mkdir -p "$WHEELS"
+    local numpy arm=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3
+        --abi none --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64
+        --platform manylinux_2_28_aarch64 --platform linux_aarch64)
+    # bookworm's numpy, which install-pi.sh keeps (its constraint), decides the other versions
+    numpy="$(cd "$BASE/usr/lib/python3/dist-packages" && ls -d numpy-*.*-info | sed -n 's/^numpy-\(.*\)\.\(egg\|dist\)-info$/\1/p')"
+    [ -n "$numpy" ] || die "no Debian numpy in $BASE"
+    echo "numpy==$numpy" > "$WHEELS/constraints.txt"
+    "$PY" - "$REPO/pyproject.toml" > "$WHEELS/requirements.txt" <<'PY'
+import sys, tomllib
+deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+print("\n".join(d for d in deps if not d.startswith("hnswlib")))  # sdist only: fetched below
+print("pytest\nhttpx\nscipy")  # the runtime tests' tools
+PY
+    "$PY" -m pip download -q -d "$WHEELS" "${arm[@]}" -c "$WHEELS/constraints.txt" -r "$WHEELS/requirements.txt"
+    # build tools: pip's own upgrade, edgead's and hnswlib's build isolation (numpy unconstrained)
+    "$PY" -m pip download -q -d "$WHEELS" "${arm[@]}" pip setuptools wheel pybind11 numpy
+    local url
+    url="$("$PY" -c 'import json, sys, urllib.request
+d = json.load(urllib.request.urlopen("https://pypi.org/pypi/hnswlib/json"))
+print([u["url"] for u in d["urls"] if u["packagetype"] == "sdist"][0])')"
+    (cd "$WHEELS" && curl -fsSO "$url")
+    touch "$WHEELS/.complete"
+    ls "$WHEELS" | wc -l | xargs echo "wheelhouse files:"
+}
+
 # The models and frames, exported and scored here: what a workstation hands to a Pi.
 PARITY="$WORK/parity"
 stage_models() {
@@ -141,7 +176,7 @@ arm_steps() {
         printf 'CPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n'
     done > "$WORK/cpuinfo"
     "$HERE/userns.sh" bash -euo pipefail -c '
-        base="$1" work="$2" repo="$3" mode="$4" cpus="$5" cache="$6" tests="$7"
+        base="$1" work="$2" repo="$3" mode="$4" cpus="$5" cache="$6" tests="$7" wheels="$8" pipenv="$9"
         root="$work/root"
         mount -t overlay overlay -o "lowerdir=$base,upperdir=$work/upper,workdir=$work/ovl" "$root"
         mount -t proc proc "$root/proc"
@@ -165,10 +200,13 @@ arm_steps() {
         # pip'"'"'s cache (downloads, and the wheels it builds, e.g. hnswlib) outlives the overlay
         mkdir -p "$cache/pip" "$root/root/.cache/pip"
         mount --bind "$cache/pip" "$root/root/.cache/pip"
+        mkdir -p "$root/root/wheelhouse"
+        [ -d "$wheels" ] && mount --bind -o ro "$wheels" "$root/root/wheelhouse"
         chroot "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root LANG=C.UTF-8 \
             PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-            QEMU_CPU=cortex-a76 CPUS="$cpus" TESTS="$tests" nice -n 10 bash /root/edgead-src/deploy/arm64/on-arm.sh "$mode"
-    ' sh "$BASE" "$WORK" "$REPO" "$MODE" "$CPUS" "$CACHE" "${EDGEAD_ARM64_TESTS:-tests}"
+            QEMU_CPU=cortex-a76 CPUS="$cpus" TESTS="$tests" $pipenv nice -n 10 bash /root/edgead-src/deploy/arm64/on-arm.sh "$mode"
+    ' sh "$BASE" "$WORK" "$REPO" "$MODE" "$CPUS" "$CACHE" "${EDGEAD_ARM64_TESTS:-tests}" "$WHEELS" \
+        "$([ "${EDGEAD_ARM64_PIP:-}" = online ] || echo "PIP_NO_INDEX=1 PIP_FIND_LINKS=/root/wheelhouse")"
 }
 
 parity_table() {
@@ -180,6 +218,7 @@ parity_table() {
 step host-tools host_tools
 step workstation-venv workstation_venv
 step arm64-root base_root
+step wheelhouse wheelhouse
 step export-models stage_models
 step x86-scores x86_scores
 step arm64 arm_steps

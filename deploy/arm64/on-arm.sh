@@ -164,7 +164,8 @@ int8_bound() {  # the int8 GEMM's error bound, on every emulated CPU (each its o
 }
 
 test_tools() {  # pytest and the test clients, into the installed venv (after the no-torch step)
-    "$VENV/bin/pip" install -q pytest httpx scipy
+    # Debian's numpy stays (as install-pi.sh keeps it): scipy in a version built for it
+    "$VENV/bin/pip" install -q pytest httpx scipy "numpy==$(python3 -c 'import numpy; print(numpy.__version__)')"
 }
 
 runtime_tests() {
