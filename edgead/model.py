@@ -19,12 +19,14 @@ from edgead.decision import Decision
 from edgead.errors import ArtifactError, ConfigError, EdgeadError
 from edgead.heap import release_free_memory
 from edgead.images import decode_image
-from edgead.manifest import BACKBONE_FILES, MANIFEST, PRECISIONS, Manifest, scorer_files
+from edgead.manifest import BACKBONE_FILES, MANIFEST, PRECISIONS, Manifest, SpadeInfo, scorer_files
 from edgead.result import ScoreResult
 from edgead.scorer.anomaly_map import upsample_and_smooth
 from edgead.scorer.bank_store import load_bank, load_bank_knn
 from edgead.scorer.padim import PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer, topk_mean
+from edgead.scorer.simplenet import SimpleNetScorer
+from edgead.scorer.spade import SpadeScorer
 from edgead.threads import limit_threads
 from edgead.tiling import frame_inputs, merge_maps
 
@@ -61,6 +63,12 @@ def _load_scorer(model_dir: Path, manifest: Manifest, files: dict[str, str], sea
                 return PadimScorer(g["mean"], g["precision"])
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"{model_dir / files['gaussian']}: unreadable ({exc})") from None
+    if method == "spade":
+        section = manifest.spade or SpadeInfo()
+        return SpadeScorer.load(model_dir / files["gallery"], section.k, section.map_images)
+    if method == "simplenet":
+        section = manifest.simplenet
+        return SimpleNetScorer(section.image_score.model_dump() if section is not None else None)
     raise ArtifactError(f"{model_dir / MANIFEST}: unknown method {method!r}")
 
 
@@ -118,7 +126,9 @@ class InspectionModel:
     @property
     def search_backend(self) -> str:
         search = getattr(self.scorer, "search", None)
-        return search.name if search is not None else "mahalanobis"
+        if search is not None:
+            return search.name
+        return {"padim": "mahalanobis", "simplenet": "none", "spade": "exact"}[self.scorer.method]
 
     # -- scoring ----------------------------------------------------------------------------
     def inputs(self, image: np.ndarray) -> tuple[np.ndarray, list]:
@@ -183,6 +193,11 @@ class InspectionModel:
                 score = max(r[0] for r in results)
             t1 = t0 + sum(r[1] for r in results) / 1e3  # search time; the rest is the reweighting
             maps = (lambda: self._maps([t[1] for t in self._patchcore_tiles(feats)])) if with_map else None
+        elif isinstance(self.scorer, SpadeScorer):  # one tile: the decision from the global kNN alone
+            score, images = self.scorer.nearest_images(feats[0])
+            t1 = time.perf_counter()
+            map_fn = lambda: self._maps([self.scorer.patch_scores(feats[0], images)])  # noqa: E731
+            maps = None if not with_map else map_fn if lazy else map_fn()
         elif patchcore:
             tiles = self._patchcore_tiles(feats)
             t1 = time.perf_counter()
@@ -196,7 +211,8 @@ class InspectionModel:
             dists = [s.patch_scores(f) for s, f in zip(self._tile_scorers(len(feats)), feats)]
             t1 = time.perf_counter()
             maps = self._maps(dists)
-            score = float(maps.max())
+            score = self.scorer.image_score(dists, maps) if isinstance(self.scorer, SimpleNetScorer) \
+                else float(maps.max())
         t2 = time.perf_counter()
         return score, maps, {"search": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
 
@@ -216,7 +232,7 @@ class InspectionModel:
         merge = self.tiling.merge
         if maps is None:
             return self.decision.result(score, None, timings)
-        if callable(maps):  # PatchCore: upsampled and smoothed when first asked for (after the decision)
+        if callable(maps):  # PatchCore, SPADE: upsampled and smoothed when first asked for (after the decision)
             return self.decision.result(score, None, timings, map_fn=lambda: merge_maps(maps(), geometries, merge))
         return self.decision.result(score, merge_maps(maps, geometries, merge), timings)
 

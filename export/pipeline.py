@@ -27,7 +27,7 @@ from edgead_export.backbones import build_backbone, default_taps
 from edgead_export.extract import extract_features, load_batches
 from edgead_export.feature_graph import PatchFeatureGraph
 from edgead_export.fit import fit_padim, fit_patchcore, padim_channel_index
-from edgead_export.onnx_export import export_onnx, quantize_int8
+from edgead_export.onnx_export import OUTPUT_NAME, export_onnx, quantize_int8
 
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
 INT8_MIN_SPEARMAN = 0.98
@@ -60,11 +60,13 @@ def build_graph(cfg: ExportConfig, fit_paths: list[Path]) -> tuple[PatchFeatureG
     channel_index = None
     if cfg.method == "padim":
         channel_index = padim_channel_index(sum(tap_channels), cfg.padim_dim, cfg.seed)
-    graph = PatchFeatureGraph(backbone, cfg.method, tap_channels, target_dim=cfg.target_dim,
+    # SimpleNet learns on PatchCore's locally aware patch features; SPADE (as PaDiM) on the raw maps
+    features = "patchcore" if cfg.method == "simplenet" else cfg.method
+    graph = PatchFeatureGraph(backbone, features, tap_channels, target_dim=cfg.target_dim,
                               channel_index=channel_index).eval()
     d, h, w = graph.feature_dim(cfg.preprocess.input_size)
     info = {"name": cfg.backbone, "taps": list(taps), "tap_channels": tap_channels,
-            "feature_grid": [h, w], "aggregation": 3 if cfg.method == "patchcore" else 1,
+            "feature_grid": [h, w], "aggregation": 3 if features == "patchcore" else 1,
             "target_dim": cfg.target_dim, "channel_index": channel_index}
     return graph, info
 
@@ -84,7 +86,7 @@ def parity_images(hold: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return [pseudo_defect(image, rng, severity) for image in hold for severity in PSEUDO_DEFECT_SEVERITIES]
 
 
-def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, frames: list[np.ndarray]) -> np.ndarray:
+def torch_reference_scores(graph: torch.nn.Module, model: InspectionModel, frames: list[np.ndarray]) -> np.ndarray:
     """Scores with torch features and the runtime scorer: checks the exported graph."""
     scores = []
     with torch.no_grad():
@@ -104,12 +106,25 @@ def tile_groups(feats: np.ndarray, tiling: TilingConfig) -> list[tuple[int | Non
     return [(t, per_image[:, t]) for t in range(tiling.count)]
 
 
-def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict) -> None:
+def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict,
+                       graph: torch.nn.Module) -> torch.nn.Module:
+    """Fit the method's scorer and write its files; returns the graph to export (SimpleNet's
+    discriminator is part of it)."""
+    if cfg.method == "simplenet":
+        from edgead_export.methods.simplenet import fit_section
+
+        return fit_section(cfg, feats, graph, manifest, log)
+    if cfg.method == "spade":
+        from edgead_export.methods.spade import write_spade
+
+        write_spade(cfg, writer, feats, manifest, log)
+        return graph
     groups = tile_groups(feats, cfg.tiling)
     if cfg.method == "patchcore":
         _write_patchcore(cfg, writer, groups, manifest)
     else:
         _write_padim(cfg, writer, groups, manifest)
+    return graph
 
 
 def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
@@ -181,7 +196,7 @@ def resolve_roi(cfg: ExportConfig, fit_paths: list[Path]) -> ExportConfig:
     return cfg.updated(roi=box)
 
 
-def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: list[np.ndarray],
+def calibrate(cfg: ExportConfig, staging: Path, graph: torch.nn.Module, hold: list[np.ndarray],
               defects: list[np.ndarray]) -> dict:
     """Per-precision thresholds, parity report and the default precision."""
     report: dict = {"thresholds": {}, "score_stats": {}, "parity": {}}
@@ -269,13 +284,14 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         "export": cfg.manifest_section(),  # read back by refits (ExportConfig.from_manifest)
     }
     with ArtifactWriter(cfg.out) as writer:
-        write_scorer_files(cfg, writer, feats, manifest)
+        graph = write_scorer_files(cfg, writer, feats, manifest, graph)
         del feats
         fp32, int8 = writer.path(BACKBONE_FILES["fp32"]), writer.path(BACKBONE_FILES["int8"])
-        export_onnx(graph, cfg.preprocess.input_size, fp32)
+        score_head = cfg.method == "simplenet"
+        export_onnx(graph, cfg.preprocess.input_size, fp32, output_name="scores" if score_head else OUTPUT_NAME)
         calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
                                   batch_size=1, tiling=cfg.tiling))
-        manifest["quantization"] = quantize_int8(fp32, int8, calib)
+        manifest["quantization"] = quantize_int8(fp32, int8, calib, float_prefixes=("/head/",) if score_head else ())
         writer.write_manifest(manifest)
         report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames)
         manifest.update(
