@@ -26,12 +26,12 @@ patch features -- the bank as (N, D) rows in greedy-coreset order (so that its f
 the n-row coreset) and test images as (n_images, patches, D); a frame is then one image and
 its image score is checked per image.
 
-The int8 search (edgead.scorer.int8_search) is timed for every patch (what the anomaly map needs)
+The int8 search (edgead.scorer.search.int8) is timed for every patch (what the anomaly map needs)
 and for the image score alone (``max_nn``, the decision path).
 
 Two hnsw variants are timed: plain hnswlib ("hnsw") and HnswSearch's default (exact_max: the
 largest distance of the frame re-checked by brute force on the few candidate patches, which
-makes the image score exact; see edgead/scorer/nn_search.py).
+makes the image score exact; see edgead/scorer/search/hnsw.py).
 
 BLAS is limited to one thread by setting OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS
 before numpy is imported (and threadpoolctl when installed).  Each frame is timed --repeat
@@ -116,12 +116,10 @@ except ImportError:  # pragma: no cover
     pass
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edgead.scorer.nn_search import (  # noqa: E402
-    DEFAULT_HNSW_PARAMS,
-    ExactSearch,
-    HnswSearch,
-)
-from edgead.scorer.int8_search import Int8Search, dequantize_bank, quantize_bank  # noqa: E402
+from edgead.bank.codes import dequantize_bank, quantize_bank  # noqa: E402
+from edgead.scorer.search.exact import ExactSearch  # noqa: E402
+from edgead.scorer.search.hnsw import DEFAULT_HNSW_PARAMS, HnswSearch  # noqa: E402
+from edgead.scorer.search.int8 import Int8Search  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

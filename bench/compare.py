@@ -51,7 +51,7 @@ from edgead.bench import load_frames, measure, percentiles  # noqa: E402
 from edgead.images import decode_image  # noqa: E402
 from edgead_export.parity_stats import spearman  # noqa: E402
 from edgead.model import load_model  # noqa: E402
-from edgead.scorer.bank_store import load_bank  # noqa: E402
+from edgead.bank.store import load_bank  # noqa: E402
 from edgead.scorer.anomaly_map import gaussian_kernel_size  # noqa: E402
 from edgead.tiling import TilingConfig, frame_inputs  # noqa: E402
 from edgead_export.backbones import build_backbone  # noqa: E402

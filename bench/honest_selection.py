@@ -39,16 +39,10 @@ def top_distances(model_dir: Path, paths: list[Path], k_max: int) -> np.ndarray:
             if z["top"].shape == (len(paths), k_max) and list(z["paths"]) == [str(p) for p in paths]:
                 return z["top"]
     model = load_model(model_dir, precision="int8")
-    scorer = model.scorer
-    scorer.topk = k_max
     out = np.empty((len(paths), k_max), np.float64)
     for i, path in enumerate(paths):
         feats = model.features(read_image(path))[0]
-        if len(model.scorers) == 1:
-            out[i] = scorer.top_distances(model._stacked(feats))[0]
-        else:  # one bank per tile position: every tile's k_max largest, then the frame's
-            tops = np.concatenate([s.top_distances(f)[0] for s, f in zip(model.scorers, feats)])
-            out[i] = np.sort(tops)[::-1][:k_max]
+        out[i] = model.scorer.top_distances(feats, k_max)[0]  # over every tile (and bank)
     np.savez(cache, top=out, paths=np.array([str(p) for p in paths]))
     return out
 

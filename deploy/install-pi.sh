@@ -9,8 +9,8 @@
 # --admin USER    user allowed to push models and read the API token (default: $SUDO_USER)
 # --no-start      install and enable, but do not start now
 #
-# Result: apt packages (picamera2, lgpio, gpiozero), a venv in /opt/edgead/venv that sees them
-# (--system-site-packages), user `edgead` (groups video, gpio), /etc/edgead/{edgead.toml,token},
+# Result: apt packages (picamera2, lgpio, gpiozero, hnswlib), a venv in /opt/edgead/venv that
+# sees them (--system-site-packages), user `edgead` (groups video, gpio), /etc/edgead/{edgead.toml,token},
 # /var/lib/edgead/{models,images,inspections.sqlite3}, and edgead.service enabled.
 # Re-running upgrades the code and keeps config, token, models and the log.
 # EDGEAD_INSTALL_ROOT=DIR puts every file under DIR instead of / (the tests run the script so,
@@ -53,9 +53,15 @@ fi
 say "apt packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-# g++/python3-dev: pip builds wheels missing for aarch64 (e.g. hnswlib) from source
-apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip python3-dev python3-numpy g++ \
+# Every runtime dependency has an aarch64 wheel on PyPI or comes from apt: no compiler needed.
+apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip python3-numpy \
     python3-picamera2 python3-lgpio python3-gpiozero curl
+# hnswlib searches only banks over 100k rows (an artifact with an hnsw*.bin index); PyPI has no
+# aarch64 wheel of it (pip would compile it: g++ and python3-dev), Debian packages it. Without it
+# every default model still installs and serves.
+apt-get install -y -q --no-install-recommends python3-hnswlib \
+    || echo "install-pi: warning: no python3-hnswlib package: models with an HNSW index (banks over 100k" \
+            "rows) need it: apt install g++ python3-dev, then $VENV/bin/pip install 'edgead[hnsw]'" >&2
 
 say "user edgead"
 if ! id edgead >/dev/null 2>&1; then

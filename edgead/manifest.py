@@ -11,7 +11,7 @@ Files of an artifact (``tag`` is "" for the shared scorer, ``.t<i>`` for tile po
     manifest.json              this model
     backbone.onnx              FP32 backbone + patch-feature aggregation
     backbone.int8.onnx         static QDQ INT8 of the same graph
-    memory<tag>.q8.npz         PatchCore bank as int8 codes + per-row scale (edgead.scorer.bank_store)
+    memory<tag>.q8.npz         PatchCore bank as int8 codes + per-row scale (edgead.bank.store)
     memory<tag>.npy            PatchCore bank as float16/float32 (older artifacts)
     memory<tag>.knn.npy        each bank row's nearest rows (optional)
     hnsw<tag>.bin              hnswlib index of the bank, graph links only (optional)
@@ -88,7 +88,7 @@ def spade_file(tag: str = "") -> str:
 
 def scorer_files(method: str, tile: int | None = None) -> dict[str, str]:
     """File names of one scorer: the shared one (tile None) or tile position ``tile``'s
-    (PatchCore: ``tag`` goes to edgead.scorer.bank_store, which names the bank file)."""
+    (PatchCore: ``tag`` goes to edgead.bank.store, which names the bank file)."""
     tag = tile_tag(tile)
     if method == "patchcore":
         return {"tag": tag, "index": index_file(tag)}

@@ -1,6 +1,7 @@
 """An inspection model loaded from an artifact: preprocess -> backbone -> scorer -> decision.
 
-Runtime only: numpy + onnxruntime (+ hnswlib). Never imports torch.
+The model composes the stages; what a scorer does inside is its own (:mod:`edgead.scorer.protocol`).
+Runtime only: numpy + onnxruntime (+ hnswlib for the largest banks). Never imports torch.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -19,57 +20,14 @@ from edgead.decision import Decision
 from edgead.errors import ArtifactError, ConfigError, EdgeadError
 from edgead.heap import release_free_memory
 from edgead.images import decode_image
-from edgead.manifest import BACKBONE_FILES, MANIFEST, PRECISIONS, Manifest, SpadeInfo, scorer_files
+from edgead.manifest import BACKBONE_FILES, MANIFEST, PRECISIONS
 from edgead.result import ScoreResult
-from edgead.scorer.anomaly_map import upsample_and_smooth
-from edgead.scorer.bank_store import load_bank, load_bank_knn
-from edgead.scorer.padim import PadimScorer
-from edgead.scorer.patchcore import PatchCoreScorer, topk_mean
-from edgead.scorer.simplenet import SimpleNetScorer
-from edgead.scorer.spade import SpadeScorer
+from edgead.scorer.protocol import Scorer
+from edgead.scorer.registry import scorer_class
 from edgead.threads import limit_threads
 from edgead.tiling import frame_inputs, merge_maps
 
 log = logging.getLogger(__name__)
-
-
-def _load_scorers(model_dir: Path, manifest: Manifest, search: str, threads: int) -> list:
-    """One scorer (shared by every tile) or one per tile position."""
-    return [_load_scorer(model_dir, manifest, scorer_files(manifest.method, t), search, threads)
-            for t in manifest.scorer_tiles()]
-
-
-def _load_scorer(model_dir: Path, manifest: Manifest, files: dict[str, str], search: str, threads: int):
-    method = manifest.method
-    if method == "patchcore":
-        pc = manifest.pc
-        index = model_dir / files["index"]
-        bank, quantized = load_bank(model_dir, manifest.files, files["tag"], dequantize=False)
-        rows = len(bank) if bank is not None else len(quantized[0])
-        return PatchCoreScorer(
-            bank,
-            quantized=quantized,
-            bank_knn=load_bank_knn(model_dir, manifest.files, rows, files["tag"]),
-            image_score=pc.image_score.model_dump(exclude_none=True),
-            num_neighbors=pc.num_neighbors,
-            backend=search,
-            index_path=index if index.is_file() else None,
-            hnsw_params=pc.hnsw.model_dump(exclude_none=True) if pc.hnsw is not None else None,
-            threads=threads,
-        )
-    if method == "padim":
-        try:
-            with np.load(model_dir / files["gaussian"], allow_pickle=False) as g:
-                return PadimScorer(g["mean"], g["precision"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"{model_dir / files['gaussian']}: unreadable ({exc})") from None
-    if method == "spade":
-        section = manifest.spade or SpadeInfo()
-        return SpadeScorer.load(model_dir / files["gallery"], section.k, section.map_images)
-    if method == "simplenet":
-        section = manifest.simplenet
-        return SimpleNetScorer(section.image_score.model_dump() if section is not None else None)
-    raise ArtifactError(f"{model_dir / MANIFEST}: unknown method {method!r}")
 
 
 class InspectionModel:
@@ -96,10 +54,9 @@ class InspectionModel:
         self.batch_tiles = batch_tiles
         limit_threads(threads)  # BLAS (exact search) and OpenCV: the same budget as onnxruntime
         self.backbone = Backbone(onnx_file, threads=threads)
-        self.scorers = _load_scorers(self.path, self.manifest, search, threads)
-        self.scorer = self.scorers[0]
+        scorer = scorer_class(self.manifest.method, self.path / MANIFEST)
+        self.scorer: Scorer = scorer.from_artifact(self.path, self.manifest, search=search, threads=threads)
         self.decision = Decision(self.manifest.threshold_for(precision))
-        self.map_sigma = self.manifest.map_sigma
         self._input = np.empty((self.tiling.count, 3, *self.preprocess_cfg.input_size), dtype=np.float32)
         self._lock = threading.Lock()
 
@@ -125,10 +82,7 @@ class InspectionModel:
 
     @property
     def search_backend(self) -> str:
-        search = getattr(self.scorer, "search", None)
-        if search is not None:
-            return search.name
-        return {"padim": "mahalanobis", "simplenet": "none", "spade": "exact"}[self.scorer.method]
+        return self.scorer.backend
 
     # -- scoring ----------------------------------------------------------------------------
     def inputs(self, image: np.ndarray) -> tuple[np.ndarray, list]:
@@ -147,74 +101,14 @@ class InspectionModel:
         t2 = time.perf_counter()
         return feats, geometries, {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3}
 
-    @staticmethod
-    def _stacked(feats: np.ndarray) -> np.ndarray:
-        """(tiles, D, h, w) -> (D, tiles*h, w): every tile's patches, for one search of a shared bank."""
-        n, d, h, w = feats.shape
-        return feats[0] if n == 1 else feats.transpose(1, 0, 2, 3).reshape(d, n * h, w)
-
-    def _tile_scorers(self, tiles: int) -> list:
-        """The scorer of each tile: one per tile position, or the shared one for every tile."""
-        return self.scorers if len(self.scorers) > 1 else self.scorers * tiles
-
-    def _patchcore_tiles(self, feats: np.ndarray) -> list[tuple]:
-        """Per tile: (scorer, patch distances (h, w), NN indices, patches); a shared bank is
-        searched once for all tiles' patches."""
-        n, d, h, w = feats.shape
-        if len(self.scorers) > 1:
-            return [(s, *s.patch_scores(f)) for s, f in zip(self.scorers, feats)]
-        dist, idx, patches = self.scorer.patch_scores(self._stacked(feats))
-        dist, idx, patches = dist.reshape(n, h, w), idx.reshape(n, h * w), patches.reshape(n, h * w, d)
-        return [(self.scorer, dist[i], idx[i], patches[i]) for i in range(n)]
-
-    def _maps(self, patch_dists: list[np.ndarray]) -> np.ndarray:
-        return np.stack([upsample_and_smooth(d, self.input_size, self.map_sigma) for d in patch_dists])
-
     def score_features(self, feats: np.ndarray, with_map: bool = True,
                        lazy: bool = False) -> tuple[float, np.ndarray | Callable | None, dict]:
         """Patch features (tiles, D, h, w) or (D, h, w) -> (image score, anomaly maps at input size
-        (tiles, H, W) or None, timings).  Image score: reweighted = max over tiles, topk_mean =
-        over all tiles' patches.  ``lazy``: PatchCore scores with the certified largest distances
-        alone (int8 search) and returns a function that computes the maps instead (they need
-        every patch's nearest neighbour, the score does not)."""
+        (tiles, H, W) or None, timings).  ``lazy``: the maps may come as a function that computes
+        them, for a scorer whose image score alone costs less (see the scorer protocol)."""
         feats = feats[None] if feats.ndim == 3 else feats
-        t0 = time.perf_counter()
-        patchcore = isinstance(self.scorer, PatchCoreScorer)
-        if patchcore and lazy and hasattr(self.scorer.search, "topk_nn"):
-            # the decision needs the image score only: the largest patch distances, certified
-            # without searching every patch; the maps (every patch searched) wait until asked for
-            if self.scorer.rule == "topk_mean":  # the k largest over the whole frame, all tiles
-                groups = [(self.scorer, self._stacked(feats))] if len(self.scorers) == 1 else zip(self.scorers, feats)
-                tops = [s.top_distances(f) for s, f in groups]
-                score = topk_mean(np.concatenate([t[0] for t in tops]), self.scorer.topk)
-                results = [(score, t[1]) for t in tops]
-            else:  # reweighted: per tile, image score = max over tiles
-                results = [s.image_score_only(f) for s, f in zip(self._tile_scorers(len(feats)), feats)]
-                score = max(r[0] for r in results)
-            t1 = t0 + sum(r[1] for r in results) / 1e3  # search time; the rest is the reweighting
-            maps = (lambda: self._maps([t[1] for t in self._patchcore_tiles(feats)])) if with_map else None
-        elif isinstance(self.scorer, SpadeScorer):  # one tile: the decision from the global kNN alone
-            score, images = self.scorer.nearest_images(feats[0])
-            t1 = time.perf_counter()
-            map_fn = lambda: self._maps([self.scorer.patch_scores(feats[0], images)])  # noqa: E731
-            maps = None if not with_map else map_fn if lazy else map_fn()
-        elif patchcore:
-            tiles = self._patchcore_tiles(feats)
-            t1 = time.perf_counter()
-            if self.scorer.rule == "topk_mean":
-                score = topk_mean(np.concatenate([t[1].reshape(-1) for t in tiles]), self.scorer.topk)
-            else:
-                score = max(s.image_score(dist, idx, patches) for s, dist, idx, patches in tiles)
-            dists = [t[1] for t in tiles]
-            maps = None if not with_map else (lambda: self._maps(dists)) if lazy else self._maps(dists)
-        else:
-            dists = [s.patch_scores(f) for s, f in zip(self._tile_scorers(len(feats)), feats)]
-            t1 = time.perf_counter()
-            maps = self._maps(dists)
-            score = self.scorer.image_score(dists, maps) if isinstance(self.scorer, SimpleNetScorer) \
-                else float(maps.max())
-        t2 = time.perf_counter()
-        return score, maps, {"search": (t1 - t0) * 1e3, "score": (t2 - t1) * 1e3}
+        scored = self.scorer.score(feats, with_map=with_map, lazy=lazy)
+        return scored.score, scored.maps, {"search": scored.search_ms, "score": scored.score_ms}
 
     def score(self, image: np.ndarray, with_map: bool = True, defer_map: bool = True) -> ScoreResult:
         """Score one frame (BGR uint8 HxWx3 or grey HxW, any size).
@@ -232,7 +126,7 @@ class InspectionModel:
         merge = self.tiling.merge
         if maps is None:
             return self.decision.result(score, None, timings)
-        if callable(maps):  # PatchCore, SPADE: upsampled and smoothed when first asked for (after the decision)
+        if callable(maps):  # PatchCore: upsampled and smoothed when first asked for (after the decision)
             return self.decision.result(score, None, timings, map_fn=lambda: merge_maps(maps(), geometries, merge))
         return self.decision.result(score, merge_maps(maps, geometries, merge), timings)
 

@@ -27,8 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from edgead import workstation
+from edgead.bank.hnsw_file import strip_vectors
+from edgead.bank.store import load_bank, save_bank
 from edgead.errors import ConfigError, EdgeadError
 from edgead.manifest import BACKBONE_FILES, Manifest, gaussian_file, index_file
+from edgead.scorer.search.hnsw import build_hnsw_index
+from edgead.scorer.search.registry import HNSW_CROSSOVER
 
 SENSOR_5MP = (1944, 2592)  # (height, width) of a 5 MP camera (e.g. OV5647)
 CHILD_FRAMES = 20  # frames per side (large sides are slow: the search grows with s^2 x bank)
@@ -108,8 +112,6 @@ def _synthetic_scorer(model_dir: Path, base: Manifest, manifest: dict, side: int
     an index, as export's --hnsw."""
     rng = np.random.default_rng(seed)
     if base.method == "patchcore":
-        from edgead.scorer.bank_store import load_bank, save_bank
-
         bank_base, quantized = load_bank(model_dir, base.files)
         rows = refit_bank_rows(base, side)
         pick = rng.integers(0, len(bank_base), rows)
@@ -117,9 +119,6 @@ def _synthetic_scorer(model_dir: Path, base: Manifest, manifest: dict, side: int
         dtype = "int8" if quantized is not None else base.pc.bank_dtype or "float16"
         _, bank = save_bank(writer.staging, np.clip(bank_base[pick] + noise, 0, None), dtype)
         manifest["bank_size"] = rows
-        from edgead.scorer.hnsw_file import strip_vectors
-        from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index
-
         if hnsw == "yes" or (hnsw == "auto" and rows > HNSW_CROSSOVER):
             index = writer.path(index_file())
             manifest["patchcore"]["hnsw"] = build_hnsw_index(bank, index, threads=os.cpu_count() or 1)
@@ -145,8 +144,6 @@ def write_synthetic_artifact(model_dir: Path, side: int, out: Path, search: str 
     manifest.pop("files")
     manifest["preprocess"]["input_size"] = [side, side]
     manifest["backbone"]["feature_grid"] = [round(side / _stride(base))] * 2
-    from edgead.scorer.nn_search import HNSW_CROSSOVER
-
     base_index = base.method == "patchcore" and manifest.setdefault("patchcore", {}).pop("hnsw", None) is not None
     # the base was exported with --hnsw yes when it has an index below the crossover
     hnsw = "no" if search == "exact" else ("yes" if base_index and (base.bank_size or 0) <= HNSW_CROSSOVER

@@ -28,7 +28,7 @@ def fit_patchcore(features: np.ndarray, coreset: float | int = 0.1, proj_dim: in
         size = min(size, max(1, int(max_size)))
     result = greedy_coreset(patches, size, proj_dim=proj_dim, seed=seed, progress=progress)
     # greedy order: every prefix of the bank is itself a k-center cover of the rest (the int8
-    # search bounds the image score with the first rows, edgead.scorer.int8_search.max_nn)
+    # search bounds the image score with the first rows, edgead.scorer.search.int8.Int8Search.max_nn)
     bank = patches[result.indices]
     return PatchCoreFit(bank, len(patches), result.covering_radius, result.seconds)
 

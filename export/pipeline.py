@@ -18,7 +18,11 @@ from edgead.metrics_math import auroc, f1_optimal_threshold
 from edgead_export.parity_stats import paired_auroc_drop_se, spearman, threshold_from_good
 from edgead.manifest import BACKBONE_FILES, MANIFEST, scorer_files
 from edgead.model import InspectionModel
-from edgead.scorer.bank_store import save_bank, save_bank_knn
+from edgead.bank.hnsw_file import strip_vectors
+from edgead.bank.store import save_bank, save_bank_knn
+from edgead.scorer.search.exact import ExactSearch
+from edgead.scorer.search.hnsw import build_hnsw_index
+from edgead.scorer.search.registry import HNSW_CROSSOVER, choose_backend
 from edgead_export.config import DEFAULT_CORESET_MAX, ExportConfig  # noqa: F401  (imported from here too)
 from edgead_export.roi import propose_roi
 from edgead.tiling import TilingConfig, frame_inputs
@@ -128,9 +132,6 @@ def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndar
 
 
 def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict) -> None:
-    from edgead.scorer.hnsw_file import strip_vectors
-    from edgead.scorer.nn_search import HNSW_CROSSOVER, build_hnsw_index, choose_backend
-
     cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // len(groups))
     patches = sum(f.shape[0] * f.shape[2] * f.shape[3] for _, f in groups)
     log(f"coreset: {patches} patches -> {cfg.coreset}" + (f", at most {cfg.coreset_max} rows" if cap else "")
@@ -149,7 +150,8 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
         # the bank as the runtime will load it (dequantized int8 by default): fit and serve agree
         name, bank = save_bank(writer.staging, fit.bank, cfg.bank_dtype, files["tag"])
         if cfg.num_neighbors > 1 and cfg.image_score == "reweighted":  # support sets, looked up
-            save_bank_knn(writer.staging, bank, cfg.num_neighbors, files["tag"])
+            k = max(1, min(cfg.num_neighbors, len(bank)))
+            save_bank_knn(writer.staging, ExactSearch(bank).query(bank, k=k)[1], files["tag"])
         rows += bank.shape[0]
         pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
         pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)

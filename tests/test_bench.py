@@ -108,9 +108,9 @@ def hnsw_model_dir(request, model_dir, tmp_path_factory):
     """model_dir plus an hnswlib index of its bank (as hnswlib writes it, or without its vectors
     as export writes it), with the manifest's checksums updated."""
     from edgead.artifact import read_manifest, read_manifest_json, sha256_file, update_manifest
-    from edgead.scorer.bank_store import load_bank
-    from edgead.scorer.hnsw_file import strip_vectors
-    from edgead.scorer.nn_search import build_hnsw_index
+    from edgead.bank.hnsw_file import strip_vectors
+    from edgead.bank.store import load_bank
+    from edgead.scorer.search.hnsw import build_hnsw_index
 
     copy = tmp_path_factory.mktemp("hnsw") / f"washer-hnsw-{request.param}"
     shutil.copytree(model_dir, copy)
@@ -143,9 +143,9 @@ def test_exact_and_hnsw_give_the_same_image_scores(hnsw_model_dir, synthetic_ima
 def test_links_only_index_is_smaller_and_checked(model_dir, tmp_path):
     from edgead.artifact import read_manifest
     from edgead.errors import ArtifactError
-    from edgead.scorer.bank_store import load_bank
-    from edgead.scorer.hnsw_file import strip_vectors
-    from edgead.scorer.nn_search import HnswSearch, build_hnsw_index
+    from edgead.bank.hnsw_file import strip_vectors
+    from edgead.bank.store import load_bank
+    from edgead.scorer.search.hnsw import HnswSearch, build_hnsw_index
 
     bank = load_bank(model_dir, read_manifest(model_dir).files)[0]
     path = tmp_path / "hnsw.bin"

@@ -224,11 +224,11 @@ def test_anomaly_map_is_computed_after_the_decision(model_dir, synthetic_images)
 def test_decision_path_score_equals_the_full_search(model_dir, synthetic_images, monkeypatch):
     """The image score from max_nn (prefix bounds + certified maximum) is the full search's."""
     from edgead.images import read_image
-    from edgead.scorer import int8_search
+    from edgead.scorer.search import int8_layout
 
-    monkeypatch.setattr(int8_search, "DEFAULT_BLOCK_ROWS", 32)  # many blocks even for the small bank
+    monkeypatch.setattr(int8_layout, "DEFAULT_BLOCK_ROWS", 32)  # many blocks even for the small bank
     model = load_model(model_dir)
-    assert model.search_backend == "int8" and len(model.scorer.search._blocks) > 2
+    assert model.search_backend == "int8" and len(model.scorer.banks[0].search._blocks) > 2
     for path in synthetic_images["good"][:3] + synthetic_images["bad"][:3]:
         img = read_image(path)
         fast = model.score(img)
@@ -241,16 +241,16 @@ def test_int8_bank_is_served_from_its_codes(model_dir, synthetic_images):
     """The int8 search keeps the codes only (no float32 copy of the bank, not even at load); the
     exact backend dequantizes them and gives the same image scores."""
     from edgead.images import read_image
-    from edgead.scorer.bank_store import load_bank
+    from edgead.bank.store import load_bank
 
     files = json.loads((model_dir / "manifest.json").read_text())["files"]
     bank, (codes, _, _) = load_bank(model_dir, files, dequantize=False)
     assert bank is None and codes.dtype == np.int8
     model = load_model(model_dir, warm_up=True)
-    search = model.scorer.search
+    search = model.scorer.banks[0].search
     assert search.name == "int8" and not hasattr(search, "bank") and search.codes.dtype == np.int8
     assert search._out.size > 0  # the warm-up frame allocated the GEMM scratch
-    assert model.scorer.bank_knn.dtype == np.uint16  # the support table as stored
+    assert model.scorer.banks[0].bank_knn.dtype == np.uint16  # the support table as stored
     exact = load_model(model_dir, search="exact")
     assert exact.search_backend == "exact"
     for path in synthetic_images["good"][:2] + synthetic_images["bad"][:2]:
@@ -270,7 +270,7 @@ def test_warm_up_frame_holds_a_pixel_roi(model_dir, caplog, monkeypatch):
     with pytest.raises(ConfigError):
         model.score(np.zeros((128, 128, 3), np.uint8))  # a model-sized frame cannot hold it
     model.warm_up()
-    assert "warm-up skipped" not in caplog.text and model.scorer.search._out.size > 0
+    assert "warm-up skipped" not in caplog.text and model.scorer.banks[0].search._out.size > 0
 
     def broken(*args, **kwargs):
         raise ConfigError("camera frame smaller than the ROI")
@@ -287,13 +287,14 @@ def test_stored_support_sets_give_the_same_scores(model_dir, synthetic_images):
     knn = np.load(model_dir / "memory.knn.npy")
     assert knn.dtype == np.uint16 and knn.shape == (model.manifest.bank_size, 9)
     assert (knn[:, 0] == np.arange(len(knn))).mean() > 0.99  # each row is its own nearest neighbour
-    assert model.scorer.bank_knn is not None
+    bank = model.scorer.banks[0]
+    assert bank.bank_knn is not None
     for path in synthetic_images["good"][:2] + synthetic_images["bad"][:2]:
         feats = model.features(read_image(path))[0][0]
-        looked_up = model.scorer.image_score_only(feats)[0]
-        table, model.scorer.bank_knn = model.scorer.bank_knn, None
-        searched = model.scorer.image_score_only(feats)[0]
-        model.scorer.bank_knn = table
+        looked_up = bank.image_score_only(feats)[0]
+        table, bank.bank_knn = bank.bank_knn, None
+        searched = bank.image_score_only(feats)[0]
+        bank.bank_knn = table
         assert looked_up == pytest.approx(searched, rel=1e-6)
 
 
@@ -307,7 +308,7 @@ def test_topk_mean_image_score(topk_int8_model_dir, synthetic_images):
     img = read_image(synthetic_images["bad"][0])
     r = model.score(img)
     feats = model.features(img)[0][0]
-    dist, _, _ = model.scorer.patch_scores(feats)  # the mean of the 5 largest patch distances
+    dist, _, _ = model.scorer.banks[0].patch_scores(feats)  # the mean of the 5 largest patch distances
     assert r.score == pytest.approx(float(np.sort(dist.ravel())[-5:].mean()), rel=1e-6)
     assert model.score(img, defer_map=False).score == pytest.approx(r.score, rel=1e-6)  # eval's path: same score
     scores = [model.score(read_image(p), with_map=False).score for p in synthetic_images["good"] + synthetic_images["bad"]]

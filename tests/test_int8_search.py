@@ -1,4 +1,4 @@
-"""Int8 nearest-neighbour search (edgead.scorer.int8_search) and its protobuf writer."""
+"""Int8 nearest-neighbour search (edgead.scorer.search.int8) and its protobuf writer."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from edgead.scorer import onnx_proto
-from edgead.scorer.int8_search import SCRATCH_FLOATS, Int8Search, _gemm_model, dequantize_bank, quantize_bank
-from edgead.scorer.nn_search import ExactSearch, NearestNeighbourSearch, make_search
+from edgead.bank.codes import dequantize_bank, quantize_bank
+from edgead.scorer.search.base import NearestNeighbourSearch
+from edgead.scorer.search.exact import ExactSearch
+from edgead.scorer.search.int8 import SCRATCH_FLOATS, Int8Search
+from edgead.scorer.search.int8_layout import gemm_model, prefix_order
+from edgead.scorer.search.registry import make_search
 
 
 def features(rng: np.random.Generator, n: int, d: int = 48) -> np.ndarray:
@@ -124,7 +128,7 @@ def test_protobuf_is_valid_onnx(data):
     onnx = pytest.importorskip("onnx")
     quantized, _, _ = data
     codes, scale = quantized[0][:64], quantized[1][:64]
-    model = onnx.load_from_string(_gemm_model(codes, scale, -np.ones(64, np.float32)))
+    model = onnx.load_from_string(gemm_model(codes, scale, -np.ones(64, np.float32)))
     onnx.checker.check_model(model)
     node = model.graph.node[0]
     assert (node.op_type, node.domain, list(node.input)) == (
@@ -255,7 +259,6 @@ def test_full_query_certifies_the_k_largest(data, k):
 
 
 def test_prefix_order_mixes_extremes_and_dense_rows(data):
-    from edgead.scorer.int8_search import prefix_order
 
     rng = np.random.default_rng(2)
     rows, prefix = 400, 40

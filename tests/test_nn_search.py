@@ -1,4 +1,4 @@
-"""Nearest-neighbour search backends (edgead.scorer.nn_search): fast, synthetic data."""
+"""Nearest-neighbour search backends (edgead.scorer.search): fast, synthetic data."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ import numpy as np
 import pytest
 
 from edgead.errors import ArtifactError, ConfigError
-from edgead.scorer import nn_search
-from edgead.scorer.nn_search import (
-    HNSW_CROSSOVER,
-    ExactSearch,
-    HnswSearch,
-    NearestNeighbourSearch,
-    build_hnsw_index,
-    choose_backend,
-    make_search,
-)
+from edgead.bank.codes import dequantize_bank, quantize_bank
+from edgead.scorer.search import registry
+from edgead.scorer.search.base import NearestNeighbourSearch
+from edgead.scorer.search.exact import ExactSearch
+from edgead.scorer.search.hnsw import HnswSearch, build_hnsw_index
+from edgead.scorer.search.registry import HNSW_CROSSOVER, choose_backend, make_search
 
 
 def clustered(rng: np.random.Generator, n: int, d: int, clusters: int = 12) -> np.ndarray:
@@ -183,7 +179,6 @@ def test_hnsw_int8_recheck_is_exact_without_a_float_copy(small):
     """With the bank's int8 codes (an export's bank), the re-check runs over them: the maximum
     is still brute force's over the dequantized bank, on a deliberately weak graph, and no
     float32 copy of the bank is kept (vectors come from the codes)."""
-    from edgead.scorer.int8_search import dequantize_bank, quantize_bank
 
     raw, q = small
     quantized = quantize_bank(raw)
@@ -323,7 +318,7 @@ def test_make_search_backends(small, small_index, monkeypatch):
     assert isinstance(built, HnswSearch) and built.M == 8 and built.ef_search == 20
     # auto: a float bank -> exact even with an index; above the crossover + index -> hnsw
     assert make_search(bank, "auto", index_path=path).name == "exact"
-    monkeypatch.setattr(nn_search, "HNSW_CROSSOVER", 1000)
+    monkeypatch.setattr(registry, "HNSW_CROSSOVER", 1000)
     assert make_search(bank, "auto", index_path=path, hnsw_params=params).name == "hnsw"
     assert make_search(bank, "auto").name == "exact"  # no index -> exact
     d1, _ = make_search(bank, "auto", index_path=path).query(q)

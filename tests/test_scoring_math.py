@@ -8,7 +8,7 @@ import pytest
 from edgead.metrics_math import auroc, f1_optimal_threshold
 from edgead_export.parity_stats import spearman, threshold_from_good
 from edgead.scorer.padim import mahalanobis_map
-from edgead.scorer.patchcore import PatchCoreScorer, softmax_reweight
+from edgead.scorer.patchcore_bank import PatchCoreBank, softmax_reweight
 
 
 def test_softmax_reweight_hand_computed():
@@ -22,7 +22,7 @@ def test_softmax_reweight_hand_computed():
 def test_patchcore_image_score_hand_computed():
     # 1-D bank: 0, 1, 3 ; test patches: 0.1 and 5.0 (the anomalous one)
     bank = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
-    scorer = PatchCoreScorer(bank, num_neighbors=2, backend="exact")
+    scorer = PatchCoreBank(bank, num_neighbors=2, backend="exact")
     feats = np.array([0.1, 5.0], dtype=np.float32).reshape(1, 1, 2)  # (D, h, w)
     dist, idx, patches = scorer.patch_scores(feats)
     np.testing.assert_allclose(dist.ravel(), [0.1, 2.0], atol=1e-6)
@@ -30,7 +30,7 @@ def test_patchcore_image_score_hand_computed():
     expected = (1 - np.exp(2) / (np.exp(2) + np.exp(4))) * 2.0
     assert scorer.image_score(dist, idx, patches) == pytest.approx(expected, rel=1e-6)
     # with b = 1 the score is the plain max distance
-    plain = PatchCoreScorer(bank, num_neighbors=1, backend="exact")
+    plain = PatchCoreBank(bank, num_neighbors=1, backend="exact")
     assert plain.image_score(*plain.patch_scores(feats)) == pytest.approx(2.0, rel=1e-6)
 
 
@@ -54,8 +54,8 @@ def test_reweighting_ranks_a_defect_above_a_farther_common_patch(backend):
 
     good = frame(np.array([-3.0, 0.2, 0, 0, 0, 0, 0, 0], np.float32))  # 3.0 from the dense cluster
     defect = frame(np.array([10.0, 2.8, 0, 0, 0, 0, 0, 0], np.float32))  # 2.8 from a rare row
-    plain = PatchCoreScorer(bank, num_neighbors=1, backend=backend)
-    reweighted = PatchCoreScorer(bank, num_neighbors=9, backend=backend)
+    plain = PatchCoreBank(bank, num_neighbors=1, backend=backend)
+    reweighted = PatchCoreBank(bank, num_neighbors=9, backend=backend)
 
     def score(scorer, feats):
         return scorer.image_score(*scorer.patch_scores(feats))

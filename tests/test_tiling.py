@@ -246,15 +246,15 @@ def test_bad_tiling_and_auto_flags_exit_2(argv, message, synth_root, tmp_path, c
 def test_topk_mean_is_over_the_whole_frame(which, request, synthetic_images, monkeypatch):
     from edgead.images import read_image
     from edgead.model import load_model
-    from edgead.scorer import int8_search
+    from edgead.scorer.search import int8_layout
 
-    monkeypatch.setattr(int8_search, "DEFAULT_BLOCK_ROWS", 32)  # the prefix path of topk_nn
+    monkeypatch.setattr(int8_layout, "DEFAULT_BLOCK_ROWS", 32)  # the prefix path of topk_nn
     model = load_model(request.getfixturevalue(which))
-    for s in model.scorers:
-        s.rule, s.topk = "topk_mean", 7
+    for bank in model.scorer.banks:
+        bank.rule, bank.topk = "topk_mean", 7
     img = read_image(synthetic_images["bad"][0])
     feats = model.features(img)[0]
-    every = np.concatenate([t[1].ravel() for t in model._patchcore_tiles(feats)])
+    every = model.scorer.patch_scores(feats).ravel()
     expected = float(np.sort(every)[-7:].mean())  # the 7 largest patch distances of all tiles
     assert model.score(img).score == pytest.approx(expected, rel=1e-5)  # decision path (topk_nn)
     assert model.score_features(feats, with_map=False)[0] == pytest.approx(expected, rel=1e-5)  # full search

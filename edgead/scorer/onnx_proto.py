@@ -1,9 +1,9 @@
 """A minimal ONNX ModelProto writer for the one-node graphs the runtime builds itself.
 
 The runtime builds small onnxruntime graphs at load time (the int8 nearest-neighbour GEMM,
-:mod:`edgead.scorer.int8_search`) around constants it only knows then (the memory bank).  The
-``onnx`` package would do this, but importing it costs ~20 MiB of resident memory on the Pi
-(measured: protobuf + onnx's C extension) for a few hundred bytes of protobuf.  This module
+:mod:`edgead.scorer.search.int8_layout`) around constants it only knows then (the memory bank).  The
+``onnx`` package would do this, but importing it (protobuf + onnx's C extension) costs far more
+resident memory on the Pi than the few hundred bytes of protobuf it would write.  This module
 encodes exactly the fields those graphs need (ONNX's ``onnx.proto``, protobuf wire format);
 ``tests/test_int8_search.py`` checks the bytes with ``onnx.checker`` where onnx is installed.
 """

@@ -1,4 +1,12 @@
-"""PatchCore scoring (Roth et al.): nearest-neighbour patch distances + reweighted image score."""
+"""PatchCore over a frame's tiles: the scorer the inspection model uses for ``method = "patchcore"``.
+
+One :class:`~edgead.scorer.patchcore_bank.PatchCoreBank` shared by every tile (its patches are
+searched together), or one per tile position.  Image score: ``reweighted`` takes the largest
+over tiles, ``topk_mean`` the mean of the k largest patch distances over all tiles' patches.
+When the bank's search can certify the largest distances alone (``partial_top``, the int8
+search), ``lazy`` scoring searches only those and leaves the anomaly maps, which need every
+patch's nearest neighbour, to a function called when they are wanted.
+"""
 
 from __future__ import annotations
 
@@ -7,127 +15,127 @@ from pathlib import Path
 
 import numpy as np
 
-from edgead.errors import ArtifactError
-from edgead.scorer.nn_search import NearestNeighbourSearch, make_search
+from edgead.bank.store import load_bank, load_bank_knn
+from edgead.manifest import Manifest, scorer_files
+from edgead.scorer.anomaly_map import upsample_and_smooth
+from edgead.scorer.patchcore_bank import PatchCoreBank, topk_mean
+from edgead.scorer.protocol import FrameScore
+from edgead.scorer.registry import register_scorer
 
 
-def softmax_reweight(test_to_support: np.ndarray) -> float:
-    """Weight ``1 - softmax(d)[0]`` from the distances of the test patch m_test* to the support set
-    N_b(m*) (m* first, then its nearest memory-bank neighbours), as in the paper's eq. 7."""
-    d = np.asarray(test_to_support, dtype=np.float64)
-    e = np.exp(d - d.max())
-    return float(1.0 - e[0] / e.sum())
+def stacked(feats: np.ndarray) -> np.ndarray:
+    """(tiles, D, h, w) -> (D, tiles*h, w): every tile's patches, for one search of a shared bank."""
+    n, d, h, w = feats.shape
+    return feats[0] if n == 1 else feats.transpose(1, 0, 2, 3).reshape(d, n * h, w)
 
 
-IMAGE_SCORE_RULES = ("reweighted", "topk_mean")
-
-
-def topk_mean(distances: np.ndarray, k: int) -> float:
-    """The mean of the ``k`` largest patch distances (all of them when there are fewer)."""
-    flat = np.asarray(distances).reshape(-1)
-    k = min(int(k), flat.size)
-    return float(np.mean(np.partition(flat, flat.size - k)[flat.size - k:], dtype=np.float64))
-
-
+@register_scorer
 class PatchCoreScorer:
-    """Scores a (D, h, w) feature map against a memory bank."""
+    """PatchCore banks of an artifact, scoring whole frames (see the module doc)."""
 
     method = "patchcore"
 
-    def __init__(self, bank: np.ndarray | None, *, num_neighbors: int = 9, backend: str = "auto",
-                 index_path: Path | None = None, hnsw_params: dict | None = None, threads: int = 1,
-                 quantized: tuple | None = None, bank_knn: np.ndarray | None = None,
-                 image_score: dict | None = None):
-        """``quantized``: the int8 (codes, scale, mean) the bank was stored as, if it was
-        (edgead.scorer.bank_store); the int8 search then multiplies with them as they are, and
-        ``bank`` may be None (dequantized only for the exact and hnsw backends).
-        ``bank_knn``: each row's nearest bank rows (itself first), from export; without it the
-        support set of the reweighting is searched per frame.  ``image_score``: the manifest's
-        rule, ``{"rule": "reweighted"}`` (the paper's, default) or ``{"rule": "topk_mean",
-        "k": 10}`` (mean of the k largest patch distances)."""
-        rule = dict(image_score or {"rule": "reweighted"})
-        if rule.get("rule") not in IMAGE_SCORE_RULES:
-            raise ArtifactError(f"unknown PatchCore image score rule {rule.get('rule')!r}: expected one of "
-                                f"{', '.join(IMAGE_SCORE_RULES)}")
-        self.rule = rule["rule"]
-        self.topk = max(1, int(rule.get("k", 10)))
-        # the search holds the bank (a float32 view for exact/hnsw, only the int8 codes for int8):
-        # the caller's arrays can be freed, one bank in memory
-        if bank is not None:
-            bank = np.ascontiguousarray(bank, dtype=np.float32)
-        elif quantized is None:
-            raise ArtifactError("PatchCore needs a memory bank (float or int8)")
-        self.search: NearestNeighbourSearch = make_search(
-            bank, backend=backend, index_path=index_path, hnsw_params=hnsw_params, threads=threads,
-            quantized=quantized, bank_knn=bank_knn,
-        )
-        self.bank_rows = int(bank.shape[0] if bank is not None else quantized[0].shape[0])
-        del bank
-        use_knn = bank_knn is not None and bank_knn.shape[1] >= min(int(num_neighbors), self.bank_rows)
-        self.bank_knn = bank_knn if use_knn else None
-        self.num_neighbors = max(1, min(int(num_neighbors), self.bank_rows))
+    def __init__(self, banks: list[PatchCoreBank], input_size: tuple[int, int], map_sigma: float):
+        self.banks = banks
+        self.input_size = tuple(input_size)
+        self.map_sigma = float(map_sigma)
 
-    def patch_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """features (D, h, w) -> (patch NN distances (h, w), NN indices (h*w,), patches (h*w, D))."""
-        _, h, w = features.shape
-        patches = self._patches(features)
-        # the image score's distances exact (the top-k mean's k, the reweighted maximum's one)
-        dist, idx = self.search.query(patches, k=1, certify=self.topk if self.rule == "topk_mean" else 1)
-        return dist[:, 0].reshape(h, w), idx[:, 0], patches
+    @property
+    def rule(self) -> str:
+        """The image score rule (the manifest's, the same for every bank)."""
+        return self.banks[0].rule
 
-    def image_score(self, patch_dist: np.ndarray, nn_index: np.ndarray, patches: np.ndarray) -> float:
-        """reweighted: s = (1 - softmax weight) * max patch distance; the weight uses the b nearest
-        memory-bank neighbours of m* (the bank row nearest to the most anomalous patch).
-        topk_mean: the mean of the k largest patch distances."""
-        if self.rule == "topk_mean":
-            return topk_mean(patch_dist, self.topk)
-        flat = patch_dist.reshape(-1)
-        i_star = int(np.argmax(flat))
-        return self._reweighted(patches, i_star, float(flat[i_star]), int(nn_index[i_star]))
+    @property
+    def topk(self) -> int:
+        return self.banks[0].topk
 
-    def image_score_only(self, features: np.ndarray) -> tuple[float, float]:
-        """features (D, h, w) -> (the same image score as :meth:`image_score`, ms spent searching),
-        without every patch's distance where the search can certify the largest ones alone
-        (int8 search: ``topk_nn``); the anomaly map then needs :meth:`patch_scores`."""
-        if self.rule == "topk_mean":
-            top, search_ms = self.top_distances(features)
-            return topk_mean(top, self.topk), search_ms
-        patches, t0 = self._patches(features), time.perf_counter()
-        topk_nn = getattr(self.search, "topk_nn", None)
-        if topk_nn is None:
-            dist, idx = self.search.query(patches, k=1)
-            search_ms = (time.perf_counter() - t0) * 1e3
-            return self.image_score(dist[:, 0], idx[:, 0], patches), search_ms
-        top, dist, rows = topk_nn(patches, 1)
-        search_ms = (time.perf_counter() - t0) * 1e3
-        return self._reweighted(patches, int(top[0]), float(dist[0]), int(rows[0])), search_ms
+    @classmethod
+    def from_artifact(cls, model_dir: Path, manifest: Manifest, *, search: str = "auto",
+                      threads: int = 1) -> PatchCoreScorer:
+        pc = manifest.pc
+        banks = []
+        for tile in manifest.scorer_tiles():
+            files = scorer_files(cls.method, tile)
+            index = model_dir / files["index"]
+            bank, quantized = load_bank(model_dir, manifest.files, files["tag"], dequantize=False)
+            rows = len(bank) if bank is not None else len(quantized[0])
+            banks.append(PatchCoreBank(
+                bank,
+                quantized=quantized,
+                bank_knn=load_bank_knn(model_dir, manifest.files, rows, files["tag"]),
+                image_score=pc.image_score.model_dump(exclude_none=True),
+                num_neighbors=pc.num_neighbors,
+                backend=search,
+                index_path=index if index.is_file() else None,
+                hnsw_params=pc.hnsw.model_dump(exclude_none=True) if pc.hnsw is not None else None,
+                threads=threads,
+            ))
+            del bank, quantized
+        return cls(banks, manifest.preprocess.input_size, manifest.map_sigma)
 
-    def top_distances(self, features: np.ndarray) -> tuple[np.ndarray, float]:
-        """features (D, h, w) -> (the ``topk`` largest patch NN distances, exact, largest first;
-        ms spent searching)."""
-        patches, t0 = self._patches(features), time.perf_counter()
-        k = min(self.topk, len(patches))
-        topk_nn = getattr(self.search, "topk_nn", None)
-        if topk_nn is not None:
-            dist = topk_nn(patches, k)[1]
+    @property
+    def backend(self) -> str:
+        return self.banks[0].search.name
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.banks)
+
+    def tile_banks(self, tiles: int) -> list[PatchCoreBank]:
+        """The bank of each tile: one per tile position, or the shared one for every tile."""
+        return self.banks if len(self.banks) > 1 else self.banks * tiles
+
+    def _groups(self, feats: np.ndarray) -> list[tuple[PatchCoreBank, np.ndarray]]:
+        """(bank, its patch features (D, h', w)): the shared bank with every tile's patches, or
+        each tile position's bank with its tile."""
+        return [(self.banks[0], stacked(feats))] if len(self.banks) == 1 else list(zip(self.banks, feats))
+
+    def tile_patches(self, feats: np.ndarray) -> list[tuple]:
+        """Per tile: (bank, patch distances (h, w), NN indices, patches); a shared bank is
+        searched once for all tiles' patches."""
+        n, d, h, w = feats.shape
+        if len(self.banks) > 1:
+            return [(b, *b.patch_scores(f)) for b, f in zip(self.banks, feats)]
+        bank = self.banks[0]
+        dist, idx, patches = bank.patch_scores(stacked(feats))
+        dist, idx, patches = dist.reshape(n, h, w), idx.reshape(n, h * w), patches.reshape(n, h * w, d)
+        return [(bank, dist[i], idx[i], patches[i]) for i in range(n)]
+
+    def patch_scores(self, feats: np.ndarray) -> np.ndarray:
+        return np.stack([t[1] for t in self.tile_patches(feats)])
+
+    def top_distances(self, feats: np.ndarray, k: int | None = None) -> tuple[np.ndarray, float]:
+        """The ``k`` (default ``topk``) largest patch distances of the frame (all tiles), exact,
+        largest first; ms spent searching."""
+        k = k or self.topk
+        tops = [b.top_distances(f, k) for b, f in self._groups(feats)]
+        return np.sort(np.concatenate([t[0] for t in tops]))[::-1][:k], sum(t[1] for t in tops)
+
+    def _maps(self, dists: list[np.ndarray]) -> np.ndarray:
+        return np.stack([upsample_and_smooth(d, self.input_size, self.map_sigma) for d in dists])
+
+    def score(self, feats: np.ndarray, *, with_map: bool = True, lazy: bool = False) -> FrameScore:
+        t0 = time.perf_counter()
+        if lazy and self.banks[0].search.partial_top:
+            # the decision needs the image score only: the largest patch distances, certified
+            # without searching every patch; the maps (every patch searched) wait until asked for
+            if self.rule == "topk_mean":  # the k largest over the whole frame, all tiles
+                tops = [b.top_distances(f) for b, f in self._groups(feats)]
+                score = topk_mean(np.concatenate([t[0] for t in tops]), self.topk)
+                results = [(score, t[1]) for t in tops]
+            else:  # reweighted: per tile, image score = max over tiles
+                results = [b.image_score_only(f) for b, f in zip(self.tile_banks(len(feats)), feats)]
+                score = max(r[0] for r in results)
+            t1 = t0 + sum(r[1] for r in results) / 1e3  # search time; the rest is the reweighting
+            maps = (lambda: self._maps([t[1] for t in self.tile_patches(feats)])) if with_map else None
         else:
-            dist = np.sort(self.search.query(patches, k=1, certify=k)[0][:, 0])[::-1][:k]
-        return dist, (time.perf_counter() - t0) * 1e3
-
-    @staticmethod
-    def _patches(features: np.ndarray) -> np.ndarray:
-        d, h, w = features.shape
-        return np.ascontiguousarray(features.reshape(d, h * w).T, dtype=np.float32)
-
-    def _reweighted(self, patches: np.ndarray, i_star: int, s_star: float, m_star: int) -> float:
-        if self.num_neighbors == 1:
-            return s_star
-        if self.bank_knn is not None:
-            support = self.bank_knn[m_star, : self.num_neighbors]
-        else:
-            _, support = self.search.query(self.search.vectors(np.array([m_star])), k=self.num_neighbors)
-            support = support[0]
-        # m* first (it is its own nearest neighbour unless duplicates tie)
-        support = np.concatenate(([m_star], support[support != m_star]))[: self.num_neighbors]
-        test_to_support = self.search.distances_to(patches[i_star], support)
-        return softmax_reweight(test_to_support) * s_star
+            tiles = self.tile_patches(feats)
+            t1 = time.perf_counter()
+            if self.rule == "topk_mean":
+                score = topk_mean(np.concatenate([t[1].reshape(-1) for t in tiles]), self.topk)
+            else:
+                score = max(b.image_score(dist, idx, patches) for b, dist, idx, patches in tiles)
+            dists = [t[1] for t in tiles]
+            maps = None if not with_map else (lambda: self._maps(dists)) if lazy else self._maps(dists)
+        t2 = time.perf_counter()
+        return FrameScore(score, maps, (t1 - t0) * 1e3, (t2 - t1) * 1e3)

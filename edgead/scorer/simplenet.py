@@ -7,18 +7,30 @@ maximum of the smoothed map (the paper's) or the mean of the k largest patch sco
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 
 from edgead.errors import ArtifactError
-from edgead.scorer.patchcore import topk_mean
+from edgead.manifest import Manifest, MapScoreRule
+from edgead.scorer.anomaly_map import upsample_and_smooth
+from edgead.scorer.patchcore_bank import topk_mean
+from edgead.scorer.protocol import FrameScore
+from edgead.scorer.registry import register_scorer
 
 RULES = ("max", "topk_mean")
 
 
+@register_scorer
 class SimpleNetScorer:
     method = "simplenet"
+    backend = "none"  # no search: the discriminator is in the backbone graph
+    nbytes = 0
 
-    def __init__(self, image_score: dict | None = None):
+    def __init__(self, image_score: dict | None = None, input_size: tuple[int, int] = (224, 224),
+                 map_sigma: float = 4.0):
+        self.input_size, self.map_sigma = tuple(input_size), float(map_sigma)
         rule = dict(image_score or {"rule": "max"})
         if rule.get("rule") not in RULES:
             raise ArtifactError(f"unknown SimpleNet image score rule {rule.get('rule')!r}: expected one of "
@@ -26,14 +38,30 @@ class SimpleNetScorer:
         self.rule = rule["rule"]
         self.topk = max(1, int(rule.get("k", 10)))
 
-    def patch_scores(self, scores: np.ndarray) -> np.ndarray:
-        """The graph's output for one tile (1, h, w) -> patch scores (h, w)."""
-        if scores.ndim != 3 or scores.shape[0] != 1:
-            raise ArtifactError(f"SimpleNet expects the graph to output 1 score channel, got shape {scores.shape}")
-        return scores[0]
+    @classmethod
+    def from_artifact(cls, model_dir: Path, manifest: Manifest, *, search: str = "auto",
+                      threads: int = 1) -> SimpleNetScorer:
+        section = manifest.simplenet
+        rule = (section.image_score if section is not None else MapScoreRule()).model_dump()
+        return cls(rule, manifest.preprocess.input_size, manifest.map_sigma)
 
-    def image_score(self, patch_scores: list[np.ndarray], maps: np.ndarray) -> float:
-        """Every tile's patch scores and smoothed maps -> the image score."""
-        if self.rule == "topk_mean":
-            return topk_mean(np.concatenate([p.reshape(-1) for p in patch_scores]), self.topk)
-        return float(maps.max())
+    def patch_scores(self, feats: np.ndarray) -> np.ndarray:
+        """The graph's output (tiles, 1, h, w) -> patch scores (tiles, h, w)."""
+        if feats.ndim != 4 or feats.shape[1] != 1:
+            raise ArtifactError(f"SimpleNet expects the graph to output 1 score channel, got shape {feats.shape}")
+        return feats[:, 0]
+
+    def score(self, feats: np.ndarray, *, with_map: bool = True, lazy: bool = False) -> FrameScore:
+        t0 = time.perf_counter()
+        patch = self.patch_scores(feats)
+        if self.rule == "topk_mean":  # the decision without the map
+            score = topk_mean(patch, self.topk)
+            maps = self._maps(patch) if with_map and not lazy else (lambda: self._maps(patch)) if with_map else None
+        else:  # the paper's: the maximum of the smoothed map
+            maps = self._maps(patch)
+            score = float(maps.max())
+            maps = maps if with_map else None
+        return FrameScore(score, maps, 0.0, (time.perf_counter() - t0) * 1e3)
+
+    def _maps(self, patch: np.ndarray) -> np.ndarray:
+        return np.stack([upsample_and_smooth(p, self.input_size, self.map_sigma) for p in patch])

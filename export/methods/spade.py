@@ -8,7 +8,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from edgead.manifest import spade_file
-from edgead.scorer.spade import SpadeScorer, gallery_arrays
+from edgead.scorer.spade import SpadeGallery, gallery_arrays
 
 TIMED_FRAMES = 5
 
@@ -19,7 +19,7 @@ def write_spade(cfg, writer, feats: np.ndarray, manifest: dict, log) -> None:
     arrays = gallery_arrays(feats)
     path = writer.path(spade_file())
     np.savez(path, **arrays)
-    scorer = SpadeScorer(arrays, cfg.spade_k, cfg.spade_map_images)
+    scorer = SpadeGallery(arrays, cfg.spade_k, cfg.spade_map_images)
     decision, with_map = time_scorer(scorer, feats[:TIMED_FRAMES])
     manifest["spade"] = {"k": scorer.k, "map_images": scorer.map_images, "images": n,
                          "bytes_in_memory": int(scorer.nbytes), "decision_ms": round(decision, 3),
@@ -33,7 +33,7 @@ def write_spade(cfg, writer, feats: np.ndarray, manifest: dict, log) -> None:
         f"{scorer.map_images} x {h * w} rows; a Pi 5 is roughly 5x slower)")
 
 
-def time_scorer(scorer: SpadeScorer, feats: np.ndarray) -> tuple[float, float]:
+def time_scorer(scorer: SpadeGallery, feats: np.ndarray) -> tuple[float, float]:
     """Median ms of the decision (global kNN) and of the map, one thread."""
     decision, maps = [], []
     with threadpool_limits(1):

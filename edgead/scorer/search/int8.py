@@ -1,11 +1,11 @@
 """Int8 nearest-neighbour search: onnxruntime's int8 GEMM for the candidates, float32 for the answer.
 
-The search is one matrix product, queries x bank: in float32 BLAS it costs ~7x the INT8 backbone
-for a 14k-row bank.  Here the bank is stored as int8 codes, centred on its mean, one scale per
-row (``m_j ~ mean + scale_j * code_j``), and each frame runs onnxruntime's
-``DynamicQuantizeMatMul`` (the queries quantized to uint8 on the fly, MLAS int8 kernels: VNNI on
-x86, SDOT on a Pi 5's Cortex-A76) over blocks of the bank.  Distances are translation invariant,
-so centring costs nothing and halves the quantization range of both operands.
+The search is one matrix product, queries x bank, which in float32 BLAS costs several times the
+INT8 backbone.  Here the bank is the artifact's int8 codes (:mod:`edgead.bank.codes`: centred
+on its mean, one scale per row, ``m_j ~ mean + scale_j * code_j``), and each frame runs
+onnxruntime's ``DynamicQuantizeMatMul`` (the queries quantized to uint8 on the fly, MLAS int8
+kernels: VNNI on x86, SDOT on a Pi 5's Cortex-A76) over blocks of the bank
+(:mod:`.int8_layout`).
 
 What is returned is exact where it matters:
 
@@ -14,17 +14,15 @@ What is returned is exact where it matters:
 * the largest distance of the batch -- the PatchCore image score -- is certified: the int8
   product's error has a hard bound (the queries' quantization step times the row's L1 norm),
   which leaves a handful of rows that could be the true neighbour; those are measured in float32
-  (:meth:`Int8Search._exact_nn`), so image scores equal
-  :class:`~edgead.scorer.nn_search.ExactSearch`'s.  Other patches (the anomaly map) may sit a
-  near-tie away: measured max 0.3 %, mean 0.002 % relative distance error on real features.
+  (:meth:`Int8Search.exact_nn`), so image scores equal the exact search's.  Other patches (the
+  anomaly map) may sit a near-tie away: a tiny relative distance error.
 
 The PatchCore image score needs only the largest distances: :meth:`Int8Search.topk_nn` certifies
-them without searching every patch against the whole bank (bounds from the bank's first rows).
+them without searching every patch against the whole bank (bounds from the prefix block).
 
-The graphs are built at load from the bank with :mod:`edgead.scorer.onnx_proto` (no ``onnx``
-import on the Pi).  Memory: the int8 codes here (to dequantize the rows that are measured) and
-inside onnxruntime (initializer and prepacked copy), no float32 copy of the bank, and one
-(chunk x block) float32 product of 1 MiB.
+Memory: the int8 codes here (to dequantize the rows that are measured) and inside onnxruntime
+(initializer and prepacked copy), no float32 copy of the bank, and one (chunk x block) float32
+product of 1 MiB.
 """
 
 from __future__ import annotations
@@ -32,45 +30,34 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import onnxruntime as ort
 
+from edgead.backbone import session_options
+from edgead.bank.codes import dequantize_bank, quantize_bank
 from edgead.errors import ArtifactError
-from edgead.scorer import onnx_proto as proto
-from edgead.scorer.nn_search import (
-    _as_bank,
-    _as_queries,
-    _as_rows,
-    _check_k,
-    _direct_distances,
+from edgead.scorer.search import int8_layout
+from edgead.scorer.search.base import (
+    as_bank,
+    as_queries,
+    as_rows,
     certify_top,
+    check_k,
+    direct_distances,
+)
+from edgead.scorer.search.int8_layout import (
+    block_starts,
+    gemm_model,
+    prefix_order,
+    prefix_rows,
 )
 
-# Bank rows per int8 GEMM block at most (one onnxruntime session each, with the block's codes
-# prepacked): after the prefix (below), blocks double from 1024 rows, so that a 14k-row bank is
-# 1024 + 1024 + 2048 + 4096 + 5920 rows and a 1.4k-row one 176 + 1235.  Each session costs
-# ~0.3 MiB of RSS beyond its codes, and each call ~15 us, which a few-query pass (the exact
-# search of the top patches) pays once per block; big blocks cost the GEMM little (dev machine,
-# 14k bank, full search of a frame: 1024 / 2048 / 4096 / one block within 5 %).
-DEFAULT_BLOCK_ROWS = 16384
-
 # The float32 GEMM output, one scratch buffer for every call: queries go in chunks of
-# SCRATCH_FLOATS // block rows (1 MiB: the prefix's 784 x 176 in one go for the default bank; the
-# map pass of a 14k bank 5 % slower than with 4 MiB, for 3 MiB less RSS).
+# SCRATCH_FLOATS // block rows.  1 MiB: a little slower than larger buffers on the map pass, for
+# less RSS.
 SCRATCH_FLOATS = 1 << 18
 _MIN_QUERY_CHUNK = 16
-# queries per (queries x bank) float32 product of the exact search (x4 arrays: 3.6 MiB at 14k rows)
+# queries per (queries x bank) float32 product of the exact search (it holds four such arrays)
 _EXACT_CHUNK = 16
-
-# topk_nn: the first block, the prefix, about 1/_PREFIX_SHARE of the bank (its first rows in
-# greedy k-center order cover the rest) and at most _PREFIX_MAX_ROWS, gives every query an upper
-# bound before the exact search of the few that can hold the maximum.  Banks under three
-# prefixes are searched in full.
-_PREFIX_SHARE = 8
-_PREFIX_MIN_ROWS = 128
-_PREFIX_MAX_ROWS = 1024
-_FIRST_BLOCK_ROWS = 1024  # the block after the prefix, at least
-# share of the prefix taken from the bank's first rows (the rest: dense rows, see prefix_order;
-# 0.1 to 0.5 measured alike, 1.0 = the greedy order: search p99 +50 % at 14k rows)
-_PREFIX_EXTREMES = 0.25
 
 # Queries certified in the first round (the largest distances first; with full-bank bounds one
 # round almost always suffices), then up to _CERTIFY_MAX_BATCH per round (topk_nn's bounds are
@@ -78,94 +65,32 @@ _PREFIX_EXTREMES = 0.25
 _CERTIFY_BATCH = 4
 _CERTIFY_MAX_BATCH = 64
 # topk_nn: with more queries than this still above the k-th exact distance, the _RAISE_BATCH
-# (or k) largest bounds that the last block left unchanged are measured before the next block.
-# The prefix's bounds can be 40 % loose and its first picks far from the top (14k bank,
-# magnetic_tile goods: k-th 20.7 against a maximum of 35.0, every patch left for the full
-# search): search p99 over 191 goods 9.1 -> 4.7 ms, p50 -10 %.
+# (or k) largest bounds that the last block left unchanged are measured before the next block:
+# the prefix's bounds can be loose and its first picks far from the top, which would leave
+# nearly every patch for the full search.
 _RAISE_KTH_ABOVE = 32
 _RAISE_BATCH = 4
 # topk_nn searches every query against the whole bank when k is over 1/_WIDE_TOPK of them
 _WIDE_TOPK = 50
 
 
-def quantize_bank(bank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float (N, D) -> (codes int8 (N, D), scale float32 (N,), mean float32 (D,)) with
-    ``bank ~ mean + scale[:, None] * codes``: symmetric per row around the bank mean."""
-    b = np.asarray(bank, dtype=np.float32)
-    mean = b.mean(axis=0, dtype=np.float64).astype(np.float32)
-    centred = b - mean
-    scale = np.abs(centred).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    codes = np.clip(np.rint(centred / scale[:, None]), -127, 127).astype(np.int8)
-    return codes, scale.astype(np.float32), mean
-
-
-def dequantize_bank(codes: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """The float32 bank the codes stand for."""
-    return (codes.astype(np.float32) * scale[:, None].astype(np.float32)) + mean.astype(np.float32)
-
-
-def _gemm_model(codes: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> bytes:
-    """Y (Q, n) = A (Q, D) float32 . (scale * codes)^T + bias, as onnxruntime's
-    DynamicQuantizeMatMul (inputs A, B, b_scale, b_zero_point (none), bias)."""
-    n, d = codes.shape
-    return proto.model(
-        nodes=[proto.node("DynamicQuantizeMatMul", ["A", "B", "B_scale", "", "bias"], ["Y"],
-                          domain="com.microsoft")],
-        inputs=[proto.value_info("A", proto.FLOAT, ["Q", d])],
-        outputs=[proto.value_info("Y", proto.FLOAT, ["Q", n])],
-        initializers=[proto.tensor("B", np.ascontiguousarray(codes.T)), proto.tensor("B_scale", scale),
-                      proto.tensor("bias", bias)],
-        opsets={"": 17, "com.microsoft": 1},
-        name="edgead_int8_nn",
-    )
-
-
-def prefix_order(rows: int, prefix_rows: int, bank_knn: np.ndarray | None = None) -> np.ndarray:
-    """The order in which the int8 search's blocks take the bank rows; the first ``prefix_rows``
-    are :meth:`Int8Search.topk_nn`'s prefix, whose distances bound every query's.
-
-    An export's bank is in greedy k-center order: its first rows cover the extremes of the
-    training patches, and bound the typical (central) patch of a good frame loosely.  With the
-    support table ``bank_knn``, a quarter of the prefix is the first rows (the extremes) and the
-    rest the rows most often among the other rows' nearest neighbours (the dense regions, where
-    most patches fall); the other rows follow in greedy order.  Measured on 191 magnetic_tile
-    goods, 14.1k bank, 1024-row prefix (exact distances): the patches still above the frame's
-    maximum after the prefix, p50 / p90 / p99 over frames, 5 / 53 / 629 greedy -> 9 / 32 / 96.
-    Without the table: the greedy order.
-    """
-    order = np.arange(rows, dtype=np.int64)
-    if bank_knn is None or bank_knn.shape[0] != rows or bank_knn.shape[1] < 2 or prefix_rows >= rows:
-        return order
-    head = int(prefix_rows * _PREFIX_EXTREMES)
-    indegree = np.bincount(np.asarray(bank_knn[:, 1:], dtype=np.int64).reshape(-1), minlength=rows)[:rows]
-    dense = np.argsort(-indegree[head:], kind="stable")[: prefix_rows - head] + head
-    taken = np.zeros(rows, dtype=bool)
-    taken[:head] = True
-    taken[dense] = True
-    return np.concatenate([order[:head], np.sort(dense), order[~taken]])
-
-
 class Int8Search:
     """Nearest neighbours by int8 GEMM (onnxruntime) with float32 answers; see the module doc.
 
     ``bank`` float (N, D), or None with ``quantized`` = (codes, scale, mean) as the artifact stores
-    it (:mod:`edgead.scorer.bank_store`; the bank is then their dequantization); a float bank
+    it (:mod:`edgead.bank.store`; the bank is then their dequantization); a float bank
     alone is quantized here.  ``threads``: onnxruntime intra-op threads per GEMM.  ``bank_knn``:
     each row's nearest bank rows (the export's support table), to choose the prefix (see
     :func:`prefix_order`); row indices in and out are the bank's own whatever the order inside.
     """
 
     name = "int8"
+    partial_top = True  # topk_nn bounds most queries with the prefix block alone
 
     def __init__(self, bank: np.ndarray | None, *, quantized: tuple | None = None, threads: int = 1,
                  block_rows: int | None = None, bank_knn: np.ndarray | None = None):
-        import onnxruntime as ort
-
-        from edgead.backbone import session_options
-
         if quantized is None:
-            quantized = quantize_bank(_as_bank(bank))
+            quantized = quantize_bank(as_bank(bank))
         codes, scale, mean = quantized
         if codes.ndim != 2 or codes.shape[0] < 1 or codes.dtype != np.int8:
             raise ArtifactError(f"int8 memory bank must be a non-empty 2-D int8 array, got {codes.dtype} {codes.shape}")
@@ -182,18 +107,11 @@ class Int8Search:
             approx = codes[r0: r0 + 4096].astype(np.float32) * self.scale[r0: r0 + 4096, None]
             self._half_norms[r0: r0 + 4096] = 0.5 * np.einsum("ij,ij->i", approx, approx, dtype=np.float32)
             self._l1[r0: r0 + 4096] = np.abs(approx).sum(axis=1)
-        self.block_rows = max(1, int(DEFAULT_BLOCK_ROWS if block_rows is None else block_rows))
+        block_rows = int8_layout.DEFAULT_BLOCK_ROWS if block_rows is None else block_rows
+        self.block_rows = max(1, int(block_rows))
         # the first block is topk_nn's prefix (its rows: prefix_order), bounding every query
-        self.prefix_rows = min(self.block_rows, _PREFIX_MAX_ROWS, max(_PREFIX_MIN_ROWS, self.rows // _PREFIX_SHARE))
-        # then blocks doubling in size up to block_rows: the pruned pass of topk_nn drops most
-        # queries in the first ones, few-query passes make few calls
-        starts, size = [0, self.prefix_rows], min(self.block_rows, max(self.prefix_rows, _FIRST_BLOCK_ROWS))
-        while starts[-1] < self.rows:
-            starts.append(starts[-1] + size)
-            size = min(2 * size, self.block_rows)
-        starts = [c for c in starts[:-1] if c < self.rows]
-        if len(starts) > 2 and 2 * (self.rows - starts[-1]) < starts[-1] - starts[-2]:
-            starts.pop()  # a short last block joins the one before
+        self.prefix_rows = prefix_rows(self.rows, self.block_rows)
+        starts = block_starts(self.rows, self.prefix_rows, self.block_rows)
         # the blocks take the rows in this order: position p holds bank row self._order[p]
         self._order = prefix_order(self.rows, self.prefix_rows, bank_knn)
         self._l1_by_pos = self._l1[self._order]
@@ -203,8 +121,8 @@ class Int8Search:
         self._blocks = []
         for c0, c1 in zip(starts, starts[1:] + [self.rows]):
             rows = self._order[c0:c1]
-            model = _gemm_model(self.codes[rows], np.ascontiguousarray(scale[rows], dtype=np.float32),
-                                -self._half_norms[rows])
+            model = gemm_model(self.codes[rows], np.ascontiguousarray(scale[rows], dtype=np.float32),
+                               -self._half_norms[rows])
             sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
             self._blocks.append((c0, c1, sess, sess.io_binding()))
         self._out = np.empty(0, np.float32)  # one (chunk x block) product, reused by every call
@@ -215,8 +133,8 @@ class Int8Search:
     def query(self, queries: np.ndarray, k: int = 1, certify: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Every query's nearest row; the ``certify`` largest distances (k == 1) exactly as
         brute force gives them, the others a near-tie away at most (the anomaly map)."""
-        q = _as_queries(queries, self.dim)
-        k = _check_k(k, self.rows)
+        q = as_queries(queries, self.dim)
+        k = check_k(k, self.rows)
         if q.shape[0] == 0:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         if k > 1:  # the b-neighbour support set of the reweighting: one query, exact k-NN
@@ -225,7 +143,7 @@ class Int8Search:
         with self._lock:
             a = self._centred(q)  # once: the full pass and the certification take it
             idx = self._best(a)[0]
-            dist = _direct_distances(q, self.vectors(idx))
+            dist = direct_distances(q, self.vectors(idx))
             self.last_refined = self._certify_top(q, a, dist, idx, np.zeros(len(q), dtype=bool), certify)
         return dist[:, None], idx[:, None]
 
@@ -248,13 +166,13 @@ class Int8Search:
         as a block brings their bound below it; any left are certified exactly.
         Banks under three prefixes search every query in the first pass.
         """
-        q = _as_queries(queries, self.dim)
+        q = as_queries(queries, self.dim)
         if q.shape[0] == 0:
             raise ValueError("topk_nn needs at least one query")
         k = max(1, min(int(k), q.shape[0]))
         with self._lock:
             # a small bank, or a wide top-k (the texture recipe's 40 of 784 patches: most patches
-            # stay candidates, measured 20 % slower pruned): every query meets the whole bank
+            # stay candidates, slower pruned than searched in full): every query meets the whole bank
             small = self.rows < 3 * self.prefix_rows or k * _WIDE_TOPK > len(q)
             a = self._centred(q)  # once: every pass below takes its rows
             idx, upper = self._winners(a, self._blocks if small else self._blocks[:1])
@@ -267,7 +185,7 @@ class Int8Search:
             kth = np.partition(upper[exact], -k)[-k] if exact.sum() >= k else -np.inf
             rest = np.flatnonzero(~exact & (upper > kth))  # the only queries that may still enter
             if rest.size:  # the GEMM's bound -> the distance to the winner row, measured
-                upper[rest] = np.minimum(upper[rest], _direct_distances(q[rest], self.vectors(idx[rest])))
+                upper[rest] = np.minimum(upper[rest], direct_distances(q[rest], self.vectors(idx[rest])))
                 rest = rest[upper[rest] > kth]
             if not small:
                 settled = np.zeros(len(q), dtype=bool)  # bound unchanged by the last block
@@ -287,7 +205,7 @@ class Int8Search:
                     if not rest.size:
                         break
                     b_idx = self._best(a[rest], [block])[0]
-                    b_dist = _direct_distances(q[rest], self.vectors(b_idx))
+                    b_dist = direct_distances(q[rest], self.vectors(b_idx))
                     closer = b_dist < upper[rest]
                     upper[rest[closer]], idx[rest[closer]] = b_dist[closer], b_idx[closer]
                     settled[rest] = ~closer
@@ -300,9 +218,9 @@ class Int8Search:
         """The true ``k`` nearest rows (Q, k) of a few queries, as brute force over the
         dequantized bank gives them (the GEMM's error bound prunes the rows measured in float32;
         cost per query grows with the bank, not with the other queries): the exact re-check of
-        another search (:class:`edgead.scorer.nn_search.HnswSearch`)."""
-        q = _as_queries(queries, self.dim)
-        k = _check_k(k, self.rows)
+        another search (:class:`edgead.scorer.search.hnsw.HnswSearch`)."""
+        q = as_queries(queries, self.dim)
+        k = check_k(k, self.rows)
         if q.shape[0] == 0:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         with self._lock:
@@ -316,7 +234,7 @@ class Int8Search:
 
     def _certify_top(self, q: np.ndarray, a: np.ndarray, dist: np.ndarray, idx: np.ndarray,
                      exact: np.ndarray, k: int) -> int:
-        """Make the ``k`` largest of ``dist`` exact, in place (nn_search.certify_top with the
+        """Make the ``k`` largest of ``dist`` exact, in place (base.certify_top with the
         bound-pruned exact search); return how many queries were measured."""
         return certify_top(lambda rows: self._measure(q, a, rows), dist, idx, k=k, exact=exact,
                            first=_CERTIFY_BATCH + k - 1, later=_CERTIFY_MAX_BATCH)
@@ -415,7 +333,7 @@ class Int8Search:
             keep = approx.reshape(-1)[flat] + err_row[pos] >= floor[qi]  # >= 1 per query: the winner
             qi, pos = qi[keep], pos[keep]
             rows = self._order[pos]
-            d = _direct_distances(q[qi], self.vectors(rows))
+            d = direct_distances(q[qi], self.vectors(rows))
             order = np.lexsort((rows, d, qi))  # by query, then distance, then row (ties: lowest)
             best = order[np.r_[0, np.flatnonzero(np.diff(qi[order])) + 1]]
             self.last_candidates = max(self.last_candidates, int(np.bincount(qi).max()))
@@ -427,7 +345,7 @@ class Int8Search:
         for i in range(len(q)):
             kth = np.partition(lower[i], self.rows - k)[self.rows - k]
             cand = np.sort(self._order[np.flatnonzero(upper[i] >= kth)])  # ties: the lowest row
-            d = _direct_distances(q[i], self.vectors(cand))
+            d = direct_distances(q[i], self.vectors(cand))
             order = np.argsort(d, kind="stable")[:k]
             dist[i], idx[i] = d[order], cand[order]
             self.last_candidates = max(self.last_candidates, cand.size)
@@ -439,5 +357,10 @@ class Int8Search:
         return dequantize_bank(self.codes[r], self.scale[r], self.mean)
 
     def distances_to(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        q = _as_queries(query, self.dim)[0]
-        return _direct_distances(q, self.vectors(_as_rows(rows, self.rows)))
+        q = as_queries(query, self.dim)[0]
+        return direct_distances(q, self.vectors(as_rows(rows, self.rows)))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.scale.nbytes + self._half_norms.nbytes + self._l1.nbytes
+                   + self._l1_by_pos.nbytes + self._order.nbytes + self._out.nbytes)

@@ -2,7 +2,7 @@
 
 * ``int8`` (export's default): ``memory.q8.npz`` with ``codes`` int8 (N, D), ``scale`` float32
   (N,) and ``mean`` float32 (D,): ``bank = mean + scale[:, None] * codes``
-  (:func:`edgead.scorer.int8_search.quantize_bank`).  A quarter of float32, half of float16, and
+  (:mod:`edgead.bank.codes`).  A quarter of float32, half of float16, and
   exactly what the int8 search multiplies with, so nothing is re-quantized at load.  The
   dequantized bank *is* the model: export fits thresholds and checks parity on it.
 * ``float16`` / ``float32``: ``memory.npy`` (older artifacts and the demo model are float16).
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgead.bank.codes import dequantize_bank, quantize_bank
 from edgead.errors import ArtifactError
 from edgead.manifest import bank_file, knn_file
-from edgead.scorer.int8_search import dequantize_bank, quantize_bank
 
 
 def save_bank(directory: Path, bank: np.ndarray, dtype: str, tag: str = "") -> tuple[str, np.ndarray]:
@@ -38,13 +38,10 @@ def save_bank(directory: Path, bank: np.ndarray, dtype: str, tag: str = "") -> t
     return name, stored.astype(np.float32)
 
 
-def save_bank_knn(directory: Path, bank: np.ndarray, k: int, tag: str = "") -> str:
-    """Write every row's ``k`` nearest rows of ``bank`` (exact, float32; uint16 ids when they fit)."""
-    from edgead.scorer.nn_search import ExactSearch
-
-    k = max(1, min(int(k), len(bank)))
-    _, idx = ExactSearch(bank).query(bank, k=k)
-    dtype = np.uint16 if len(bank) <= np.iinfo(np.uint16).max + 1 else np.int32
+def save_bank_knn(directory: Path, idx: np.ndarray, tag: str = "") -> str:
+    """Write the bank's neighbour table ``idx`` (rows, k): each row's nearest rows, itself first
+    (uint16 ids when they fit)."""
+    dtype = np.uint16 if len(idx) <= np.iinfo(np.uint16).max + 1 else np.int32
     name = knn_file(tag)
     np.save(Path(directory) / name, idx.astype(dtype))
     return name
