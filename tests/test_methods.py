@@ -81,7 +81,7 @@ def test_an_untrained_discriminator_scores_at_chance(simplenet_model_dir, synthe
     trained, zeroed = load_model(simplenet_model_dir, precision="fp32"), load_model(copy, precision="fp32")
     images = synthetic_images["good"] + synthetic_images["bad"]
     labels = np.r_[np.zeros(len(synthetic_images["good"])), np.ones(len(synthetic_images["bad"]))]
-    score = lambda m: np.array([m.score(read_image(p), with_map=False).score for p in images])  # noqa: E731
+    score = lambda m: np.array([m.score(read_image(p), with_map=False).score for p in images])
     assert auroc(labels, score(trained)) >= 0.95
     assert auroc(labels, score(zeroed)) == 0.5
 

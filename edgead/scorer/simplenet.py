@@ -19,8 +19,6 @@ from edgead.scorer.patchcore_bank import topk_mean
 from edgead.scorer.protocol import FrameScore
 from edgead.scorer.registry import register_scorer
 
-RULES = ("max", "topk_mean")
-
 
 @register_scorer
 class SimpleNetScorer:
@@ -28,21 +26,18 @@ class SimpleNetScorer:
     backend = "none"  # no search: the discriminator is in the backbone graph
     nbytes = 0
 
-    def __init__(self, image_score: dict | None = None, input_size: tuple[int, int] = (224, 224),
+    def __init__(self, image_score: MapScoreRule | None = None, input_size: tuple[int, int] = (224, 224),
                  map_sigma: float = 4.0):
+        """``image_score``: the manifest's rule (validated there)."""
         self.input_size, self.map_sigma = tuple(input_size), float(map_sigma)
-        rule = dict(image_score or {"rule": "max"})
-        if rule.get("rule") not in RULES:
-            raise ArtifactError(f"unknown SimpleNet image score rule {rule.get('rule')!r}: expected one of "
-                                f"{', '.join(RULES)}")
-        self.rule = rule["rule"]
-        self.topk = max(1, int(rule.get("k", 10)))
+        rule = image_score or MapScoreRule()
+        self.rule, self.topk = rule.rule, rule.k
 
     @classmethod
     def from_artifact(cls, model_dir: Path, manifest: Manifest, *, search: str = "auto",
                       threads: int = 1) -> SimpleNetScorer:
         section = manifest.simplenet
-        rule = (section.image_score if section is not None else MapScoreRule()).model_dump()
+        rule = section.image_score if section is not None else MapScoreRule()
         return cls(rule, manifest.preprocess.input_size, manifest.map_sigma)
 
     def patch_scores(self, feats: np.ndarray) -> np.ndarray:

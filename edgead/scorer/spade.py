@@ -30,7 +30,7 @@ KEYS = ("globals", "codes", "scale", "mean", "grid")
 
 def gallery_arrays(features: np.ndarray) -> dict[str, np.ndarray]:
     """Training features (N, D, h, w) -> the arrays of a SPADE gallery file."""
-    n, d, h, w = features.shape
+    _, d, h, w = features.shape
     codes, scale, mean = quantize_bank(features.transpose(0, 2, 3, 1).reshape(-1, d))
     return {"globals": features.mean(axis=(2, 3), dtype=np.float64).astype(np.float32), "codes": codes,
             "scale": scale, "mean": mean, "grid": np.array([h, w], dtype=np.int64)}
@@ -53,7 +53,7 @@ class SpadeGallery:
         self.images = ExactSearch(self.globals)
 
     @classmethod
-    def load(cls, path: Path, k: int, map_images: int) -> "SpadeGallery":
+    def load(cls, path: Path, k: int, map_images: int) -> SpadeGallery:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {key: z[key] for key in KEYS}

@@ -66,7 +66,7 @@ class SimpleNetHead(nn.Module):
         return self.fc2(F.leaky_relu(self.bn(self.fc1(q)), LEAKY_SLOPE))[:, 0]
 
     @torch.no_grad()
-    def folded(self) -> "ScoreHead":
+    def folded(self) -> ScoreHead:
         """The inference form: every linear step before the LeakyReLU folded into one 1x1 conv."""
         bn_scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
         w1 = self.fc1.weight @ self.adaptor.weight * self.inv_std[None, :]  # (hidden, D)
@@ -126,7 +126,7 @@ def fit_simplenet(features: np.ndarray, settings: SimpleNetSettings = SimpleNetS
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    n, d, h, w = features.shape
+    d = features.shape[1]
     rows = torch.from_numpy(np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d), dtype=np.float32))
     mean = rows.mean(0).numpy()
     std = np.maximum(rows.std(0).numpy(), 1e-6)
