@@ -16,6 +16,9 @@ Files of an artifact (``tag`` is "" for the shared scorer, ``.t<i>`` for tile po
     memory<tag>.knn.npy        each bank row's nearest rows (optional)
     hnsw<tag>.bin              hnswlib index of the bank, graph links only (optional)
     gaussian<tag>.npz          PaDiM mean and precision matrices
+    spade<tag>.npz             SPADE training images' global features and int8 feature maps
+
+SimpleNet has no scorer file: its adaptor and discriminator are part of the backbone graph.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ MANIFEST = "manifest.json"
 Precision = Literal["int8", "fp32"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 BACKBONE_FILES = {"fp32": "backbone.onnx", "int8": "backbone.int8.onnx"}
-Method = Literal["patchcore", "padim"]
+Method = Literal["patchcore", "padim", "simplenet", "spade"]
 METHODS: tuple[str, ...] = get_args(Method)
 BankDtype = Literal["int8", "float16", "float32"]
 BANK_DTYPES: tuple[str, ...] = get_args(BankDtype)
@@ -79,12 +82,20 @@ def gaussian_file(tag: str = "") -> str:
     return f"gaussian{tag}.npz"
 
 
+def spade_file(tag: str = "") -> str:
+    return f"spade{tag}.npz"
+
+
 def scorer_files(method: str, tile: int | None = None) -> dict[str, str]:
     """File names of one scorer: the shared one (tile None) or tile position ``tile``'s
     (PatchCore: ``tag`` goes to edgead.bank.store, which names the bank file)."""
     tag = tile_tag(tile)
     if method == "patchcore":
         return {"tag": tag, "index": index_file(tag)}
+    if method == "spade":
+        return {"gallery": spade_file(tag)}
+    if method == "simplenet":
+        return {}
     return {"gaussian": gaussian_file(tag)}
 
 
@@ -175,6 +186,26 @@ class Lineage(_Section):
     request: str | None = Field(None, description="the teach job or command that made it")
 
 
+class MapScoreRule(_Section):
+    """How a score-map method (SimpleNet) turns its map into the image score."""
+
+    rule: Literal["max", "topk_mean"] = Field("max", description="max of the smoothed map (the paper's), or the "
+                                                                 "mean of the k largest patch scores")
+    k: PositiveInt = Field(10, description="topk_mean: how many of the largest patch scores are averaged")
+
+
+class SimpleNetInfo(_Section):
+    image_score: MapScoreRule = Field(default_factory=MapScoreRule)
+    hidden: PositiveInt | None = Field(None, description="discriminator width")
+
+
+class SpadeInfo(_Section):
+    k: PositiveInt = Field(50, description="nearest training images whose global-feature distances average to the "
+                                           "image score")
+    map_images: PositiveInt = Field(5, description="nearest training images whose feature maps the anomaly map "
+                                                   "searches")
+
+
 class Manifest(_Section):
     """``manifest.json`` of an artifact, validated."""
 
@@ -190,6 +221,8 @@ class Manifest(_Section):
     map_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the anomaly map, input pixels")
     patchcore: PatchCoreInfo | None = None
     padim: PadimInfo | None = None
+    simplenet: SimpleNetInfo | None = None
+    spade: SpadeInfo | None = None
     name: str | None = None
     model_version: str | None = None
     created: str | None = None
@@ -246,8 +279,10 @@ class Manifest(_Section):
             tag = tile_tag(tile)
             if data["method"] == "patchcore":
                 needed.append([bank_file("int8", tag), bank_file("float16", tag)])
-            else:
+            elif data["method"] == "padim":
                 needed.append([gaussian_file(tag)])
+            elif data["method"] == "spade":
+                needed.append([spade_file(tag)])
         missing = [" or ".join(names) for names in needed if not any(n in files for n in names)]
         if missing:
             raise PydanticCustomError("missing_file", "lists no {missing} ({method}, {tiles} scorer(s), "

@@ -89,7 +89,8 @@ class ExportConfig(BaseModel):
         description="folder of good images, or an MVTec category root (train/good is used)")
     out: Annotated[Path, Option(stored=False)] = Field(description="artifact directory to write (replaced atomically)")
     method: Annotated[Method, Option(legacy="method")] = Field(
-        "patchcore", description="anomaly model: PatchCore memory bank or PaDiM Gaussians")
+        "patchcore", description="anomaly model: PatchCore memory bank, PaDiM Gaussians, SimpleNet discriminator "
+                                 "(no memory bank: one graph to the map) or SPADE (kNN over training images)")
     backbone: Annotated[str, Option(legacy="backbone.name")] = Field("efficientnet-lite0", description="feature backbone")
     taps: Annotated[list[int | str] | None, Option(parse=_taps, text=_list_text, legacy="backbone.taps")] = Field(
         None, description="comma-separated feature taps (default: the backbone's stride-8 and stride-16 stages)")
@@ -132,7 +133,8 @@ class ExportConfig(BaseModel):
         9, description="b, bank neighbours of the reweighted image score")
     image_score: Annotated[ImageScoreRuleName, Option(spec="score", legacy="patchcore.image_score.rule")] = Field(
         "reweighted", description="PatchCore image score: the paper's reweighted maximum, or the mean of the "
-                                  "--topk largest patch distances")
+                                  "--topk largest patch distances (SimpleNet: reweighted means the maximum of the "
+                                  "smoothed map)")
     topk: Annotated[int, Option(legacy="patchcore.image_score.k")] = Field(
         10, description="k of --image-score topk_mean")
     target_dim: Annotated[int | None, Option(legacy="backbone.target_dim")] = Field(
@@ -140,6 +142,18 @@ class ExportConfig(BaseModel):
     padim_dim: Annotated[int, Option(legacy="padim.d")] = Field(100, description="PaDiM: random channels d")
     padim_dtype: Annotated[Literal["float16", "float32"], Option(legacy="padim.precision_dtype")] = Field(
         "float16", description="PaDiM: precision matrices stored as")
+    simplenet_hidden: Annotated[int, Option(legacy="simplenet.hidden")] = Field(
+        128, description="SimpleNet: discriminator width (its cost per patch is about feature dim x width)")
+    simplenet_noise: float = Field(
+        0.1, description="SimpleNet: std of the Gaussian noise that makes the synthetic anomalous features, in "
+                         "units of the standardised patch features")
+    simplenet_steps: int = Field(1000, description="SimpleNet: training steps (bounds the fit time)")
+    simplenet_batch: int = Field(1024, description="SimpleNet: normal patches per training step")
+    spade_k: Annotated[int, Option(legacy="spade.k")] = Field(
+        50, description="SPADE: nearest training images whose global-feature distances average to the image score")
+    spade_map_images: Annotated[int, Option(legacy="spade.map_images")] = Field(
+        5, description="SPADE: nearest training images whose feature maps the anomaly map searches (its cost "
+                       "grows with it)")
     bank_dtype: Annotated[BankDtype, Option(legacy="patchcore.bank_dtype")] = Field(
         "int8", description="memory bank on disk: int8 codes + per-row scale (what the int8 search uses), float16 "
                             "or float32")
@@ -212,7 +226,8 @@ class ExportConfig(BaseModel):
             raise ValueError("expected a positive number (or none)")
         return value
 
-    @field_validator("num_neighbors", "topk", "padim_dim", "min_holdout", "calib_images", "threads")
+    @field_validator("num_neighbors", "topk", "padim_dim", "min_holdout", "calib_images", "threads",
+                     "simplenet_hidden", "simplenet_steps", "simplenet_batch", "spade_k", "spade_map_images")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -240,9 +255,20 @@ class ExportConfig(BaseModel):
             raise ValueError("expected a share in (0, 1)")
         return value
 
+    @field_validator("simplenet_noise")
+    @classmethod
+    def _positive_float(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("expected a positive number")
+        return value
+
     @model_validator(mode="after")
     def _sections_check(self) -> "ExportConfig":
         self.preprocess, self.tiling  # noqa: B018  (their own checks raise ConfigError)
+        if self.method == "simplenet" and self.tile_banks == "per_tile" and self.tile_grid != (1, 1):
+            raise ValueError("--method simplenet has one discriminator for every tile: use --tile-banks shared")
+        if self.method == "spade" and self.tile_grid != (1, 1):
+            raise ValueError("--method spade scores whole frames: no --tiles")
         return self
 
     # -- the runtime's view ----------------------------------------------------------------------

@@ -18,7 +18,8 @@ OPSET = 17
 TAIL_OPS = ("AveragePool", "Resize", "Concat", "Gather")
 
 
-def export_onnx(graph: torch.nn.Module, input_size: tuple[int, int], path: Path) -> Path:
+def export_onnx(graph: torch.nn.Module, input_size: tuple[int, int], path: Path,
+                output_name: str = OUTPUT_NAME) -> Path:
     """Trace the graph to ONNX and check it. Batch, height and width are free axes: the
     runtime feeds ``input_size`` (the manifest's), `edgead bench --resolutions` other sizes."""
     dummy = torch.zeros(1, 3, *input_size)
@@ -26,9 +27,9 @@ def export_onnx(graph: torch.nn.Module, input_size: tuple[int, int], path: Path)
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph, (dummy,), str(path),
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            input_names=[INPUT_NAME], output_names=[output_name],
             dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                          OUTPUT_NAME: {0: "batch", 2: "grid_height", 3: "grid_width"}},
+                          output_name: {0: "batch", 2: "grid_height", 3: "grid_width"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
     model = onnx.load(str(path))
@@ -51,7 +52,7 @@ class _Calibration:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray],
-                  method: str = "minmax") -> dict:
+                  method: str = "minmax", float_prefixes: tuple[str, ...] = ()) -> dict:
     """Static QDQ INT8, per-channel weights (int8), uint8 activations, calibrated on ``calibration``.
 
     Every backbone op is quantized but the stem convolution (quantizing only the convolutions
@@ -61,6 +62,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     The float stem lowers the patch-feature error and raises the INT8-vs-FP32 rank correlation at
     no measurable cost; keeping the depthwise convolutions float as well makes it worse (float
     islands again). Figures: docs/benchmarks.md, "INT8 parity".
+    Nodes whose names start with one of ``float_prefixes`` stay float too (a score head whose
+    output is the anomaly score itself: 256 levels would tie the scores).
     Returns the settings for the manifest.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -74,7 +77,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         graph = onnx.load(str(pre)).graph
         tail = [n.name for n in graph.node if n.op_type in TAIL_OPS]
-        float_nodes = tail + stem_convs(graph)
+        head = [n.name for n in graph.node if float_prefixes and n.name.startswith(float_prefixes)]
+        float_nodes = tail + stem_convs(graph) + head
         quantize_static(
             str(pre), str(int8_path), _Calibration(calibration),
             quant_format=QuantFormat.QDQ, per_channel=True,
@@ -83,7 +87,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
             extra_options={"CalibMovingAverage": False},
         )
     return {"format": "QDQ", "per_channel": True, "activations": "uint8", "weights": "int8",
-            "float_ops": sorted(TAIL_OPS), "float_stem": True, "calibration": method}
+            "float_ops": sorted(TAIL_OPS), "float_stem": True, "calibration": method,
+            **({"float_nodes": list(float_prefixes)} if float_prefixes else {})}
 
 
 def stem_convs(graph: onnx.GraphProto) -> list[str]:

@@ -14,7 +14,7 @@ from edgead_export.config import DEFAULT_CORESET_MAX, ExportConfig  # noqa: F401
 from edgead_export.extract import extract_features, load_batches
 from edgead_export.feature_graph import PatchFeatureGraph
 from edgead_export.fit import fit_patchcore, padim_channel_index
-from edgead_export.onnx_export import export_onnx, quantize_int8
+from edgead_export.onnx_export import OUTPUT_NAME, export_onnx, quantize_int8
 from edgead_export.oof import FoldSource, out_of_fold_scores, row_images
 from edgead_export.parity_stats import paired_auroc_drop_se, spearman
 from edgead_export.pseudo_defects import pseudo_defect
@@ -51,11 +51,13 @@ def build_graph(cfg: ExportConfig, fit_paths: list[Path]) -> tuple[PatchFeatureG
     channel_index = None
     if cfg.method == "padim":
         channel_index = padim_channel_index(sum(tap_channels), cfg.padim_dim, cfg.seed)
-    graph = PatchFeatureGraph(backbone, cfg.method, tap_channels, target_dim=cfg.target_dim,
+    # SimpleNet learns on PatchCore's locally aware patch features; SPADE (as PaDiM) on the raw maps
+    features = "patchcore" if cfg.method == "simplenet" else cfg.method
+    graph = PatchFeatureGraph(backbone, features, tap_channels, target_dim=cfg.target_dim,
                               channel_index=channel_index).eval()
     d, h, w = graph.feature_dim(cfg.preprocess.input_size)
     info = {"name": cfg.backbone, "taps": list(taps), "tap_channels": tap_channels,
-            "feature_grid": [h, w], "aggregation": 3 if cfg.method == "patchcore" else 1,
+            "feature_grid": [h, w], "aggregation": 3 if features == "patchcore" else 1,
             "target_dim": cfg.target_dim, "channel_index": channel_index}
     return graph, info
 
@@ -74,7 +76,7 @@ def parity_images(hold: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return [pseudo_defect(image, rng, severity) for image in hold for severity in PSEUDO_DEFECT_SEVERITIES]
 
 
-def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, frames: list[np.ndarray]) -> np.ndarray:
+def torch_reference_scores(graph: torch.nn.Module, model: InspectionModel, frames: list[np.ndarray]) -> np.ndarray:
     """Scores with torch features and the runtime scorer: checks the exported graph."""
     scores = []
     with torch.no_grad():
@@ -85,16 +87,27 @@ def torch_reference_scores(graph: PatchFeatureGraph, model: InspectionModel, fra
     return np.array(scores)
 
 
-def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray,
-                       manifest: dict) -> list[FoldSource]:
-    """The scorer files; returns what the out-of-fold scorers are built from, per bank."""
+def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndarray, manifest: dict,
+                       graph: torch.nn.Module) -> tuple[torch.nn.Module, list[FoldSource] | None]:
+    """Fit the method's scorer and write its files; returns the graph to export (SimpleNet's
+    discriminator is part of it) and what the out-of-fold scorers are built from, per bank (None:
+    the method has no out-of-fold scoring, its threshold rests on the held-out images)."""
+    if cfg.method == "simplenet":
+        from edgead_export.methods.simplenet import fit_section
+
+        return fit_section(cfg, feats, graph, manifest, log), None
+    if cfg.method == "spade":
+        from edgead_export.methods.spade import write_spade
+
+        write_spade(cfg, writer, feats, manifest, log)
+        return graph, None
     groups = tile_groups(feats, cfg.tiling)
     # maps of one image in a bank: every tile's, when all tiles share it
     maps_per_image = cfg.tiling.count if len(groups) == 1 else 1
     if cfg.method == "patchcore":
-        return _write_patchcore(cfg, writer, groups, manifest, maps_per_image)
+        return graph, _write_patchcore(cfg, writer, groups, manifest, maps_per_image)
     _write_padim(cfg, writer, groups, manifest)
-    return [FoldSource(features=f, map_image=np.arange(len(f)) // maps_per_image) for _, f in groups]
+    return graph, [FoldSource(features=f, map_image=np.arange(len(f)) // maps_per_image) for _, f in groups]
 
 
 def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict,
@@ -159,8 +172,8 @@ def resolve_roi(cfg: ExportConfig, fit_paths: list[Path]) -> ExportConfig:
     return cfg.updated(roi=box)
 
 
-def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: list[np.ndarray],
-              defects: list[np.ndarray], fit_paths: list[Path], sources: list[FoldSource]) -> dict:
+def calibrate(cfg: ExportConfig, staging: Path, graph: torch.nn.Module, hold: list[np.ndarray],
+              defects: list[np.ndarray], fit_paths: list[Path], sources: list[FoldSource] | None) -> dict:
     """Per-precision thresholds, parity report and the default precision."""
     report: dict = {"thresholds": {}, "score_stats": {}, "parity": {}}
     scores = {}
@@ -201,7 +214,7 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: PatchFeatureGraph, hold: 
     if not int8_ok:
         log(f"WARNING: INT8 parity failed (spearman {rho:.4f} < {INT8_MIN_SPEARMAN} or AUROC drop "
             f"{drop * 100:.2f} pt > {INT8_MAX_AUROC_DROP * 100:.1f} pt): FP32 stays the default precision")
-    if cfg.target_frr is not None:
+    if cfg.target_frr is not None and sources:
         target_frr_threshold(cfg, staging, report, scores[report["default_precision"]][0], fit_paths, sources,
                              with_defects=bool(defects))
     return report
@@ -268,13 +281,14 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
         "export": cfg.manifest_section(),  # read back by refits (ExportConfig.from_manifest)
     }
     with ArtifactWriter(cfg.out) as writer:
-        sources = write_scorer_files(cfg, writer, feats, manifest)
+        graph, sources = write_scorer_files(cfg, writer, feats, manifest, graph)
         del feats  # (PaDiM's out-of-fold refits keep their features)
         fp32, int8 = writer.path(BACKBONE_FILES["fp32"]), writer.path(BACKBONE_FILES["int8"])
-        export_onnx(graph, cfg.preprocess.input_size, fp32)
+        score_head = cfg.method == "simplenet"
+        export_onnx(graph, cfg.preprocess.input_size, fp32, output_name="scores" if score_head else OUTPUT_NAME)
         calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
                                   batch_size=1, tiling=cfg.tiling))
-        manifest["quantization"] = quantize_int8(fp32, int8, calib)
+        manifest["quantization"] = quantize_int8(fp32, int8, calib, float_prefixes=("/head/",) if score_head else ())
         writer.write_manifest(manifest)
         report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames, fit_paths, sources)
         manifest.update(

@@ -68,6 +68,19 @@ def padim_model_dir(synth_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def simplenet_model_dir(synth_root, tmp_path_factory) -> Path:
+    """A SimpleNet artifact: a short seeded fit (200 steps) that separates the synthetic parts."""
+    return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-simplenet", "simplenet",
+                   simplenet_steps=200, simplenet_batch=512)
+
+
+@pytest.fixture(scope="session")
+def spade_model_dir(synth_root, tmp_path_factory) -> Path:
+    return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-spade", "spade", spade_k=5,
+                   spade_map_images=3)
+
+
+@pytest.fixture(scope="session")
 def topk_int8_model_dir(synth_root, tmp_path_factory) -> Path:
     """PatchCore scored by the mean of the 5 largest patch distances, exported as when INT8 passes
     parity (the FP32 backbone left out): one export for the tests of either."""

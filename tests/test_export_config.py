@@ -24,6 +24,8 @@ EVERY_FIELD = dict(
     photometric="equalize", roi=(0.1, 0.05, 0.8, 0.9), tile_grid=(2, 3), tile_overlap=0.2, tile_merge="max",
     tile_banks="per_tile", coreset=2000, coreset_max=None, proj_dim=None, num_neighbors=5,
     image_score="topk_mean", topk=40, target_dim=96, padim_dim=64, padim_dtype="float32", bank_dtype="float16",
+    simplenet_hidden=64, simplenet_noise=0.05, simplenet_steps=300, simplenet_batch=256, spade_k=10,
+    spade_map_images=2,
     keep_fp32=True, hnsw="yes", holdout=0.2, min_holdout=3, target_frr=0.02, folds=3, fold_order="random", calib_images=16, map_sigma=2.5, seed=7,
     val_defects=Path("/data/defects"), name="line-3", threads=4, tar=True, progress=False,
 )

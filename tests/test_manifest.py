@@ -78,7 +78,7 @@ BROKEN = [
     ("threshold-negative", _set("threshold", -1.5), "threshold: Input should be greater than 0"),
     ("threshold-infinite", _set("threshold", math.inf), "threshold: Input should be a finite number"),
     ("thresholds-zero", _set("thresholds", {"int8": 0.0}), "thresholds: int8: expected a positive finite threshold"),
-    ("method-unknown", _set("method", "knn"), "method: Input should be 'patchcore' or 'padim'"),
+    ("method-unknown", _set("method", "knn"), "method: Input should be 'patchcore', 'padim', 'simplenet' or 'spade'"),
     ("no-method", _drop("method"), "method: Field required"),
     ("feature-dim-list", _set("feature_dim", [152]), "feature_dim: Input should be a valid integer"),
     ("no-backbone", _drop("backbone"), "backbone: Field required"),

@@ -16,10 +16,10 @@ from edgead.synthetic import make_part
 
 def test_registry_knows_every_method_by_its_manifest_name():
     methods = registry.scorer_methods()
-    assert {"patchcore", "padim"} <= set(methods)
+    assert {"patchcore", "padim", "simplenet", "spade"} <= set(methods)
     assert all(cls.method == name for name, cls in methods.items())
-    with pytest.raises(ArtifactError, match=r"m/manifest.json: unknown method 'simplenet'.*padim, patchcore"):
-        registry.scorer_class("simplenet", "m/manifest.json")
+    with pytest.raises(ArtifactError, match=r"m/manifest.json: unknown method 'efficientad'.*padim, patchcore, simplenet, spade"):
+        registry.scorer_class("efficientad", "m/manifest.json")
 
 
 @pytest.mark.parametrize("which, backend", [("demo", "int8"), ("padim_model_dir", "mahalanobis")])
