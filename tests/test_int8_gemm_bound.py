@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgead.scorer.int8_search import Int8Search, quantize_bank
-from edgead.scorer.nn_search import ExactSearch
+from edgead.bank.codes import quantize_bank
+from edgead.scorer.search.int8 import Int8Search
+from edgead.scorer.search.exact import ExactSearch
 
 
 def gemm_and_bound(search: Int8Search, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -68,7 +68,7 @@ import importlib.util
 import sys
 
 assert importlib.util.find_spec("torch") is None, "torch is installed on the Pi side"
-import edgead.cli, edgead.model, edgead.service.app, edgead.scorer.int8_search  # noqa: E401,F401  what the Pi runs
+import edgead.cli, edgead.model, edgead.service.app, edgead.scorer.search.int8  # noqa: E401,F401  what the Pi runs
 
 assert "torch" not in sys.modules, "importing the runtime imported torch"
 assert importlib.util.find_spec("edgead_export") is not None  # shipped, but only reachable with [export]
