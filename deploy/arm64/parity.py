@@ -75,7 +75,7 @@ def score_models(models: list[Path], images: list[Path], threads: int = 1) -> di
         for precision in precisions_of(model_dir):
             model = load_model(model_dir, precision, threads)
             results = {name: model.score(frame, with_map=False) for name, frame in frames.items()}
-            search = getattr(getattr(model.scorer, "search", None), "name", None)
+            search = model.scorer.backend if model.manifest.method == "patchcore" else None
             per_precision[precision] = {
                 # the nearest-neighbour search PatchCore loaded (int8, exact, hnsw); PaDiM has none
                 "search": search,
