@@ -248,3 +248,22 @@ def test_rejects_non_finite_features_and_bad_size():
     x[7, 3] = np.nan
     with pytest.raises(ValueError):
         greedy_coreset(x, 10)
+
+
+def test_grow_bank_adds_only_what_the_bank_does_not_cover():
+    """Folding patches into a bank: covered ones add nothing; uncovered ones join until every new
+    patch is within the radius; max_rows bounds it."""
+    from edgead.fit.scorers import grow_bank
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(200, 16)).astype(np.float32)
+    near = bank[:50] + 0.01 * rng.normal(size=(50, 16)).astype(np.float32)
+    grown, r = grow_bank(bank, near, radius=0.5)
+    assert len(grown) == 200 and r < 0.5
+    far = rng.normal(loc=10.0, size=(300, 16)).astype(np.float32)
+    grown, r = grow_bank(bank, far, radius=0.5)
+    assert len(grown) > 200 and r <= 0.5
+    d = np.sqrt(((far[:, None] - grown[None]) ** 2).sum(-1)).min(1)
+    assert d.max() <= 0.5 + 1e-4
+    capped, r_cap = grow_bank(bank, far, radius=0.5, max_rows=210)
+    assert len(capped) == 210 and r_cap > 0.5

@@ -73,3 +73,35 @@ def tile_groups(feats: np.ndarray, tiling) -> list[tuple[int | None, np.ndarray]
         return [(None, feats)]
     per_image = feats.reshape(-1, tiling.count, *feats.shape[1:])
     return [(t, per_image[:, t]) for t in range(tiling.count)]
+
+
+def grow_bank(bank: np.ndarray, new: np.ndarray, radius: float, max_rows: int | None = None,
+              chunk: int = 4096) -> tuple[np.ndarray, float]:
+    """Fold new good patches into a memory bank: the greedy k-center step continued from the
+    bank's rows as fixed centres, adding the new patch farthest from the bank until every new
+    patch lies within ``radius`` (the bank's own covering radius) or the bank holds ``max_rows``.
+
+    A marked false reject's patches that the bank already covers add nothing; the ones it does
+    not cover join it, so the same part then scores like the training parts. Returns (the grown
+    bank, the new patches' covering radius)."""
+    bank = np.asarray(bank, dtype=np.float32)
+    new = np.ascontiguousarray(new, dtype=np.float32)
+    if len(new) == 0:
+        return bank, 0.0
+    bn = np.einsum("ij,ij->i", bank, bank)
+    nn = np.einsum("ij,ij->i", new, new)
+    d2 = np.empty(len(new), dtype=np.float32)
+    for s in range(0, len(new), chunk):   # squared distance of each new patch to the bank
+        blk = new[s:s + chunk]
+        d2[s:s + chunk] = np.maximum(nn[s:s + chunk, None] - 2.0 * blk @ bank.T + bn[None], 0).min(axis=1)
+    room = len(new) if max_rows is None else max(0, int(max_rows) - len(bank))
+    chosen: list[int] = []
+    r2 = float(radius) ** 2
+    while len(chosen) < room:
+        i = int(np.argmax(d2))
+        if d2[i] <= r2:
+            break
+        chosen.append(i)
+        d2 = np.minimum(d2, np.maximum(nn - 2.0 * new @ new[i] + nn[i], 0))
+    grown = np.concatenate([bank, new[chosen]]) if chosen else bank
+    return grown, float(np.sqrt(d2.max()))
