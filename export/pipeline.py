@@ -15,17 +15,16 @@ from edgead_export.extract import extract_features, load_batches
 from edgead_export.feature_graph import PatchFeatureGraph
 from edgead_export.fit import fit_patchcore, padim_channel_index
 from edgead_export.onnx_export import OUTPUT_NAME, export_onnx, quantize_int8
-from edgead_export.oof import FoldSource, out_of_fold_scores, row_images
 from edgead_export.parity_stats import paired_auroc_drop_se, spearman
 from edgead_export.pseudo_defects import pseudo_defect
 from edgead_export.roi import propose_roi
 
 import edgead
 from edgead.artifact import ArtifactWriter, pack_tar
-from edgead.false_rejects import estimate_at, fold_of, threshold_for_frr
 from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
+from edgead.fit.oof import FoldSource, frr_calibration, row_images
 from edgead.fit.scorers import tile_groups
-from edgead.fit.threshold import choose_threshold, split_holdout  # noqa: F401  (split_holdout: imported from here too)
+from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.manifest import BACKBONE_FILES, MANIFEST, bank_file, scorer_files
 from edgead.metrics_math import auroc
@@ -227,18 +226,13 @@ def target_frr_threshold(cfg: ExportConfig, staging: Path, report: dict, held_ou
     model that did not see it: the training images out of fold, the held-out ones as they are.
     (The other precision keeps the held-out rule: scoring every image twice would double the cost.)"""
     precision = report["default_precision"]
-    folds = min(cfg.folds, len(fit_paths))
     model = InspectionModel(staging, precision=precision, threads=cfg.threads, search="exact")
-    good = np.r_[out_of_fold_scores(model, fit_paths, sources, fold_of(len(fit_paths), folds, cfg.seed, cfg.fold_order)), held_out]
-    if with_defects:
-        est = estimate_at(good, report["thresholds"][precision], cfg.target_frr)
-    else:
-        est = threshold_for_frr(good, cfg.target_frr)
-        report["thresholds"][precision] = est.threshold
-        report["threshold_rule"] = (f"false-reject rate {cfg.target_frr:g} on {len(good)} out-of-sample good scores "
-                                    f"({folds} {cfg.fold_order} folds of the training images out of fold + held-out images; "
-                                    f"{'fp32' if precision == 'int8' else 'int8'}: held-out rule)")
-    report["false_rejects"] = {precision: {**est.as_dict(), "folds": folds, "fold_order": cfg.fold_order}}
+    cal = frr_calibration(model, fit_paths, sources, held_out, precision, cfg.target_frr, cfg.folds,
+                          cfg.fold_order, cfg.seed, report["thresholds"][precision] if with_defects else None)
+    est = cal.estimate
+    if cal.rule is not None:
+        report["thresholds"][precision], report["threshold_rule"] = est.threshold, cal.rule
+    report["false_rejects"] = {precision: cal.record}
     log(f"threshold {est.threshold:.4g} ({precision}): {est.rejected} of {est.good_images} out-of-sample good "
         f"scores above it, expected false-reject rate {est.expected_frr * 100:.1f} % "
         f"(<= {est.frr_upper * 100:.1f} % at {est.confidence * 100:.0f} %)")

@@ -95,7 +95,7 @@ def test_out_of_fold_scores_are_not_in_sample(model_dir, synth_root):
     """A training image scored with its own fold left out scores above its in-sample score."""
     from edgead.images import list_images, read_image
     from edgead.model import InspectionModel
-    from edgead_export.oof import FoldSource, out_of_fold_scores
+    from edgead.fit.oof import FoldSource, out_of_fold_scores
     from edgead.bank.store import load_bank
 
     model = InspectionModel(model_dir, precision="fp32", search="exact")

@@ -30,6 +30,16 @@ def _bank(path: Path) -> np.ndarray:
     return load_bank(path, read_manifest_json(path)["files"])[0]
 
 
+def _same_false_rejects(a, b, rel: float) -> None:
+    """The same false-reject records: counts and fold settings equal, the rates and threshold close."""
+    for p, ra in a.false_rejects.items():
+        rb = b.false_rejects[p]
+        assert (rb.good_images, rb.rejected, rb.folds, rb.fold_order, rb.target_frr, rb.confidence) == \
+            (ra.good_images, ra.rejected, ra.folds, ra.fold_order, ra.target_frr, ra.confidence)
+        assert rb.threshold == pytest.approx(ra.threshold, rel=rel) == b.thresholds[p]
+        assert (rb.expected_frr, rb.frr_upper) == pytest.approx((ra.expected_frr, ra.frr_upper))
+
+
 def test_teach_from_the_export_images_gives_the_exports_model(served, synth_root):
     """Same images, same backbone (the artifact's FP32 graph in onnxruntime vs torch at export):
     the same bank rows and the same thresholds."""
@@ -44,10 +54,13 @@ def test_teach_from_the_export_images_gives_the_exports_model(served, synth_root
     assert np.sqrt(d2.min(1)).max() < 0.01 * np.linalg.norm(exported, axis=1).min()
     a, b = read_manifest(served), read_manifest(res.path)
     assert set(b.thresholds) == set(a.thresholds) == {"fp32", "int8"}
-    # the precision whose threshold rests on out-of-fold scores is compared once teach has them
-    for p in set(a.thresholds) - set(a.false_rejects or {}):
+    # every precision's threshold, the default's from out-of-fold scores for the export's target rate
+    assert a.false_rejects and set(b.false_rejects) == set(a.false_rejects) == {a.default_precision}
+    for p in a.thresholds:
         assert b.thresholds[p] == pytest.approx(a.thresholds[p], rel=1e-4)
-    assert a.false_rejects or b.threshold_rule == a.threshold_rule
+    assert b.threshold == pytest.approx(a.threshold, rel=1e-4)
+    assert b.threshold_rule == a.threshold_rule
+    _same_false_rejects(a, b, rel=1e-4)
     assert b.lineage.parent_version == a.model_version and b.lineage.mode == "new"
     assert b.training_images == a.training_images
 
@@ -138,8 +151,11 @@ def test_padim_refits_from_frames(padim_model_dir, tmp_path, synth_root):
     shutil.copytree(padim_model_dir, padim)
     res = teach(padim, list_images(synth_root / "train" / "good"), mode="new", precision="fp32", threads=2)
     a, b = read_manifest(padim), read_manifest(res.path)
-    for p in set(a.thresholds) - set(a.false_rejects or {}):  # out-of-fold threshold: see above
+    assert a.false_rejects and set(b.false_rejects) == set(a.false_rejects)
+    for p in a.thresholds:
         assert b.thresholds[p] == pytest.approx(a.thresholds[p], rel=1e-3)
+    assert b.threshold_rule == a.threshold_rule
+    _same_false_rejects(a, b, rel=1e-3)
 
 
 def test_cli_teach_list_and_rollback(served, synthetic_images, tmp_path, capsys):

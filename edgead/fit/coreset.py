@@ -132,7 +132,7 @@ def covering_radius(features: np.ndarray, selected: np.ndarray, chunk: int = 819
 # ----------------------------------------------------------------------------- helpers
 
 def _progress_bar(total: int):
-    from tqdm import tqdm   # the workstation's export shows it; teach never asks for one
+    from tqdm import tqdm  # the workstation's export shows it; teach never asks for one
 
     return tqdm(total=total, desc="coreset", unit="row", file=sys.stderr, mininterval=0.5)
 

@@ -2,7 +2,9 @@
 
 ``mode="new"`` refits from the frames alone, exactly as the workstation's export does from the
 same images and backbone: the same seeded hold-out split, the same coreset
-(:mod:`edgead.fit.coreset`), the same threshold rule (:mod:`edgead.fit.threshold`).
+(:mod:`edgead.fit.coreset`), the same thresholds: the held-out rule (:mod:`edgead.fit.threshold`) and,
+for the default precision, the parent's target false-reject rate from out-of-fold scores of every
+training image plus the held-out ones (:mod:`edgead.fit.oof`).
 ``mode="add"`` (folding false rejects back in) joins the frames' patches to the parent's bank and
 re-runs the coreset over both, bounded at the parent's size plus the coreset share of the new
 patches (and ``coreset_max``); the threshold stays the parent's, since a larger bank only lowers
@@ -33,8 +35,10 @@ from edgead.artifact import (
 )
 from edgead.bank.store import load_bank
 from edgead.errors import EdgeadError
+from edgead.false_rejects import DEFAULT_FOLDS
 from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
 from edgead.fit.coreset import coreset_size
+from edgead.fit.oof import FoldSource, frr_calibration, row_images
 from edgead.fit.scorers import select_bank, tile_groups
 from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import read_image
@@ -75,6 +79,9 @@ class _Settings:
     holdout: float
     min_holdout: int
     padim_dtype: str
+    target_frr: float | None
+    folds: int
+    fold_order: str
 
     @classmethod
     def of(cls, m: Manifest) -> "_Settings":
@@ -90,7 +97,10 @@ class _Settings:
             hnsw=e.get("hnsw", "auto"), seed=int(e.get("seed", m.seed)),
             holdout=float(e.get("holdout", 0.1)), min_holdout=int(e.get("min_holdout", 5)),
             padim_dtype=e.get("padim_dtype", (m.padim.model_extra or {}).get("precision_dtype", "float16")
-                              if m.padim else "float16"))
+                              if m.padim else "float16"),
+            # no export section (older artifacts): the held-out rule, as they were exported with
+            target_frr=e.get("target_frr"), folds=int(e.get("folds", DEFAULT_FOLDS)),
+            fold_order=e.get("fold_order", "contiguous"))
 
 
 def new_version_name() -> str:
@@ -137,13 +147,16 @@ def teach(model_path: str | Path, images: list[Path], *, mode: Mode = "new", add
                     progress(stage, done, total)
 
             if parent.method == "patchcore":
-                _fit_patchcore(parent, parent_dir, extractor, fit_paths, mode, s, writer, manifest,
+                sources = _fit_patchcore(parent, parent_dir, extractor, fit_paths, mode, s, writer, manifest,
                                memory_budget_mb, stop, report)
             else:
                 maps: list = []
                 stream_features(extractor, fit_paths, [], False, keep_maps=maps, stop=stop, progress=report)
-                padim = write_padim_gaussians(writer.staging, tile_groups(np.concatenate(maps), parent.tiling),
-                                              s.padim_dtype)
+                groups = tile_groups(np.concatenate(maps), parent.tiling)
+                del maps
+                padim = write_padim_gaussians(writer.staging, groups, s.padim_dtype)
+                per_image = parent.tiling.count if len(groups) == 1 else 1
+                sources = [FoldSource(features=f, map_image=np.arange(len(f)) // per_image) for _, f in groups]
                 manifest["padim"] = {**raw.get("padim", {}), **padim}
                 manifest["bank_size"] = padim["positions"]
             del extractor
@@ -151,7 +164,8 @@ def teach(model_path: str | Path, images: list[Path], *, mode: Mode = "new", add
                 raise TeachCancelled("teach stopped: the served model is unchanged")
             writer.write_manifest(manifest)
             if mode == "new":
-                manifest.update(calibrate(writer.staging, parent, hold, threads, stop))
+                manifest.update(calibrate(writer.staging, parent, hold, threads, stop,
+                                          fit_paths=fit_paths, sources=sources, settings=s))
             path = writer.commit(manifest)
         versions.prune(model_path, keep)
     return TeachResult(name, path, parent_name, mode, len(images), int(manifest["bank_size"]),
@@ -167,6 +181,7 @@ def _manifest(raw: dict, name: str, mode: str, added: str, frames: int, result_i
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if mode == "new":
         m.update(training_images=fit, holdout_images=hold, validation_defect_images=0)
+        m.pop("false_rejects", None)   # the parent's estimate: calibrate sets the new version's own
     else:
         m["training_images"] = int(raw.get("training_images") or 0) + fit
         m["threshold_rule"] = f"kept from {parent} (good frames added to the memory bank)"
@@ -175,7 +190,8 @@ def _manifest(raw: dict, name: str, mode: str, added: str, frames: int, result_i
 
 def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionModel, fit_paths: list[Path],
                    mode: str, s: _Settings, writer: ArtifactWriter, manifest: dict, budget_mb: float,
-                   stop: threading.Event | None, report: Callable[[int], None]) -> None:
+                   stop: threading.Event | None, report: Callable[[int], None]) -> list[FoldSource]:
+    """The bank files; returns what the out-of-fold scorers are built from, per bank (mode new)."""
     tiles = parent.scorer_tiles()
     per_tile = len(tiles) > 1
     d = parent.feature_dim
@@ -196,6 +212,7 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
         pc.update(training_patches=int(sum(sk.rows for sk in sinks)), covering_radius=0.0, coreset_seconds=0.0)
         pc.pop("hnsw", None), pc.pop("hnsw_file", None)
         rows = 0
+        sources = []
         for tile, sink, old in zip(tiles, sinks, olds):
             if stop is not None and stop.is_set():
                 raise TeachCancelled("teach stopped: the served model is unchanged")
@@ -207,6 +224,7 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
                                               num_neighbors=s.num_neighbors, reweighted=s.reweighted,
                                               hnsw=s.hnsw, seed=s.seed)
             rows += bank.shape[0]
+            sources.append(FoldSource(bank=bank, row_image=row_images(fit.indices, h * w, 1 if per_tile else parent.tiling.count)))
             pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
             pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
             if hnsw is not None:
@@ -215,15 +233,20 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
                         "hnsw_crossover_rows": HNSW_CROSSOVER}
         pc["features_on_disk"] = any(sk.on_disk for sk in sinks)
         manifest["patchcore"], manifest["bank_size"] = pc, int(rows)
+        return sources
     finally:
         for sink in sinks:
             sink.close()
 
 
 def calibrate(staging: Path, parent: Manifest, hold: list[Path], threads: int,
-              stop: threading.Event | None = None) -> dict:
-    """Thresholds of every backbone the artifact ships, from the held-out goods (the export's rule)."""
+              stop: threading.Event | None = None, *, fit_paths: list[Path] = (), sources: list[FoldSource] = (),
+              settings: _Settings | None = None) -> dict:
+    """Thresholds of every backbone the artifact ships, by the export's rules: from the held-out
+    goods, and the default precision's for the parent's target false-reject rate (when it set one)
+    from the training images out of fold plus the held-out ones."""
     out: dict = {"thresholds": {}, "score_stats": {}}
+    held_out: dict = {}
     frames = [read_image(p) for p in hold]
     for precision, fname in BACKBONE_FILES.items():
         if fname not in parent.files:
@@ -231,10 +254,19 @@ def calibrate(staging: Path, parent: Manifest, hold: list[Path], threads: int,
         if stop is not None and stop.is_set():
             raise TeachCancelled("teach stopped: the served model is unchanged")
         model = InspectionModel(staging, precision=precision, threads=threads, search="exact")
-        good = np.array([model.score(f, with_map=False).score for f in frames])
+        good = held_out[precision] = np.array([model.score(f, with_map=False).score for f in frames])
         out["thresholds"][precision], out["threshold_rule"] = choose_threshold(good)
         out["score_stats"][precision] = {"good_mean": float(good.mean()), "good_std": float(good.std()),
                                          "good_max": float(good.max())}
     default = parent.default_precision if parent.default_precision in out["thresholds"] else next(iter(out["thresholds"]))
+    s = settings
+    if s is not None and s.target_frr is not None and sources:
+        if stop is not None and stop.is_set():
+            raise TeachCancelled("teach stopped: the served model is unchanged")
+        model = InspectionModel(staging, precision=default, threads=threads, search="exact")
+        cal = frr_calibration(model, list(fit_paths), list(sources), held_out[default], default, s.target_frr,
+                              s.folds, s.fold_order, s.seed)
+        out["thresholds"][default], out["threshold_rule"] = cal.estimate.threshold, cal.rule
+        out["false_rejects"] = {default: cal.record}
     out["threshold"] = out["thresholds"][default]
     return out

@@ -22,7 +22,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgead.artifact import ArtifactWriter, manifest_sha256, read_manifest_json, verify_artifact
+from edgead.artifact import (
+    ArtifactWriter,
+    manifest_sha256,
+    read_manifest_json,
+    verify_artifact,
+)
 from edgead.errors import ArtifactError, EdgeadError
 from edgead.manifest import MANIFEST
 

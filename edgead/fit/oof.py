@@ -6,7 +6,7 @@ rows of the exported memory bank that came from the other folds' images (the ban
 runtime loads it; no coreset is refitted, so a fold's own patches are simply missing, as a new
 part's are); PaDiM: Gaussians refitted on the other folds.  With hundreds of such scores the
 threshold can be set for a false-reject rate (:mod:`edgead.false_rejects`) instead of resting
-on a few dozen held-out images.
+on a few dozen held-out images.  numpy only: the export and the Pi's teach calibrate with it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from edgead_export.fit import fit_padim
 
+from edgead.false_rejects import (
+    FalseRejectEstimate,
+    estimate_at,
+    fold_of,
+    threshold_for_frr,
+)
+from edgead.fit.scorers import fit_padim
 from edgead.images import read_image
 from edgead.model import InspectionModel
 from edgead.scorer.padim import PadimGaussian, PadimScorer
@@ -81,3 +87,32 @@ def out_of_fold_scores(model: InspectionModel, paths: list[Path], sources: list[
                 feats, _, _ = model.features(read_image(paths[i]))
                 scores[i] = model.score_features(feats, with_map=False)[0]
     return scores
+
+
+@dataclass
+class FrrCalibration:
+    """A precision's threshold for a target false-reject rate, from out-of-sample good scores."""
+
+    estimate: FalseRejectEstimate
+    rule: str | None      # None: the threshold was set by another rule (F1 on defects) and kept
+    record: dict          # the manifest's ``false_rejects`` entry of the precision
+
+
+def frr_calibration(model: InspectionModel, fit_paths: list[Path], sources: list[FoldSource],
+                    held_out: np.ndarray, precision: str, target_frr: float, folds: int, fold_order: str,
+                    seed: int, keep_threshold: float | None = None) -> FrrCalibration:
+    """The threshold of ``precision`` (``model``'s) for ``target_frr`` from every good image scored by
+    a model that did not see it: the training images out of fold, the held-out ones as they are.
+    ``keep_threshold``: a threshold set by another rule, whose expected rate is estimated instead."""
+    folds = min(folds, len(fit_paths))
+    good = np.r_[out_of_fold_scores(model, fit_paths, sources, fold_of(len(fit_paths), folds, seed, fold_order)),
+                 held_out]
+    rule = None
+    if keep_threshold is not None:
+        est = estimate_at(good, keep_threshold, target_frr)
+    else:
+        est = threshold_for_frr(good, target_frr)
+        rule = (f"false-reject rate {target_frr:g} on {len(good)} out-of-sample good scores "
+                f"({folds} {fold_order} folds of the training images out of fold + held-out images; "
+                f"{'fp32' if precision == 'int8' else 'int8'}: held-out rule)")
+    return FrrCalibration(est, rule, {**est.as_dict(), "folds": folds, "fold_order": fold_order})
