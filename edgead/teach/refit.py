@@ -5,10 +5,10 @@ same images and backbone: the same seeded hold-out split, the same coreset
 (:mod:`edgead.fit.coreset`), the same thresholds: the held-out rule (:mod:`edgead.fit.threshold`) and,
 for the default precision, the parent's target false-reject rate from out-of-fold scores of every
 training image plus the held-out ones (:mod:`edgead.fit.oof`).
-``mode="add"`` (folding false rejects back in) joins the frames' patches to the parent's bank and
-re-runs the coreset over both, bounded at the parent's size plus the coreset share of the new
-patches (and ``coreset_max``); the threshold stays the parent's, since a larger bank only lowers
-the scores of what it covers.
+``mode="add"`` (folding false rejects back in) adds to the parent's bank the frames' patches that
+it does not already cover within a share of its covering radius (the greedy k-center step continued,
+:func:`edgead.fit.scorers.grow_bank`), bounded by ``coreset_max``; the threshold stays the
+parent's, since a larger bank only lowers the scores of what it covers.
 
 The version is written into the store atomically and is not served until installed
 (:func:`edgead.teach.versions.install`): a failed or stopped teach changes nothing served.
@@ -39,7 +39,7 @@ from edgead.false_rejects import DEFAULT_FOLDS
 from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
 from edgead.fit.coreset import coreset_size
 from edgead.fit.oof import FoldSource, frr_calibration, row_images
-from edgead.fit.scorers import select_bank, tile_groups
+from edgead.fit.scorers import PatchCoreFit, grow_bank, select_bank, tile_groups
 from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import read_image
 from edgead.manifest import BACKBONE_FILES, Manifest, scorer_files
@@ -49,6 +49,11 @@ from edgead.teach import versions
 from edgead.teach.features import RowBuffer, TeachCancelled, stream_features
 
 Mode = Literal["new", "add"]
+# Folded patches farther from the bank than this share of its covering radius join it. The
+# covering radius is the worst-covered training patch's distance, far above a typical one: at the
+# full radius a marked part keeps patches as far out as the worst training patch and can still
+# score above the threshold (seen on the synthetic parts); a quarter brings it among the training parts.
+FOLD_RADIUS_SHARE = 0.25
 DEFAULT_BUDGET_MB = 256
 
 
@@ -126,6 +131,9 @@ def teach(model_path: str | Path, images: list[Path], *, mode: Mode = "new", add
         parent = verify_artifact(parent_dir)
         raw = read_manifest_json(parent_dir)
         s = _Settings.of(parent)
+        if parent.method not in ("patchcore", "padim"):
+            raise EdgeadError(f"teach refits PatchCore and PaDiM models; a {parent.method} model is fitted on a "
+                              "workstation (edgead export)")
         if mode == "new":
             fit_paths, hold = split_holdout(list(images), s.holdout, s.min_holdout, s.seed)
         else:
@@ -209,6 +217,7 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
         stream_features(extractor, fit_paths, sinks, per_tile, stop=stop, progress=report)
         cap = None if s.coreset_max is None else -(-s.coreset_max // len(tiles))
         pc = dict(manifest.get("patchcore") or {})
+        parent_radius = float(pc.get("covering_radius") or 0.0)
         pc.update(training_patches=int(sum(sk.rows for sk in sinks)), covering_radius=0.0, coreset_seconds=0.0)
         pc.pop("hnsw", None), pc.pop("hnsw_file", None)
         rows = 0
@@ -216,10 +225,14 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
         for tile, sink, old in zip(tiles, sinks, olds):
             if stop is not None and stop.is_set():
                 raise TeachCancelled("teach stopped: the served model is unchanged")
-            size: float | int = s.coreset
-            if old is not None:   # bounded: the parent's rows plus the coreset share of the new patches
-                size = len(old) + coreset_size(sink.rows - len(old), s.coreset)
-            fit = select_bank(sink.data, int(size) if old is not None else size, s.proj_dim, s.seed, max_size=cap)
+            if old is not None and parent_radius > 0:
+                fit = _folded(old, sink.data[len(old):], FOLD_RADIUS_SHARE * parent_radius, cap)
+            else:
+                size: float | int = s.coreset
+                if old is not None:   # bounded: the parent's rows plus the coreset share of the new patches
+                    size = len(old) + coreset_size(sink.rows - len(old), s.coreset)
+                fit = select_bank(sink.data, int(size) if old is not None else size, s.proj_dim, s.seed,
+                                  max_size=cap)
             bank, hnsw = write_patchcore_bank(writer.staging, fit.bank, tile, bank_dtype=s.bank_dtype,
                                               num_neighbors=s.num_neighbors, reweighted=s.reweighted,
                                               hnsw=s.hnsw, seed=s.seed)
@@ -237,6 +250,17 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
     finally:
         for sink in sinks:
             sink.close()
+
+
+def _folded(old: np.ndarray, new: np.ndarray, radius: float, cap: int | None) -> PatchCoreFit:
+    """Good frames folded into the parent's bank: their patches that the bank does not cover
+    within ``radius`` join it (the greedy k-center step continued), at most ``cap``
+    rows in all. Re-running the coreset instead would keep only a share of one marked part's
+    patches, and the part would still be rejected."""
+    t0 = time.perf_counter()
+    bank, radius_new = grow_bank(old, np.asarray(new, dtype=np.float32), radius, max_rows=cap)
+    return PatchCoreFit(bank, len(old) + len(new), max(radius, radius_new), time.perf_counter() - t0,
+                        np.arange(len(bank)))
 
 
 def calibrate(staging: Path, parent: Manifest, hold: list[Path], threads: int,
