@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Which PatchCore image score ranks real defects best?  One feature pass, every rule.
+
+    python bench/quality_sweep.py --root ../shared/data --sets magnetic_tile,elpv_poly,deeppcb,casting,bsdata \
+        --sizes 224 [--max-train 0] [--json sweep.json]
+
+Per set and input size: the default backbone's patch features (the export's own feature graph,
+FP32 torch, the runtime's preprocessing) of train/good and test/* are extracted once and cached
+(``--cache``, float16); a memory bank is fitted the export's way (greedy coreset, default ratio
+and projection, seed 0); every test image's patch nearest-neighbour distances are computed once,
+and every image-score rule is evaluated from them:
+
+- ``reweighted``: the paper's reweighted maximum (b = 9 bank neighbours), the current default;
+- ``max``: the largest patch distance;
+- ``topk<k>``: the mean of the k largest patch distances;
+- ``map_max``: the maximum of the anomaly map (bilinear upsampling, Gaussian blur of the
+  export's map sigma), as the runtime draws it.
+
+Honest protocol: the test images of each set are split in two stratified halves (seeded); a rule
+is chosen on half A by worst-case and mean AUROC across the sets, and half B is reported.  The
+threshold per rule comes from out-of-fold scores of the training goods (5 contiguous folds, each
+scored against the bank rows fitted from the other folds' images, as ``export/oof.py`` does) at a
+1 % target false-reject rate; false rejects / good and missed / defective on half B at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgead.evaluate import find_test_images  # noqa: E402
+from edgead.false_rejects import fold_of, threshold_for_frr  # noqa: E402
+from edgead.images import list_images, resolve_train_folder  # noqa: E402
+from edgead.metrics_math import auroc  # noqa: E402
+from edgead.scorer.anomaly_map import upsample_and_smooth  # noqa: E402
+from edgead.scorer.patchcore_bank import softmax_reweight  # noqa: E402
+from edgead_export.config import ExportConfig  # noqa: E402
+from edgead_export.extract import extract_features  # noqa: E402
+from edgead_export.fit import fit_patchcore  # noqa: E402
+from edgead_export.pipeline import build_graph  # noqa: E402
+
+TOPKS = (3, 10, 30)
+
+
+def rule_names() -> list[str]:
+    return ["reweighted", "max"] + [f"topk{k}" for k in TOPKS] + ["map_max"]
+
+
+def cached_features(name: str, size: int, split: str, graph, cfg: ExportConfig, paths: list[Path],
+                    cache: Path) -> np.ndarray:
+    f = cache / f"{name}_{size}_{split}.npy"
+    if f.is_file():
+        feats = np.load(f)
+        if len(feats) == len(paths):
+            return feats
+    t0 = time.perf_counter()
+    feats = extract_features(graph, paths, cfg.preprocess, progress=False).astype(np.float16)
+    np.save(f, feats)
+    print(f"  {name} {size} {split}: {len(paths)} images in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return feats
+
+
+def nearest(patches: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest bank row of each patch: (distance, index)."""
+    bn = (bank * bank).sum(1)
+    dist, idx = [], []
+    for a in range(0, len(patches), chunk):
+        p = patches[a:a + chunk]
+        d2 = (p * p).sum(1, keepdim=True) - 2 * p @ bank.T + bn
+        m, i = d2.min(1)
+        dist.append(m.clamp_min(0).sqrt().numpy())
+        idx.append(i.numpy())
+    return np.concatenate(dist), np.concatenate(idx)
+
+
+def image_scores(feats: np.ndarray, bank: np.ndarray, size: int, sigma: float, b: int = 9) -> dict[str, np.ndarray]:
+    """Every rule's score of each image (N, D, h, w) against ``bank`` (M, D)."""
+    n, d, h, w = feats.shape
+    bank_t = torch.from_numpy(bank)
+    knn = torch.cdist(bank_t, bank_t).topk(min(b, len(bank)), largest=False).indices.numpy()  # itself first
+    out = {r: np.empty(n) for r in rule_names()}
+    for i in range(n):
+        patches = torch.from_numpy(np.ascontiguousarray(feats[i].reshape(d, h * w).T, dtype=np.float32))
+        dist, idx = nearest(patches, bank_t)
+        j = int(np.argmax(dist))
+        support = knn[idx[j]]
+        support = np.concatenate(([idx[j]], support[support != idx[j]]))[:b]
+        to_support = np.linalg.norm(bank[support] - patches[j].numpy(), axis=1)
+        out["reweighted"][i] = softmax_reweight(to_support) * dist[j]
+        top = np.sort(dist)[::-1]
+        out["max"][i] = top[0]
+        for k in TOPKS:
+            out[f"topk{k}"][i] = top[:k].mean()
+        out["map_max"][i] = upsample_and_smooth(dist.reshape(h, w), (size, size), sigma).max()
+    return out
+
+
+def oof_scores(train: np.ndarray, fit_rows: np.ndarray, bank: np.ndarray, size: int, sigma: float,
+               folds: int = 5, every: int = 1) -> dict[str, np.ndarray]:
+    """Out-of-fold scores of the training goods: each fold against the bank rows of the others."""
+    n, _, h, w = train.shape
+    fold = fold_of(n, folds)
+    row_fold = fold[fit_rows // (h * w)]
+    parts = {r: [] for r in rule_names()}
+    for f in range(folds):
+        members = np.flatnonzero(fold == f)[::every]
+        s = image_scores(train[members], bank[row_fold != f], size, sigma)
+        for r in parts:
+            parts[r].append(s[r])
+    return {r: np.concatenate(v) for r, v in parts.items()}
+
+
+def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = np.zeros(len(labels), bool)
+    for cls in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        a[idx[: len(idx) // 2]] = True
+    return a, ~a
+
+
+def run_set(root: Path, name: str, size: int, args) -> dict:
+    cfg = ExportConfig(data=root / name, out=Path("/tmp/unused"), input_size=(size, size))
+    train_paths = list_images(resolve_train_folder(cfg.data))
+    if args.max_train and len(train_paths) > args.max_train:  # evenly spaced, name order kept
+        train_paths = [train_paths[i * len(train_paths) // args.max_train] for i in range(args.max_train)]
+    items = find_test_images(cfg.data)
+    graph, _ = build_graph(cfg, train_paths)
+    train = cached_features(name, size, f"train{len(train_paths)}", graph, cfg, train_paths, args.cache)
+    test = cached_features(name, size, "test", graph, cfg, [t.path for t in items], args.cache)
+    t0 = time.perf_counter()
+    fit = fit_patchcore(train.astype(np.float32), cfg.coreset, cfg.proj_dim, cfg.seed, max_size=cfg.coreset_max)
+    bank = fit.bank
+    t1 = time.perf_counter()
+    scores = image_scores(test, bank, size, cfg.map_sigma)
+    t2 = time.perf_counter()
+    oof = oof_scores(train, fit.indices, bank, size, cfg.map_sigma, every=args.oof_every)
+    t3 = time.perf_counter()
+    print(f"  {name} {size}: bank {bank.shape} ({t1 - t0:.0f} s), test {t2 - t1:.0f} s, oof {t3 - t2:.0f} s",
+          file=sys.stderr)
+    labels = np.array([t.label for t in items])
+    a, b = halves(labels, args.seed)
+    res = {"set": name, "size": size, "train": len(train_paths), "bank_rows": int(len(bank)),
+           "test_good": int((labels == 0).sum()), "test_defective": int((labels == 1).sum()), "rules": {}}
+    for r in rule_names():
+        s = scores[r]
+        thr = threshold_for_frr(oof[r], 0.01).threshold
+        res["rules"][r] = {
+            "auroc_all": auroc(labels, s), "auroc_a": auroc(labels[a], s[a]), "auroc_b": auroc(labels[b], s[b]),
+            "threshold": float(thr), "oof_goods": int(len(oof[r])),
+            "false_rejects_b": int(((s > thr) & b & (labels == 0)).sum()), "good_b": int((b & (labels == 0)).sum()),
+            "missed_b": int(((s <= thr) & b & (labels == 1)).sum()), "defective_b": int((b & (labels == 1)).sum()),
+        }
+    return res
+
+
+def choose(results: list[dict], half: str) -> list[tuple[str, float, float]]:
+    """Rules ranked by (worst-case, mean) AUROC across the sets on ``half``."""
+    rows = []
+    for r in rule_names():
+        v = [res["rules"][r][f"auroc_{half}"] for res in results]
+        rows.append((r, min(v), float(np.mean(v))))
+    return sorted(rows, key=lambda t: (t[1], t[2]), reverse=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--sets", default="magnetic_tile,elpv_poly,deeppcb,casting,bsdata")
+    p.add_argument("--sizes", default="224")
+    p.add_argument("--max-train", type=int, default=0, help="fit on at most this many training images, evenly "
+                                                            "spaced in name order (0: all)")
+    p.add_argument("--oof-every", type=int, default=1, help="score every n-th training image out of fold")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/edgead-quality-cache/feats"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None, help="append one JSON line per set and size")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        for name in args.sets.split(","):
+            res = run_set(args.root, name, size, args)
+            results.append(res)
+            if args.json:
+                with args.json.open("a") as fh:
+                    fh.write(json.dumps(res) + "\n")
+            print(json.dumps({name: {r: round(v["auroc_b"], 3) for r, v in res["rules"].items()}}), file=sys.stderr)
+        sized = [r for r in results if r["size"] == size]
+        for half in ("a", "b"):
+            print(f"size {size}, half {half.upper()}: rules by (worst, mean) AUROC:")
+            for rule, worst, mean in choose(sized, half):
+                print(f"  {rule:12s} worst {worst:.3f} mean {mean:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
