@@ -48,25 +48,35 @@ from edgead_export.extract import extract_features  # noqa: E402
 from edgead_export.fit import fit_patchcore  # noqa: E402
 from edgead_export.pipeline import build_graph  # noqa: E402
 
-TOPKS = (3, 10, 30)
+TOPKS = (3, 10, 30, 60, 100)
 
 
 def rule_names() -> list[str]:
     return ["reweighted", "max"] + [f"topk{k}" for k in TOPKS] + ["map_max"]
 
 
-def cached_features(name: str, size: int, split: str, graph, cfg: ExportConfig, paths: list[Path],
-                    cache: Path) -> np.ndarray:
-    f = cache / f"{name}_{size}_{split}.npy"
-    if f.is_file():
-        feats = np.load(f)
-        if len(feats) == len(paths):
-            return feats
+def cached_features(name: str, size: int, graph, cfg: ExportConfig, paths: list[Path], cache: Path) -> np.ndarray:
+    """(N, D, h, w) float16 features of ``paths``, one cached file per image (any subset reuses them)."""
+    folder = cache / f"{name}_{size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / (str(p.relative_to(cfg.data)).replace("/", "__") + ".npy") for p in paths]
+    todo = [i for i, f in enumerate(files) if not f.is_file()]
     t0 = time.perf_counter()
-    feats = extract_features(graph, paths, cfg.preprocess, progress=False).astype(np.float16)
-    np.save(f, feats)
-    print(f"  {name} {size} {split}: {len(paths)} images in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return feats
+    for a in range(0, len(todo), 32):
+        chunk = todo[a:a + 32]
+        feats = extract_features(graph, [paths[i] for i in chunk], cfg.preprocess).astype(np.float16)
+        for i, f in zip(chunk, feats):
+            np.save(files[i], f)
+    if todo:
+        print(f"  {name} {size}: {len(todo)} images in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return np.stack([np.load(f) for f in files])
+
+
+def evenly(items: list, count: int) -> list:
+    """At most ``count`` of ``items``, evenly spaced in their order (0: all)."""
+    if not count or len(items) <= count:
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
 
 
 def nearest(patches: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -131,12 +141,13 @@ def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def run_set(root: Path, name: str, size: int, args) -> dict:
     cfg = ExportConfig(data=root / name, out=Path("/tmp/unused"), input_size=(size, size))
     train_paths = list_images(resolve_train_folder(cfg.data))
-    if args.max_train and len(train_paths) > args.max_train:  # evenly spaced, name order kept
-        train_paths = [train_paths[i * len(train_paths) // args.max_train] for i in range(args.max_train)]
+    train_paths = evenly(train_paths, args.max_train)
     items = find_test_images(cfg.data)
+    half = args.max_test // 2
+    items = evenly([t for t in items if t.label == 0], half) + evenly([t for t in items if t.label == 1], half)
     graph, _ = build_graph(cfg, train_paths)
-    train = cached_features(name, size, f"train{len(train_paths)}", graph, cfg, train_paths, args.cache)
-    test = cached_features(name, size, "test", graph, cfg, [t.path for t in items], args.cache)
+    train = cached_features(name, size, graph, cfg, train_paths, args.cache)
+    test = cached_features(name, size, graph, cfg, [t.path for t in items], args.cache)
     t0 = time.perf_counter()
     fit = fit_patchcore(train.astype(np.float32), cfg.coreset, cfg.proj_dim, cfg.seed, max_size=cfg.coreset_max)
     bank = fit.bank
@@ -179,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="224")
     p.add_argument("--max-train", type=int, default=0, help="fit on at most this many training images, evenly "
                                                             "spaced in name order (0: all)")
+    p.add_argument("--max-test", type=int, default=0, help="at most this many test images, half good and half "
+                                                           "defective at most, evenly spaced (0: all)")
     p.add_argument("--oof-every", type=int, default=1, help="score every n-th training image out of fold")
     p.add_argument("--cache", type=Path, default=Path("/tmp/edgead-quality-cache/feats"))
     p.add_argument("--seed", type=int, default=0)
