@@ -16,8 +16,11 @@ and every image-score rule is evaluated from them:
 - ``map_max``: the maximum of the anomaly map (bilinear upsampling, Gaussian blur of the
   export's map sigma), as the runtime draws it.
 
-Honest protocol: the test images of each set are split in two stratified halves (seeded); a rule
-is chosen on half A by worst-case and mean AUROC across the sets, and half B is reported.  The
+Honest protocol: the test images of each set are split in two stratified halves (seeded, per
+set); a rule is chosen on half A across the sets, and half B is reported.  Two criteria: (worst
+set, mean) AUROC; and the best mean among rules that lose at most ``GUARD`` on any set against
+the current default (a set at chance for every rule makes the plain worst case a coin toss).
+``--table`` also repeats the split 200 times.  The
 threshold per rule comes from out-of-fold scores of the training goods (5 contiguous folds, each
 scored against the bank rows fitted from the other folds' images, as ``export/oof.py`` does) at a
 1 % target false-reject rate; false rejects / good and missed / defective on half B at it.
@@ -29,6 +32,7 @@ import argparse
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +53,7 @@ from edgead_export.fit import fit_patchcore  # noqa: E402
 from edgead_export.pipeline import build_graph  # noqa: E402
 
 TOPKS = (3, 10, 30, 60, 100)
+GUARD = 0.01  # a rule may lose at most this much AUROC on any set against the default
 
 
 def rule_names() -> list[str]:
@@ -159,9 +164,10 @@ def run_set(root: Path, name: str, size: int, args) -> dict:
     print(f"  {name} {size}: bank {bank.shape} ({t1 - t0:.0f} s), test {t2 - t1:.0f} s, oof {t3 - t2:.0f} s",
           file=sys.stderr)
     labels = np.array([t.label for t in items])
-    a, b = halves(labels, args.seed)
+    a, b = halves(labels, args.seed + zlib.crc32(name.encode()))  # each set its own split
     res = {"set": name, "size": size, "train": len(train_paths), "bank_rows": int(len(bank)),
-           "test_good": int((labels == 0).sum()), "test_defective": int((labels == 1).sum()), "rules": {}}
+           "test_good": int((labels == 0).sum()), "test_defective": int((labels == 1).sum()), "rules": {},
+           "labels": labels.tolist(), "scores": {r: scores[r].tolist() for r in rule_names()}}
     for r in rule_names():
         s = scores[r]
         thr = threshold_for_frr(oof[r], 0.01).threshold
@@ -183,9 +189,73 @@ def choose(results: list[dict], half: str) -> list[tuple[str, float, float]]:
     return sorted(rows, key=lambda t: (t[1], t[2]), reverse=True)
 
 
+def markdown(results: list[dict]) -> str:
+    """Two tables: AUROC per rule and set (half A / half B, mean, worst), and the operating point
+    on half B at the out-of-fold 1 % threshold."""
+    sets = [r["set"] for r in results]
+    head = "| rule | " + " | ".join(sets) + " | mean A / B | worst A / B | worst change vs reweighted A / B |"
+    lines = [head, "|" + "---|" * (len(sets) + 4)]
+    base_a = [r["rules"]["reweighted"]["auroc_a"] for r in results]
+    base_b = [r["rules"]["reweighted"]["auroc_b"] for r in results]
+    for rule in rule_names():
+        a = [r["rules"][rule]["auroc_a"] for r in results]
+        b = [r["rules"][rule]["auroc_b"] for r in results]
+        cells = [f"{x:.3f} / {y:.3f}" for x, y in zip(a, b)]
+        da = min(x - y for x, y in zip(a, base_a))
+        db = min(x - y for x, y in zip(b, base_b))
+        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {np.mean(a):.3f} / {np.mean(b):.3f} | "
+                     f"{min(a):.3f} / {min(b):.3f} | {da:+.3f} / {db:+.3f} |")
+    lines += ["", "| rule | " + " | ".join(sets) + " | pooled |", "|" + "---|" * (len(sets) + 2)]
+    for rule in rule_names():
+        v = [r["rules"][rule] for r in results]
+        cells = [f"{x['false_rejects_b']}/{x['good_b']}, {x['missed_b']}/{x['defective_b']}" for x in v]
+        fr, g = sum(x["false_rejects_b"] for x in v), sum(x["good_b"] for x in v)
+        mi, d = sum(x["missed_b"] for x in v), sum(x["defective_b"] for x in v)
+        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {fr}/{g} ({100 * fr / g:.1f} %), "
+                     f"{mi}/{d} ({100 * mi / d:.0f} %) |")
+    return "\n".join(lines)
+
+
+def repeated_selection(results: list[dict], splits: int = 200, seed: int = 0) -> str:
+    """``splits`` times: every set split in two stratified halves, the rule with the best (worst,
+    mean) AUROC across the sets on A chosen, its mean and worst AUROC on B recorded."""
+    rng = np.random.default_rng(seed)
+    chosen, mean_b, worst_b = {}, [], []
+    guarded, gmean_b, gdelta_b = {}, [], []
+    for _ in range(splits):
+        on_a, on_b = {r: [] for r in rule_names()}, {r: [] for r in rule_names()}
+        for res in results:
+            labels = np.array(res["labels"])
+            a = np.zeros(len(labels), bool)
+            for cls in (0, 1):
+                idx = rng.permutation(np.flatnonzero(labels == cls))
+                a[idx[: len(idx) // 2]] = True
+            for r in rule_names():
+                sc = np.array(res["scores"][r])
+                on_a[r].append(auroc(labels[a], sc[a]))
+                on_b[r].append(auroc(labels[~a], sc[~a]))
+        best = max(rule_names(), key=lambda r: (min(on_a[r]), np.mean(on_a[r])))
+        chosen[best] = chosen.get(best, 0) + 1
+        mean_b.append(np.mean(on_b[best]))
+        worst_b.append(min(on_b[best]))
+        delta_a = {r: min(np.subtract(on_a[r], on_a["reweighted"])) for r in rule_names()}
+        ok = [r for r in rule_names() if delta_a[r] >= -GUARD]
+        pick = max(ok, key=lambda r: np.mean(on_a[r]))
+        guarded[pick] = guarded.get(pick, 0) + 1
+        gmean_b.append(np.mean(on_b[pick]) - np.mean(on_b["reweighted"]))
+        gdelta_b.append(min(np.subtract(on_b[pick], on_b["reweighted"])))
+    picks = ", ".join(f"{r} {n}" for r, n in sorted(chosen.items(), key=lambda t: -t[1]))
+    gpicks = ", ".join(f"{r} {n}" for r, n in sorted(guarded.items(), key=lambda t: -t[1]))
+    return (f"{splits} splits, chosen on A by (worst, mean): {picks}; on B: mean {np.mean(mean_b):.3f} "
+            f"(sd {np.std(mean_b):.3f}), worst {np.mean(worst_b):.3f} (sd {np.std(worst_b):.3f})\n"
+            f"chosen on A by mean among rules no set loses more than {GUARD} with: {gpicks}; on B against "
+            f"reweighted: mean {np.mean(gmean_b):+.3f} (sd {np.std(gmean_b):.3f}), worst set "
+            f"{np.mean(gdelta_b):+.3f} (sd {np.std(gdelta_b):.3f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--root", type=Path)
     p.add_argument("--sets", default="magnetic_tile,elpv_poly,deeppcb,casting,bsdata")
     p.add_argument("--sizes", default="224")
     p.add_argument("--max-train", type=int, default=0, help="fit on at most this many training images, evenly "
@@ -197,7 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="append one JSON line per set and size")
+    p.add_argument("--table", type=Path, default=None, help="print the markdown tables of a --json file and exit")
     args = p.parse_args(argv)
+    if args.table:
+        results = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
+        print(markdown(results))
+        if all("scores" in r for r in results):
+            print()
+            print(repeated_selection(results))
+            print("whole test folder, AUROC: " + "; ".join(
+                f"{rule} mean {np.mean([r['rules'][rule]['auroc_all'] for r in results]):.3f} worst "
+                f"{min(r['rules'][rule]['auroc_all'] for r in results):.3f}" for rule in rule_names()))
+        return 0
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     results = []
