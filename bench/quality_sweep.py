@@ -134,8 +134,8 @@ def oof_scores(train: np.ndarray, fit_rows: np.ndarray, bank: np.ndarray, size: 
     return {r: np.concatenate(v) for r, v in parts.items()}
 
 
-def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
+def halves(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two stratified halves (A, B) of the test images, as boolean masks."""
     a = np.zeros(len(labels), bool)
     for cls in (0, 1):
         idx = rng.permutation(np.flatnonzero(labels == cls))
@@ -164,7 +164,7 @@ def run_set(root: Path, name: str, size: int, args) -> dict:
     print(f"  {name} {size}: bank {bank.shape} ({t1 - t0:.0f} s), test {t2 - t1:.0f} s, oof {t3 - t2:.0f} s",
           file=sys.stderr)
     labels = np.array([t.label for t in items])
-    a, b = halves(labels, args.seed + zlib.crc32(name.encode()))  # each set its own split
+    a, b = halves(labels, np.random.default_rng(args.seed + zlib.crc32(name.encode())))  # each set its own split
     res = {"set": name, "size": size, "train": len(train_paths), "bank_rows": int(len(bank)),
            "test_good": int((labels == 0).sum()), "test_defective": int((labels == 1).sum()), "rules": {},
            "labels": labels.tolist(), "scores": {r: scores[r].tolist() for r in rule_names()}}
@@ -226,10 +226,7 @@ def repeated_selection(results: list[dict], splits: int = 200, seed: int = 0) ->
         on_a, on_b = {r: [] for r in rule_names()}, {r: [] for r in rule_names()}
         for res in results:
             labels = np.array(res["labels"])
-            a = np.zeros(len(labels), bool)
-            for cls in (0, 1):
-                idx = rng.permutation(np.flatnonzero(labels == cls))
-                a[idx[: len(idx) // 2]] = True
+            a = halves(labels, rng)[0]
             for r in rule_names():
                 sc = np.array(res["scores"][r])
                 on_a[r].append(auroc(labels[a], sc[a]))
