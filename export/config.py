@@ -68,7 +68,8 @@ class Option:
     back (default: the text as it is, validated by the field's type, and ``str``); ``legacy``:
     the dotted manifest path where exports without an ``export`` section recorded the value;
     ``stored``: the field describes the model and goes into the manifest (run settings such as
-    the data folder or the thread count do not)."""
+    the data folder or the thread count do not); ``unrecorded``: the value an older manifest
+    that did not record the setting was served with, where that differs from today's default."""
 
     flag: str | None = None
     spec: str | None = None
@@ -77,6 +78,7 @@ class Option:
     legacy: str | None = None
     stored: bool = True
     metavar: str | None = None
+    unrecorded: Any = None  # what a manifest without the ``legacy`` path meant (the runtime's reading)
 
 
 # -- the configuration --------------------------------------------------------------------------
@@ -131,12 +133,13 @@ class ExportConfig(BaseModel):
         128, description="random projection dimensions of the coreset selection (0: none)")
     num_neighbors: Annotated[int, Option(flag="--neighbors", legacy="patchcore.num_neighbors")] = Field(
         9, description="b, bank neighbours of the reweighted image score")
-    image_score: Annotated[ImageScoreRuleName, Option(spec="score", legacy="patchcore.image_score.rule")] = Field(
-        "reweighted", description="PatchCore image score: the paper's reweighted maximum, or the mean of the "
-                                  "--topk largest patch distances (SimpleNet: reweighted means the maximum of the "
-                                  "smoothed map)")
+    image_score: Annotated[ImageScoreRuleName, Option(spec="score", legacy="patchcore.image_score.rule",
+                                                      unrecorded="reweighted")] = Field(
+        "topk_mean", description="PatchCore image score: the mean of the --topk largest patch distances, or the "
+                                 "paper's reweighted maximum (ranks real defects lower on the measured sets); SimpleNet: the same "
+                                 "over its patch scores, reweighted meaning the maximum of the smoothed map")
     topk: Annotated[int, Option(legacy="patchcore.image_score.k")] = Field(
-        10, description="k of --image-score topk_mean")
+        60, description="k of --image-score topk_mean (60 of the 784 patches at 224 px)")
     target_dim: Annotated[int | None, Option(legacy="backbone.target_dim")] = Field(
         None, description="reduce patch features to this dimension (adaptive channel pooling)")
     padim_dim: Annotated[int, Option(legacy="padim.d")] = Field(100, description="PaDiM: random channels d")
@@ -317,9 +320,12 @@ class ExportConfig(BaseModel):
             recorded = manifest.model_dump(mode="json", exclude_unset=True)
             section = {}
             for field in stored_fields():
-                found, value = _lookup(recorded, option_of(field).legacy)
+                option = option_of(field)
+                found, value = _lookup(recorded, option.legacy)
                 if found:
                     section[field] = value
+                elif option.legacy and option.unrecorded is not None:
+                    section[field] = option.unrecorded
         return _validated({**section, **run}, "the manifest's export section")
 
 

@@ -58,8 +58,10 @@ def _export(synth_root: Path, out: Path, method: str, **kw) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(synth_root, tmp_path_factory) -> Path:
-    """A PatchCore artifact (Lite0, 128 px) exported from the synthetic good parts."""
-    return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-patchcore", "patchcore")
+    """A PatchCore artifact (Lite0, 128 px) exported from the synthetic good parts, scored by the
+    paper's reweighted maximum (the tests of the default rule, top-k mean, use topk_int8_model_dir)."""
+    return _export(synth_root, tmp_path_factory.mktemp("models") / "washer-patchcore", "patchcore",
+                   image_score="reweighted")
 
 
 @pytest.fixture(scope="session")

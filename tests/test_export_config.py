@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgead.demo import DEMO_MODEL
@@ -23,7 +24,7 @@ EVERY_FIELD = dict(
     taps=[2, 4, "s8"], input_size=(256, 320), resize_mode="letterbox", interpolation="linear",
     photometric="equalize", roi=(0.1, 0.05, 0.8, 0.9), tile_grid=(2, 3), tile_overlap=0.2, tile_merge="max",
     tile_banks="per_tile", coreset=2000, coreset_max=None, proj_dim=None, num_neighbors=5,
-    image_score="topk_mean", topk=40, target_dim=96, padim_dim=64, padim_dtype="float32", bank_dtype="float16",
+    image_score="reweighted", topk=40, target_dim=96, padim_dim=64, padim_dtype="float32", bank_dtype="float16",
     simplenet_hidden=64, simplenet_noise=0.05, simplenet_steps=300, simplenet_batch=256, spade_k=10,
     spade_map_images=2,
     keep_fp32=True, hnsw="yes", holdout=0.2, min_holdout=3, target_frr=0.02, folds=3, fold_order="random", calib_images=16, map_sigma=2.5, seed=7,
@@ -119,3 +120,23 @@ def test_export_cli_refuses_bad_values_with_the_option(tmp_path, capsys):
                            (["--holdout", "x"], "--holdout: Input should be a valid number")):
         assert cli_main(["export", "--data", str(tmp_path), "--out", str(tmp_path / "o"), *argv]) == 2
         assert expected in capsys.readouterr().err
+
+
+def test_default_export_writes_the_top_k_mean_image_score(tmp_path):
+    """The default image score (chosen on the real development sets, docs/benchmarks.md "Image
+    score rule") is what an export with no --image-score writes into the manifest; an older
+    manifest that recorded no rule still reads back as the reweighted maximum it was served with."""
+    from edgead.artifact import ArtifactWriter
+    from edgead_export.pipeline import write_scorer_files
+
+    cfg = ExportConfig(data=tmp_path, out=tmp_path / "model", progress=False)
+    assert (cfg.image_score, cfg.topk) == ("topk_mean", 60)
+    feats = np.random.default_rng(0).normal(size=(4, 8, 4, 4)).astype(np.float32)
+    manifest: dict = {}
+    with ArtifactWriter(cfg.out) as writer:
+        write_scorer_files(cfg, writer, feats, manifest)
+        staged = {p.name for p in writer.staging.iterdir()}
+    assert manifest["patchcore"]["image_score"] == {"rule": "topk_mean", "k": 60}
+    assert not any(name.endswith("knn.npy") for name in staged)  # no support sets for the top-k mean
+    legacy = parse_manifest(json.loads((DEMO_MODEL / "manifest.json").read_text()))
+    assert ExportConfig.from_manifest(legacy, data=Path("d"), out=Path("o")).image_score == "reweighted"
