@@ -134,7 +134,7 @@ def test_default_export_writes_the_top_k_mean_image_score(tmp_path):
     feats = np.random.default_rng(0).normal(size=(4, 8, 4, 4)).astype(np.float32)
     manifest: dict = {}
     with ArtifactWriter(cfg.out) as writer:
-        write_scorer_files(cfg, writer, feats, manifest)
+        write_scorer_files(cfg, writer, feats, manifest, graph=None)
         staged = {p.name for p in writer.staging.iterdir()}
     assert manifest["patchcore"]["image_score"] == {"rule": "topk_mean", "k": 60}
     assert not any(name.endswith("knn.npy") for name in staged)  # no support sets for the top-k mean

@@ -35,7 +35,7 @@ def test_simplenet_artifact_is_one_graph_without_a_bank(simplenet_model_dir):
     assert m["method"] == "simplenet" and m["bank_size"] == 0
     assert set(m["files"]) == {"backbone.onnx", "backbone.int8.onnx"}
     sn = m["simplenet"]
-    assert sn["hidden"] == 128 and sn["image_score"] == {"rule": "max"}
+    assert sn["hidden"] == 128 and sn["image_score"] == {"rule": "topk_mean", "k": 60}  # the default rule
     assert sn["head_macs"] < 0.25 * sn["backbone_macs"]
     assert m["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
     graph = onnx.load(str(simplenet_model_dir / "backbone.onnx")).graph

@@ -80,7 +80,8 @@ def test_add_grows_the_bank_boundedly_and_keeps_the_threshold(served, synthetic_
     res = teach(served, synthetic_images["good"][:3], mode="add", result_ids=[4, 7], added="results 4, 7")
     child = read_manifest(res.path)
     h, w = parent.backbone.feature_grid
-    assert parent.bank_size < child.bank_size <= parent.bank_size + int(round(0.1 * 3 * h * w)) + 1
+    # the frames' patches farther out than the bank's rows lie apart join it, the rest add nothing
+    assert parent.bank_size < child.bank_size < parent.bank_size + 3 * h * w
     assert child.threshold == parent.threshold and child.thresholds == parent.thresholds
     assert child.lineage.result_ids == [4, 7] and child.lineage.added == "results 4, 7"
     assert manifest_sha256(served) == manifest_sha256(versions.store_dir(served) / parent.model_version)

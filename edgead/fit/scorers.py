@@ -105,3 +105,16 @@ def grow_bank(bank: np.ndarray, new: np.ndarray, radius: float, max_rows: int | 
         d2 = np.minimum(d2, np.maximum(nn - 2.0 * new @ new[i] + nn[i], 0))
     grown = np.concatenate([bank, new[chosen]]) if chosen else bank
     return grown, float(np.sqrt(d2.max()))
+
+
+def bank_spacing(bank: np.ndarray, sample: int = 2048, seed: int = 0) -> float:
+    """Median distance from a bank row to its nearest other row (on a seeded sample of rows): how
+    far apart the bank's rows typically are, the scale at which a new patch counts as covered."""
+    bank = np.asarray(bank, dtype=np.float32)
+    if len(bank) < 2:
+        return 0.0
+    rows = np.random.default_rng(seed).choice(len(bank), size=min(sample, len(bank)), replace=False)
+    q = bank[rows]
+    d2 = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * q @ bank.T + np.einsum("ij,ij->i", bank, bank)[None]
+    d2[np.arange(len(rows)), rows] = np.inf
+    return float(np.sqrt(np.maximum(np.median(d2.min(axis=1)), 0.0)))

@@ -5,9 +5,9 @@ same images and backbone: the same seeded hold-out split, the same coreset
 (:mod:`edgead.fit.coreset`), the same thresholds: the held-out rule (:mod:`edgead.fit.threshold`) and,
 for the default precision, the parent's target false-reject rate from out-of-fold scores of every
 training image plus the held-out ones (:mod:`edgead.fit.oof`).
-``mode="add"`` (folding false rejects back in) adds to the parent's bank the frames' patches that
-it does not already cover within a share of its covering radius (the greedy k-center step continued,
-:func:`edgead.fit.scorers.grow_bank`), bounded by ``coreset_max``; the threshold stays the
+``mode="add"`` (folding false rejects back in) adds to the parent's bank the frames' patches
+that lie farther from it than half the distance its rows typically lie apart (the greedy
+k-center step continued, :func:`edgead.fit.scorers.grow_bank`), bounded by ``coreset_max``; the threshold stays the
 parent's, since a larger bank only lowers the scores of what it covers.
 
 The version is written into the store atomically and is not served until installed
@@ -39,7 +39,13 @@ from edgead.false_rejects import DEFAULT_FOLDS
 from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
 from edgead.fit.coreset import coreset_size
 from edgead.fit.oof import FoldSource, frr_calibration, row_images
-from edgead.fit.scorers import PatchCoreFit, grow_bank, select_bank, tile_groups
+from edgead.fit.scorers import (
+    PatchCoreFit,
+    bank_spacing,
+    grow_bank,
+    select_bank,
+    tile_groups,
+)
 from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import read_image
 from edgead.manifest import BACKBONE_FILES, Manifest, scorer_files
@@ -49,11 +55,6 @@ from edgead.teach import versions
 from edgead.teach.features import RowBuffer, TeachCancelled, stream_features
 
 Mode = Literal["new", "add"]
-# Folded patches farther from the bank than this share of its covering radius join it. The
-# covering radius is the worst-covered training patch's distance, far above a typical one: at the
-# full radius a marked part keeps patches as far out as the worst training patch and can still
-# score above the threshold (seen on the synthetic parts); a quarter brings it among the training parts.
-FOLD_RADIUS_SHARE = 0.25
 DEFAULT_BUDGET_MB = 256
 
 
@@ -217,7 +218,6 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
         stream_features(extractor, fit_paths, sinks, per_tile, stop=stop, progress=report)
         cap = None if s.coreset_max is None else -(-s.coreset_max // len(tiles))
         pc = dict(manifest.get("patchcore") or {})
-        parent_radius = float(pc.get("covering_radius") or 0.0)
         pc.update(training_patches=int(sum(sk.rows for sk in sinks)), covering_radius=0.0, coreset_seconds=0.0)
         pc.pop("hnsw", None), pc.pop("hnsw_file", None)
         rows = 0
@@ -225,8 +225,8 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
         for tile, sink, old in zip(tiles, sinks, olds):
             if stop is not None and stop.is_set():
                 raise TeachCancelled("teach stopped: the served model is unchanged")
-            if old is not None and parent_radius > 0:
-                fit = _folded(old, sink.data[len(old):], FOLD_RADIUS_SHARE * parent_radius, cap)
+            if old is not None:
+                fit = _folded(old, sink.data[len(old):], cap)
             else:
                 size: float | int = s.coreset
                 if old is not None:   # bounded: the parent's rows plus the coreset share of the new patches
@@ -252,12 +252,16 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
             sink.close()
 
 
-def _folded(old: np.ndarray, new: np.ndarray, radius: float, cap: int | None) -> PatchCoreFit:
-    """Good frames folded into the parent's bank: their patches that the bank does not cover
-    within ``radius`` join it (the greedy k-center step continued), at most ``cap``
-    rows in all. Re-running the coreset instead would keep only a share of one marked part's
-    patches, and the part would still be rejected."""
+def _folded(old: np.ndarray, new: np.ndarray, cap: int | None) -> PatchCoreFit:
+    """Good frames folded into the parent's bank: their patches farther from the bank than half
+    the distance its rows typically lie apart (:func:`bank_spacing`) join it, farthest first (the greedy
+    k-center step continued), at most ``cap`` rows in all. The bank's covering radius is its
+    worst-covered training patch: a marked part left that far out can still score above the
+    threshold, and re-running the coreset would keep only a share of its patches. At the full
+    typical spacing a marked part of a new variant was still rejected (tests/test_teach_e2e.py);
+    the price of half is a larger bank for each folded frame, bounded by ``cap``."""
     t0 = time.perf_counter()
+    radius = 0.5 * bank_spacing(old)
     bank, radius_new = grow_bank(old, np.asarray(new, dtype=np.float32), radius, max_rows=cap)
     return PatchCoreFit(bank, len(old) + len(new), max(radius, radius_new), time.perf_counter() - t0,
                         np.arange(len(bank)))
