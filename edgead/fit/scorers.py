@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgead.fit.coreset import coreset_size, greedy_coreset
+from edgead.scorer.search.base import direct_distances
+from edgead.scorer.search.exact import ExactSearch
 
 
 @dataclass
@@ -75,11 +77,11 @@ def tile_groups(feats: np.ndarray, tiling) -> list[tuple[int | None, np.ndarray]
     return [(t, per_image[:, t]) for t in range(tiling.count)]
 
 
-def grow_bank(bank: np.ndarray, new: np.ndarray, radius: float, max_rows: int | None = None,
-              chunk: int = 4096) -> tuple[np.ndarray, float]:
+def grow_bank(bank: np.ndarray, new: np.ndarray, radius: float,
+              max_rows: int | None = None) -> tuple[np.ndarray, float]:
     """Fold new good patches into a memory bank: the greedy k-center step continued from the
     bank's rows as fixed centres, adding the new patch farthest from the bank until every new
-    patch lies within ``radius`` (the bank's own covering radius) or the bank holds ``max_rows``.
+    patch lies within ``radius`` or the bank holds ``max_rows``.
 
     A marked false reject's patches that the bank already covers add nothing; the ones it does
     not cover join it, so the same part then scores like the training parts. Returns (the grown
@@ -88,23 +90,17 @@ def grow_bank(bank: np.ndarray, new: np.ndarray, radius: float, max_rows: int | 
     new = np.ascontiguousarray(new, dtype=np.float32)
     if len(new) == 0:
         return bank, 0.0
-    bn = np.einsum("ij,ij->i", bank, bank)
-    nn = np.einsum("ij,ij->i", new, new)
-    d2 = np.empty(len(new), dtype=np.float32)
-    for s in range(0, len(new), chunk):   # squared distance of each new patch to the bank
-        blk = new[s:s + chunk]
-        d2[s:s + chunk] = np.maximum(nn[s:s + chunk, None] - 2.0 * blk @ bank.T + bn[None], 0).min(axis=1)
+    dist = ExactSearch(bank).query(new, k=1)[0][:, 0]   # each new patch's distance to the bank
     room = len(new) if max_rows is None else max(0, int(max_rows) - len(bank))
     chosen: list[int] = []
-    r2 = float(radius) ** 2
     while len(chosen) < room:
-        i = int(np.argmax(d2))
-        if d2[i] <= r2:
+        i = int(np.argmax(dist))
+        if dist[i] <= radius:
             break
         chosen.append(i)
-        d2 = np.minimum(d2, np.maximum(nn - 2.0 * new @ new[i] + nn[i], 0))
+        np.minimum(dist, direct_distances(new[i], new), out=dist)
     grown = np.concatenate([bank, new[chosen]]) if chosen else bank
-    return grown, float(np.sqrt(d2.max()))
+    return grown, float(dist.max())
 
 
 def bank_spacing(bank: np.ndarray, sample: int = 2048, seed: int = 0) -> float:
@@ -114,7 +110,5 @@ def bank_spacing(bank: np.ndarray, sample: int = 2048, seed: int = 0) -> float:
     if len(bank) < 2:
         return 0.0
     rows = np.random.default_rng(seed).choice(len(bank), size=min(sample, len(bank)), replace=False)
-    q = bank[rows]
-    d2 = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * q @ bank.T + np.einsum("ij,ij->i", bank, bank)[None]
-    d2[np.arange(len(rows)), rows] = np.inf
-    return float(np.sqrt(np.maximum(np.median(d2.min(axis=1)), 0.0)))
+    nearest = ExactSearch(bank).query(bank[rows], k=2)[0][:, 1]   # the first is the row itself
+    return float(np.median(nearest))
