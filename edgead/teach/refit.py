@@ -37,7 +37,6 @@ from edgead.bank.store import load_bank
 from edgead.errors import EdgeadError
 from edgead.false_rejects import DEFAULT_FOLDS
 from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
-from edgead.fit.coreset import coreset_size
 from edgead.fit.oof import FoldSource, frr_calibration, row_images
 from edgead.fit.scorers import (
     PatchCoreFit,
@@ -228,11 +227,7 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
             if old is not None:
                 fit = _folded(old, sink.data[len(old):], cap)
             else:
-                size: float | int = s.coreset
-                if old is not None:   # bounded: the parent's rows plus the coreset share of the new patches
-                    size = len(old) + coreset_size(sink.rows - len(old), s.coreset)
-                fit = select_bank(sink.data, int(size) if old is not None else size, s.proj_dim, s.seed,
-                                  max_size=cap)
+                fit = select_bank(sink.data, s.coreset, s.proj_dim, s.seed, max_size=cap)
             bank, hnsw = write_patchcore_bank(writer.staging, fit.bank, tile, bank_dtype=s.bank_dtype,
                                               num_neighbors=s.num_neighbors, reweighted=s.reweighted,
                                               hnsw=s.hnsw, seed=s.seed)
