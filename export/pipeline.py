@@ -21,15 +21,19 @@ from edgead_export.roi import propose_roi
 
 import edgead
 from edgead.artifact import ArtifactWriter, pack_tar
-from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
-from edgead.fit.oof import FoldSource, frr_calibration, row_images
+from edgead.fit.bank_files import (
+    add_patchcore_bank,
+    record_search,
+    write_padim_gaussians,
+)
+from edgead.fit.oof import FoldSource, frr_calibration
 from edgead.fit.scorers import tile_groups
 from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.manifest import BACKBONE_FILES, MANIFEST, bank_file, scorer_files
 from edgead.metrics_math import auroc
 from edgead.model import InspectionModel
-from edgead.scorer.search.registry import HNSW_CROSSOVER, choose_backend
+from edgead.scorer.search.registry import HNSW_CROSSOVER
 from edgead.tiling import frame_inputs
 
 ROI_SAMPLE_IMAGES = 64        # training images --roi auto looks at
@@ -126,24 +130,19 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
     sources = []
     for tile, feats in groups:
         fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
-        bank, hnsw = write_patchcore_bank(writer.staging, fit.bank, tile, bank_dtype=cfg.bank_dtype,
-                                          num_neighbors=cfg.num_neighbors, reweighted=cfg.image_score == "reweighted",
-                                          hnsw=cfg.hnsw, seed=cfg.seed)
-        rows += bank.shape[0]
-        sources.append(FoldSource(bank=bank, row_image=row_images(fit.indices, feats.shape[2] * feats.shape[3],
-                                                                  maps_per_image)))
-        pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
-        pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
+        source = add_patchcore_bank(writer.staging, pc, fit, tile, bank_dtype=cfg.bank_dtype,
+                                    num_neighbors=cfg.num_neighbors, reweighted=cfg.image_score == "reweighted",
+                                    hnsw=cfg.hnsw, seed=cfg.seed, patches_per_map=feats.shape[2] * feats.shape[3],
+                                    maps_per_image=maps_per_image)
+        sources.append(source)
+        rows += source.bank.shape[0]
         name = bank_file(cfg.bank_dtype, scorer_files("patchcore", tile)["tag"])
-        log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {bank.shape[0]} x {bank.shape[1]} "
+        log(f"memory bank{'' if tile is None else f' (tile {tile})'}: {source.bank.shape[0]} x {source.bank.shape[1]} "
             f"({writer.path(name).stat().st_size / 1e6:.2f} MB {cfg.bank_dtype}), covering radius {fit.covering_radius:.4f}, "
             f"coreset {fit.coreset_seconds:.1f} s")
-        if hnsw is not None:
-            pc["hnsw"], pc["hnsw_file"] = hnsw, "links-only"
     manifest["bank_size"] = int(rows)
     per_bank = rows // len(groups)
-    pc["search"] = {"auto": choose_backend(per_bank, "hnsw" in pc, cfg.bank_dtype == "int8"),
-                    "hnsw_crossover_rows": HNSW_CROSSOVER}
+    record_search(pc, per_bank, cfg.bank_dtype)
     log(f"nearest-neighbour search (auto): {pc['search']['auto']} ({per_bank} rows per bank; hnsw above "
         f"{HNSW_CROSSOVER} rows, measured crossover)")
     return sources

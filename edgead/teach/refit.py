@@ -36,8 +36,12 @@ from edgead.artifact import (
 from edgead.bank.store import load_bank
 from edgead.errors import EdgeadError
 from edgead.false_rejects import DEFAULT_FOLDS
-from edgead.fit.bank_files import write_padim_gaussians, write_patchcore_bank
-from edgead.fit.oof import FoldSource, frr_calibration, row_images
+from edgead.fit.bank_files import (
+    add_patchcore_bank,
+    record_search,
+    write_padim_gaussians,
+)
+from edgead.fit.oof import FoldSource, frr_calibration
 from edgead.fit.scorers import (
     PatchCoreFit,
     bank_spacing,
@@ -49,7 +53,6 @@ from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import read_image
 from edgead.manifest import BACKBONE_FILES, Manifest, scorer_files
 from edgead.model import InspectionModel
-from edgead.scorer.search.registry import HNSW_CROSSOVER, choose_backend
 from edgead.teach import versions
 from edgead.teach.features import RowBuffer, TeachCancelled, stream_features
 
@@ -228,17 +231,13 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
                 fit = _folded(old, sink.data[len(old):], cap)
             else:
                 fit = select_bank(sink.data, s.coreset, s.proj_dim, s.seed, max_size=cap)
-            bank, hnsw = write_patchcore_bank(writer.staging, fit.bank, tile, bank_dtype=s.bank_dtype,
-                                              num_neighbors=s.num_neighbors, reweighted=s.reweighted,
-                                              hnsw=s.hnsw, seed=s.seed)
-            rows += bank.shape[0]
-            sources.append(FoldSource(bank=bank, row_image=row_images(fit.indices, h * w, 1 if per_tile else parent.tiling.count)))
-            pc["covering_radius"] = max(pc["covering_radius"], fit.covering_radius)
-            pc["coreset_seconds"] = round(pc["coreset_seconds"] + fit.coreset_seconds, 2)
-            if hnsw is not None:
-                pc["hnsw"], pc["hnsw_file"] = hnsw, "links-only"
-        pc["search"] = {"auto": choose_backend(rows // len(tiles), "hnsw" in pc, s.bank_dtype == "int8"),
-                        "hnsw_crossover_rows": HNSW_CROSSOVER}
+            source = add_patchcore_bank(writer.staging, pc, fit, tile, bank_dtype=s.bank_dtype,
+                                        num_neighbors=s.num_neighbors, reweighted=s.reweighted, hnsw=s.hnsw,
+                                        seed=s.seed, patches_per_map=h * w,
+                                        maps_per_image=1 if per_tile else parent.tiling.count)
+            sources.append(source)
+            rows += source.bank.shape[0]
+        record_search(pc, rows // len(tiles), s.bank_dtype)
         pc["features_on_disk"] = any(sk.on_disk for sk in sinks)
         manifest["patchcore"], manifest["bank_size"] = pc, int(rows)
         return sources
