@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 from service_harness import FakeModel, png_bytes, serve, solid
 
 from edgead.service.app import create_app
 from edgead.service.config import EdgeadConfig
+from edgead.synthetic import make_part
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
@@ -49,9 +53,9 @@ def browser():
         b.close()
 
 
-@pytest.fixture()
-def page(browser, station):
-    url, _ = station
+@contextmanager
+def guarded_page(browser, url: str):
+    """A desktop page that may fetch only from the daemon at ``url``."""
     host = urlparse(url).netloc
     context = browser.new_context(viewport={"width": 1366, "height": 768})
     page = context.new_page()
@@ -69,6 +73,12 @@ def page(browser, station):
     yield page
     context.close()
     assert outside == [], f"the page asked for addresses off this machine: {outside}"
+
+
+@pytest.fixture()
+def page(browser, station):
+    with guarded_page(browser, station[0]) as p:
+        yield p
 
 
 def shot(page, name: str) -> None:
@@ -162,3 +172,63 @@ def test_page_is_served_offline_and_small(station):
     assert total < 64 * 1024  # the whole page, for a Pi on a plant network
     assert client.get("/ui/../manifest.json").status_code == 404
     assert client.get("/").json()["ui"] == "/"  # API clients still get JSON
+
+
+@pytest.fixture(scope="module")
+def teach_station(model_dir, tmp_path_factory):
+    """A daemon serving a copy of the steel-washer model with teaching on."""
+    root = tmp_path_factory.mktemp("ui-teach")
+    model = root / "model"
+    shutil.copytree(model_dir, model)
+    config = EdgeadConfig(server={"token": TOKEN}, model={"path": str(model)},
+                          inspection={"data_dir": str(root / "data")}, teach={"enabled": True})
+    with serve(create_app(config, source=None)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield url, client
+
+
+@pytest.mark.slow
+def test_reject_marked_good_then_rolled_back_from_the_page(browser, teach_station):
+    url, client = teach_station
+    with guarded_page(browser, url) as page:
+        _mark_good_then_roll_back(page, url, client)
+
+
+def _mark_good_then_roll_back(page, url: str, client: httpx.Client) -> None:
+    brass = cv2.imencode(".png", make_part(np.random.default_rng(7), 128, None, "brass")[0])[1].tobytes()
+
+    def decide() -> dict:
+        r = client.post("/score", content=brass, headers={"Content-Type": "image/png", **AUTH})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = decide()
+    assert first["decision"] == "reject"  # a good part of a new variant: a false reject
+    original = client.get("/model").json()["version"]
+
+    page.goto(url + f"/#/results/{first['id']}")
+    page.wait_for_selector("#good-form:not([hidden])")
+    page.click("#good-form button[type=submit]")  # no token yet: refused, nothing taught
+    page.wait_for_function("document.getElementById('good-result').textContent.includes('refused')")
+    assert client.get("/model").json()["version"] == original
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.click("#good-form button[type=submit]")
+    page.wait_for_function("document.getElementById('good-result').textContent.startsWith('Taught')", timeout=300_000)
+    taught = client.get("/model").json()["version"]
+    assert taught != original
+    assert decide()["decision"] == "ok"  # the same part now passes
+
+    page.goto(url + "/#/model")
+    page.wait_for_selector(f"#versions-body button[data-version='{original}']")
+    assert page.locator("#versions-body button").count() == 1  # the version in use has no button
+    page.click(f"#versions-body button[data-version='{original}']")
+    page.wait_for_function("document.getElementById('rollback-result').textContent.startsWith('Serving version')")
+    assert client.get("/model").json()["version"] == original
+    assert decide()["decision"] == "reject"  # rolled back: rejected again
+
+
+def test_versions_say_when_teaching_is_off(page, station):
+    url, _ = station
+    page.goto(url + "/#/model")
+    page.wait_for_function("document.getElementById('versions-state').textContent.includes('Teaching is off')")
+    assert page.is_hidden("#versions-table")

@@ -114,6 +114,34 @@ async function showPart(id) {
   $("part-nostore").hidden = Boolean(r.image_url || r.heatmap_url);
   if (r.image_url) { $("part-frame").src = "/results/" + r.id + "/image"; $("part-download").href = "/results/" + r.id + "/image"; }
   if (r.heatmap_url) $("part-heatmap").src = "/results/" + r.id + "/heatmap.png";
+  // only a stored reject can be taught from: its frame is what joins the model
+  $("good-form").hidden = !(r.decision === "reject" && r.image_url);
+  $("good-form").dataset.id = r.id;
+  $("good-result").textContent = "";
+}
+
+const TEACH_END = ["done", "failed", "cancelled"];
+
+// Poll a teach job until it ends; the daemon swaps the taught model in itself.
+async function followTeach(job, show) {
+  while (!TEACH_END.includes(job.state)) {
+    show("Teaching: " + job.state + "…");
+    await new Promise((ok) => setTimeout(ok, 1000));
+    job = await api("GET", "/model/teach/" + encodeURIComponent(job.id));
+  }
+  if (job.state === "done") show("Taught: the line now runs version " + job.version + " (threshold " + fmt(job.threshold) + ").");
+  else show("Teaching " + job.state + (job.error ? ": " + job.error : "") + ". The model in use is unchanged.");
+  return job;
+}
+
+async function markGood() {
+  const show = (text) => { $("good-result").textContent = text; };
+  try {
+    const job = await api("POST", "/results/" + encodeURIComponent($("good-form").dataset.id) + "/good");
+    await followTeach(job, show);
+  } catch (e) {
+    show(e.status === 403 ? "Teaching is off on this daemon ([teach] enabled = false)." : e.message);
+  }
 }
 
 // -- threshold -----------------------------------------------------------------------------------
@@ -183,6 +211,47 @@ async function showModel() {
     dl.append(dt, dd);
   }
   $("model-parity").textContent = m.parity ? JSON.stringify(m.parity, null, 2) : "not recorded";
+  await showVersions();
+}
+
+async function showVersions() {
+  const body = $("versions-body");
+  body.innerHTML = "";
+  let list;
+  try {
+    list = await api("GET", "/model/versions");
+  } catch (e) {
+    $("versions-table").hidden = true;
+    $("versions-state").textContent = e.status === 403 ? "Teaching is off on this daemon: no versions are kept." : e.message;
+    return;
+  }
+  $("versions-table").hidden = list.length === 0;
+  $("versions-state").textContent = list.length ? list.length + " kept" : "No versions kept yet: the first teach keeps one.";
+  for (const v of list.slice().reverse()) {
+    const tr = document.createElement("tr");
+    for (const text of [v.version + (v.current ? " (in use)" : ""), v.created || "–", v.added || "–", fmt(v.threshold)]) {
+      const td = document.createElement("td"); td.textContent = text; tr.appendChild(td);
+    }
+    const td = document.createElement("td");
+    if (!v.current) {
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = "Roll back to this"; b.dataset.version = v.version;
+      b.addEventListener("click", () => rollback(v.version));
+      td.appendChild(b);
+    }
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+}
+
+async function rollback(version) {
+  try {
+    const r = await api("POST", "/model/rollback", { version });
+    $("rollback-result").textContent = "Serving version " + r.version + ".";
+    await showModel();
+  } catch (e) {
+    $("rollback-result").textContent = e.message;
+  }
 }
 
 // -- wiring --------------------------------------------------------------------------------------
@@ -198,6 +267,7 @@ $("results-filter").addEventListener("change", showResults);
 $("thr-value").addEventListener("input", drawHistogram);
 $("thr-form").addEventListener("submit", (e) => { e.preventDefault(); setThreshold(Number($("thr-value").value)); });
 $("thr-reset").addEventListener("click", () => setThreshold(null));
+$("good-form").addEventListener("submit", (e) => { e.preventDefault(); markGood(); });
 $("reload-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const path = $("reload-path").value.trim();
