@@ -61,8 +61,13 @@ class ServerConfig(_Section):
                                                   "without it may score, but their parts never move the reject "
                                                   "output and are not logged")
     max_connections: int = Field(256, ge=8, le=65536,
-                                 description="open connections at most; more get 503 at once. Keep it well under "
-                                             "the unit's LimitNOFILE")
+                                 description="open connections at most; more get 503 at once, before their request is "
+                                             "read (GET /health/live is still answered). Keep it well under the "
+                                             "unit's LimitNOFILE")
+    backlog: int = Field(64, ge=8, le=4096,
+                         description="connections the kernel queues until the daemon accepts them, and how many it "
+                                     "accepts in one go. Small, so a burst of connections cannot queue far ahead of a "
+                                     "health probe; lowered at start where it would not fit LimitNOFILE")
     max_concurrent_uploads: int = Field(8, ge=1, le=1024,
                                         description="POST /score bodies received at once; more get 503 at once, "
                                                     "so slow uploads cannot hold every connection")

@@ -112,24 +112,29 @@ def uvicorn_config(app: Any, config: Any, **extra: Any) -> Any:
     """uvicorn's settings for the daemon: bounded connections, headers and keep-alive."""
     import uvicorn
 
-    from edgead.service.connections import guarded_h11
+    from edgead.service.connections import guarded_h11, listen_backlog
 
     s = config.server
+    # the connection cap lives in the protocol (shed before parsing), not in uvicorn's limit_concurrency
     return uvicorn.Config(
         app, host=s.host, port=s.port, log_config=None, access_log=s.access_log, server_header=False,
-        timeout_graceful_shutdown=10, lifespan="on", http=guarded_h11(s.header_timeout_s),
-        limit_concurrency=s.max_connections, timeout_keep_alive=s.keep_alive_s,
+        timeout_graceful_shutdown=10, lifespan="on", http=guarded_h11(s.header_timeout_s, s.max_connections),
+        backlog=listen_backlog(s.backlog, s.max_connections), timeout_keep_alive=s.keep_alive_s,
         h11_max_incomplete_event_size=16 * 1024, **extra)
 
 
 def run_server(app: Any, config: Any) -> int:
     """Serve ``app`` until SIGTERM/SIGINT; READY=1 goes to systemd once the socket listens."""
+    import asyncio
+
     import uvicorn
 
     from edgead.outputs import sd_notify
+    from edgead.service.connections import quiet_accept_errors
 
     class NotifyingServer(uvicorn.Server):
         async def startup(self, sockets: list | None = None) -> None:
+            quiet_accept_errors(asyncio.get_running_loop())
             await super().startup(sockets)
             if self.started:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
