@@ -35,6 +35,17 @@ step() {  # step NAME COMMAND...: run it, log its time (seconds)
 
 models() { for m in "$@"; do [ -d "$PARITY/models/$m" ] && echo "$PARITY/models/$m"; done; }
 
+on_cpu() {  # on_cpu CPU COMMAND...: run COMMAND on that emulated CPU, with a /proc/cpuinfo that is its own
+    # (onnxruntime picks its int8 kernels from /proc/cpuinfo: a Pi 5's on a Cortex-A72 gives SIGILL)
+    local cpu="$1" rc=0
+    shift
+    QEMU_CPU="$cpu" python3 "$SRC/deploy/arm64/cpuinfo.py" "$cpu" --cores "$(nproc)" > "/tmp/cpuinfo-$cpu"
+    mount --bind "/tmp/cpuinfo-$cpu" /proc/cpuinfo
+    QEMU_CPU="$cpu" "$@" || rc=$?
+    umount /proc/cpuinfo
+    return "$rc"
+}
+
 # Raspberry Pi OS's own archive (picamera2, lgpio) is not reachable from Debian: empty packages of
 # those names stand in, so install-pi.sh's apt line runs unchanged.  Nothing here uses them (the
 # frames come from a folder, GPIO is not driven); the check says so in its output.
@@ -95,7 +106,7 @@ info_and_score() {  # the installed model, then every exported one
 parity_scores() {  # models...: the parity file per emulated CPU
     local cpu
     for cpu in $CPUS; do
-        QEMU_CPU="$cpu" "$VENV/bin/python" "$SRC/deploy/arm64/parity.py" score --images "$PARITY/images" \
+        on_cpu "$cpu" "$VENV/bin/python" "$SRC/deploy/arm64/parity.py" score --images "$PARITY/images" \
             --out "$OUT/arm64-$cpu.json" $(models "$@")
     done
 }
@@ -158,8 +169,8 @@ int8_bound() {  # the int8 GEMM's error bound, on every emulated CPU (each its o
     cd "$SRC"
     for cpu in $CPUS; do
         echo "QEMU_CPU=$cpu"
-        QEMU_CPU="$cpu" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_int8_gemm_bound.py \
-            tests/test_int8_search.py
+        on_cpu "$cpu" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_int8_gemm_bound.py \
+            tests/test_int8_search.py tests/test_int8_portable.py
     done
 }
 
