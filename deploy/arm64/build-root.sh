@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) a Debian bookworm arm64 root file system, what Raspberry Pi OS bookworm is built on,
 # and print the folder it is unpacked in.  mmdebstrap writes a tarball, cached by the hash of the
-# package list and mirrors; the unpacked folder is the read-only lower layer of every check run.
+# package list and mirrors; the unpacked folder is what every check run copies.
 #
 #   deploy/arm64/build-root.sh          # prints e.g. ~/.cache/edgead-arm64/bookworm-arm64-d9cf40300acb
 #   deploy/arm64/build-root.sh --print-path   # only the folder's name (built or not)

@@ -10,14 +10,14 @@
 # --cpus    emulated CPUs for the parity scores and the int8 bound tests (full check); a Pi 5 is a
 #           cortex-a76 (int8 dot product), a Pi 4 a cortex-a72 (plain NEON), max has every
 #           extension qemu knows (int8 matrix multiply too): each runs other onnxruntime kernels
-# --work    where the models, the emulated root's overlay and the results go (default: a new
+# --work    where the models, the copy of the emulated root and the results go (default: a new
 #           folder under the cache; kept, its path is printed)
 #
 # Needs root, Linux >= 6.7 (binfmt_misc per user namespace: nothing is registered on the host),
 # Debian's mmdebstrap and qemu-user-static (installed here when missing), network access to
 # Debian's archive and PyPI.  The bookworm root is built once and cached in
 # ${EDGEAD_ARM64_CACHE:-${XDG_CACHE_HOME:-~/.cache}/edgead-arm64}; each run installs edgead into a
-# fresh overlay on top of it, so every run is a first install.  The workstation side uses .venv
+# fresh copy of it, so every run is a first install.  The workstation side uses .venv
 # (made with the export extra when missing).  Exit 0 only when every step and the parity passed;
 # exit 3 when the check could not be prepared (host tools, the root, pip's files: Debian's archive
 # or PyPI out of reach), before anything ran on arm64.
@@ -179,11 +179,14 @@ x86_scores() {
     "$PY" "$HERE/parity.py" score --images "$PARITY/images" --out "$WORK/out/x86_64.json" "$PARITY"/models/*
 }
 
-# On arm64: a fresh overlay on the cached root, the source tree and the models copied in, then
-# on-arm.sh inside (chroot) with the host's network and DNS.
+# On arm64: a fresh copy of the cached root, the source tree and the models copied in, then
+# on-arm.sh inside (chroot) with the host's network and DNS.  A copy, not an overlay on the root:
+# dpkg renames directories it unpacks, which overlayfs mounted in a user namespace refuses
+# (EXDEV, "Invalid cross-device link": install-pi.sh's python3-hnswlib failed to install); the
+# copy takes seconds and is removed when the run ends.
 arm_steps() {
-    rm -rf "$WORK/upper" "$WORK/ovl" && mkdir -p "$WORK/upper" "$WORK/ovl" "$WORK/root"
-    local i
+    local i rc=0
+    rm -rf "$WORK/root" && cp -a "$BASE" "$WORK/root"
     for i in $(seq 0 $(($(nproc) - 1))); do
         printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\n' \
             "$i" "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
@@ -192,7 +195,7 @@ arm_steps() {
     "$HERE/userns.sh" bash -euo pipefail -c '
         base="$1" work="$2" repo="$3" mode="$4" cpus="$5" cache="$6" tests="$7" wheels="$8" pipenv="$9"
         root="$work/root"
-        mount -t overlay overlay -o "lowerdir=$base,upperdir=$work/upper,workdir=$work/ovl" "$root"
+        mount --bind "$root" "$root"
         mount -t proc proc "$root/proc"
         mount --rbind /dev "$root/dev"
         mount --rbind /sys "$root/sys"
@@ -211,7 +214,7 @@ arm_steps() {
             | (cd "$repo" && tar --null -T - -cf - 2>/dev/null) | tar -C "$root/root/edgead-src" -xf -
         cp -r "$work/parity/models" "$work/parity/images" "$root/root/parity/"
         mount --bind "$work/out" "$root/root/out"
-        # pip'"'"'s cache (downloads, and the wheels it builds, e.g. hnswlib) outlives the overlay
+        # pip'"'"'s cache (downloads, and the wheels it builds, e.g. hnswlib) outlives the copy
         mkdir -p "$cache/pip" "$root/root/.cache/pip"
         mount --bind "$cache/pip" "$root/root/.cache/pip"
         mkdir -p "$root/root/wheelhouse"
@@ -220,7 +223,9 @@ arm_steps() {
             PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
             QEMU_CPU=cortex-a76 CPUS="$cpus" TESTS="$tests" $pipenv nice -n 10 bash /root/edgead-src/deploy/arm64/on-arm.sh "$mode"
     ' sh "$BASE" "$WORK" "$REPO" "$MODE" "$CPUS" "$CACHE" "${EDGEAD_ARM64_TESTS:-tests}" "$WHEELS" \
-        "$([ "${EDGEAD_ARM64_PIP:-}" = online ] || echo "PIP_NO_INDEX=1 PIP_FIND_LINKS=/root/wheelhouse")"
+        "$([ "${EDGEAD_ARM64_PIP:-}" = online ] || echo "PIP_NO_INDEX=1 PIP_FIND_LINKS=/root/wheelhouse")" || rc=$?
+    rm -rf "$WORK/root"
+    return "$rc"
 }
 
 parity_table() {
