@@ -3,7 +3,7 @@
 # arm64 root with install-pi.sh, no torch, demo score, x86/arm64 parity of one exported model, and
 # the int8 search's bound and the INT8 backbone's integers tested on the emulated Pi 5 CPU.
 # The root and pip's files are cached between runs (EDGEAD_ARM64_CACHE, default
-# ~/.cache/edgead-arm64); with a cold cache the root is built first (about an hour on 2 cores,
+# ~/.cache/edgead-arm64); with a cold cache the root is built first (over an hour on 2 cores,
 # said in the output). It never passes silently without running: where the machine cannot emulate
 # arm64 (no root, Linux before 6.7, no user namespaces) or Debian/PyPI are out of reach, it prints
 # "ARM64 CHECK NOT RUN" with the reason and exits 0; EDGEAD_CI_ARM64=0 turns it off the same way.
