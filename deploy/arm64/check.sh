@@ -6,7 +6,7 @@
 #   sudo deploy/arm64/check.sh [--short] [--cpus "cortex-a76 cortex-a72 max"] [--work DIR]
 #
 # --short   what CI runs: install, no torch, info + score of the demo model, parity of one
-#           exported PatchCore model (INT8 and FP32) on a Pi 5's CPU
+#           exported PatchCore model (INT8 and FP32), the int8 tests, on a Pi 5's CPU
 # --cpus    emulated CPUs for the parity scores and the int8 bound tests (full check); a Pi 5 is a
 #           cortex-a76 (int8 dot product), a Pi 4 a cortex-a72 (plain NEON), max has every
 #           extension qemu knows (int8 matrix multiply too): each runs other onnxruntime kernels
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
         --short) MODE=short; shift ;;
         --cpus) CPUS="${2:?--cpus needs a list}"; shift 2 ;;
         --work) WORK="${2:?--work needs a folder}"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "check: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
