@@ -26,14 +26,25 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     return opts
 
 
-class Backbone:
-    """Runs the feature graph on CPU."""
+# onnxruntime's NCHWc layout (x86 only) re-blocks float convolutions into kernels that round
+# differently from the im2col path every other CPU, a Pi's included, takes. An INT8 graph keeps its
+# stem convolution in float and quantizes its output: a last-bit difference there moves single
+# values across a rounding boundary, and the integer layers carry that through to scores ~1e-3
+# apart between workstation and Pi. Without NCHWc every integer tensor is the same on x86 (VNNI,
+# AMX) and arm64 (SDOT, plain NEON): the integer kernels themselves agree bit for bit.
+INT8_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 
-    def __init__(self, onnx_path: str | Path, threads: int = 1):
+
+class Backbone:
+    """Runs the feature graph on CPU. ``integer``: the graph is quantized (INT8), computed the
+    same way on every CPU (see INT8_DISABLED_OPTIMIZERS)."""
+
+    def __init__(self, onnx_path: str | Path, threads: int = 1, integer: bool = False):
         self.path = Path(onnx_path)
         try:
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+                str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"],
+                disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS) if integer else [],
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ArtifactError(f"{self.path}: onnxruntime cannot load the model ({exc})") from None

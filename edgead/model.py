@@ -53,7 +53,7 @@ class InspectionModel:
         # bench/tile_batching.py, docs/benchmarks.md; the exported ONNX has a dynamic batch axis for both)
         self.batch_tiles = batch_tiles
         limit_threads(threads)  # BLAS (exact search) and OpenCV: the same budget as onnxruntime
-        self.backbone = Backbone(onnx_file, threads=threads)
+        self.backbone = Backbone(onnx_file, threads=threads, integer=precision == "int8")
         scorer = scorer_class(self.manifest.method, self.path / MANIFEST)
         self.scorer: Scorer = scorer.from_artifact(self.path, self.manifest, search=search, threads=threads)
         self.decision = Decision(self.manifest.threshold_for(precision))

@@ -96,3 +96,19 @@ def test_compare_fails_when_a_model_is_missing(scored):
     ref = json.loads(scored.read_text())
     rows = parity.compare(ref, {"machine": ref["machine"], "models": {}}, 1e-3, 1e-3)
     assert rows == [{"model": "demo_model", "precision": "int8", "missing": True, "ok": False}]
+
+
+def test_a_decision_may_differ_only_for_a_score_within_the_tolerance_of_the_threshold(scored):
+    parity = _parity()
+    ref = json.loads(scored.read_text())
+    demo = ref["models"]["demo_model"]["int8"]
+    name = sorted(demo["scores"])[0]
+    demo["scores"][name][0] = demo["exact_scores"][name] = demo["threshold"] * (1 + 5e-5)  # inside 1e-4
+    other = json.loads(json.dumps(ref))
+    entry = other["models"]["demo_model"]["int8"]["scores"][name]
+    entry[1] = "ok" if entry[1] == "reject" else "reject"
+    rows = parity.compare(ref, other, fp32_tol=1e-3, int8_tol=1e-4)
+    assert rows[0]["decisions_differ"] == [name] and rows[0]["decisions_differ_near_threshold"] == [name]
+    assert rows[0]["ok"]
+    rows = parity.compare(ref, other, fp32_tol=1e-3, int8_tol=1e-5)  # now 5 tolerances away
+    assert rows[0]["decisions_differ_near_threshold"] == [] and not rows[0]["ok"]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build (once) a Debian bookworm arm64 root file system, what Raspberry Pi OS bookworm is built on,
 # and print the folder it is unpacked in.  mmdebstrap writes a tarball, cached by the hash of the
-# package list and mirrors; the unpacked folder is the read-only lower layer of every check run.
+# package list and mirrors; the unpacked folder is what every check run copies.
 #
 #   deploy/arm64/build-root.sh          # prints e.g. ~/.cache/edgead-arm64/bookworm-arm64-d9cf40300acb
+#   deploy/arm64/build-root.sh --print-path   # only the folder's name (built or not)
 #
 # Needs root, Debian's mmdebstrap and qemu-user-static, Linux >= 6.7 (userns.sh), Debian's archive.
 # EDGEAD_ARM64_CACHE: the cache folder (default ${XDG_CACHE_HOME:-~/.cache}/edgead-arm64);
@@ -20,6 +21,7 @@ SECURITY="${EDGEAD_ARM64_SECURITY:-http://deb.debian.org/debian-security}"
 BASE="$CACHE/bookworm-arm64-$(printf '%s %s %s' "$PACKAGES" "$MIRROR" "$SECURITY" | sha256sum | cut -c1-12)"
 TAR="$BASE.tar"
 
+[ "${1:-}" = --print-path ] && { echo "$BASE"; exit 0; }  # where it is (or would be), nothing built
 [ -f "$BASE/.complete" ] && { echo "$BASE"; exit 0; }
 command -v mmdebstrap >/dev/null || { echo "build-root: mmdebstrap missing (apt-get install mmdebstrap)" >&2; exit 1; }
 mkdir -p "$CACHE"

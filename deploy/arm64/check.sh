@@ -6,19 +6,21 @@
 #   sudo deploy/arm64/check.sh [--short] [--cpus "cortex-a76 cortex-a72 max"] [--work DIR]
 #
 # --short   what CI runs: install, no torch, info + score of the demo model, parity of one
-#           exported PatchCore model (INT8 and FP32) on a Pi 5's CPU
+#           exported PatchCore model (INT8 and FP32), the int8 tests, on a Pi 5's CPU
 # --cpus    emulated CPUs for the parity scores and the int8 bound tests (full check); a Pi 5 is a
 #           cortex-a76 (int8 dot product), a Pi 4 a cortex-a72 (plain NEON), max has every
 #           extension qemu knows (int8 matrix multiply too): each runs other onnxruntime kernels
-# --work    where the models, the emulated root's overlay and the results go (default: a new
+# --work    where the models, the copy of the emulated root and the results go (default: a new
 #           folder under the cache; kept, its path is printed)
 #
 # Needs root, Linux >= 6.7 (binfmt_misc per user namespace: nothing is registered on the host),
 # Debian's mmdebstrap and qemu-user-static (installed here when missing), network access to
 # Debian's archive and PyPI.  The bookworm root is built once and cached in
 # ${EDGEAD_ARM64_CACHE:-${XDG_CACHE_HOME:-~/.cache}/edgead-arm64}; each run installs edgead into a
-# fresh overlay on top of it, so every run is a first install.  The workstation side uses .venv
-# (made with the export extra when missing).  Exit 0 only when every step and the parity passed.
+# fresh copy of it, so every run is a first install.  The workstation side uses .venv
+# (made with the export extra when missing).  Exit 0 only when every step and the parity passed;
+# exit 3 when the check could not be prepared (host tools, the root, pip's files: Debian's archive
+# or PyPI out of reach), before anything ran on arm64.
 # EDGEAD_ARM64_TESTS: the test files the full check runs on arm64 (default: tests, all of them).
 set -euo pipefail
 
@@ -32,7 +34,7 @@ while [ $# -gt 0 ]; do
         --short) MODE=short; shift ;;
         --cpus) CPUS="${2:?--cpus needs a list}"; shift 2 ;;
         --work) WORK="${2:?--work needs a folder}"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "check: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,7 +64,13 @@ step() {  # step NAME COMMAND...: run it on this machine, log its time
     t0=$(date +%s%N) c0=$(cpu)
     "$@" || rc=$?
     printf '%s\t%s\t%s\t%s\n' "$name" "$(secs "$t0")" "$(echo "$(cpu) $c0" | awk '{ printf "%.1f", $1 - $2 }')" "$rc" >> "$TIMINGS"
-    [ "$rc" -eq 0 ] || die "$name failed (exit $rc); logs in $WORK"
+    [ "$rc" -eq 0 ] && return 0
+    case "$name" in
+        host-tools|arm64-root|wheelhouse)
+            echo "arm64 check: NOT RUN: $name failed (exit $rc) before anything ran on arm64; logs in $WORK" >&2
+            exit 3 ;;
+    esac
+    die "$name failed (exit $rc); logs in $WORK"
 }
 T_START=$(date +%s%N)
 
@@ -82,7 +90,13 @@ workstation_venv() {
 
 # The root: Debian bookworm arm64, built once and cached (build-root.sh).
 BASE=""
-base_root() { BASE="$("$HERE/build-root.sh")"; echo "root: $BASE"; }
+base_root() {
+    BASE="$("$HERE/build-root.sh" --print-path)"
+    [ -f "$BASE/.complete" ] || echo "root: not cached; building it once (mmdebstrap with arm64 package scripts" \
+        "under qemu: over an hour on a 2-core machine, docs/benchmarks.md), later runs reuse it"
+    BASE="$("$HERE/build-root.sh")"
+    echo "root: $BASE"
+}
 
 # pip's files for arm64, fetched here from PyPI (aarch64 wheels, hnswlib's sdist, the build and
 # test tools): pip inside the emulated root then installs with --no-index from this folder.  TLS
@@ -165,11 +179,14 @@ x86_scores() {
     "$PY" "$HERE/parity.py" score --images "$PARITY/images" --out "$WORK/out/x86_64.json" "$PARITY"/models/*
 }
 
-# On arm64: a fresh overlay on the cached root, the source tree and the models copied in, then
-# on-arm.sh inside (chroot) with the host's network and DNS.
+# On arm64: a fresh copy of the cached root, the source tree and the models copied in, then
+# on-arm.sh inside (chroot) with the host's network and DNS.  A copy, not an overlay on the root:
+# dpkg renames directories it unpacks, which overlayfs mounted in a user namespace refuses
+# (EXDEV, "Invalid cross-device link": install-pi.sh's python3-hnswlib failed to install); the
+# copy takes seconds and is removed when the run ends.
 arm_steps() {
-    rm -rf "$WORK/upper" "$WORK/ovl" && mkdir -p "$WORK/upper" "$WORK/ovl" "$WORK/root"
-    local i
+    local i rc=0
+    rm -rf "$WORK/root" && cp -a "$BASE" "$WORK/root"
     for i in $(seq 0 $(($(nproc) - 1))); do
         printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\n' \
             "$i" "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
@@ -178,7 +195,7 @@ arm_steps() {
     "$HERE/userns.sh" bash -euo pipefail -c '
         base="$1" work="$2" repo="$3" mode="$4" cpus="$5" cache="$6" tests="$7" wheels="$8" pipenv="$9"
         root="$work/root"
-        mount -t overlay overlay -o "lowerdir=$base,upperdir=$work/upper,workdir=$work/ovl" "$root"
+        mount --bind "$root" "$root"
         mount -t proc proc "$root/proc"
         mount --rbind /dev "$root/dev"
         mount --rbind /sys "$root/sys"
@@ -197,7 +214,7 @@ arm_steps() {
             | (cd "$repo" && tar --null -T - -cf - 2>/dev/null) | tar -C "$root/root/edgead-src" -xf -
         cp -r "$work/parity/models" "$work/parity/images" "$root/root/parity/"
         mount --bind "$work/out" "$root/root/out"
-        # pip'"'"'s cache (downloads, and the wheels it builds, e.g. hnswlib) outlives the overlay
+        # pip'"'"'s cache (downloads, and the wheels it builds, e.g. hnswlib) outlives the copy
         mkdir -p "$cache/pip" "$root/root/.cache/pip"
         mount --bind "$cache/pip" "$root/root/.cache/pip"
         mkdir -p "$root/root/wheelhouse"
@@ -206,7 +223,9 @@ arm_steps() {
             PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
             QEMU_CPU=cortex-a76 CPUS="$cpus" TESTS="$tests" $pipenv nice -n 10 bash /root/edgead-src/deploy/arm64/on-arm.sh "$mode"
     ' sh "$BASE" "$WORK" "$REPO" "$MODE" "$CPUS" "$CACHE" "${EDGEAD_ARM64_TESTS:-tests}" "$WHEELS" \
-        "$([ "${EDGEAD_ARM64_PIP:-}" = online ] || echo "PIP_NO_INDEX=1 PIP_FIND_LINKS=/root/wheelhouse")"
+        "$([ "${EDGEAD_ARM64_PIP:-}" = online ] || echo "PIP_NO_INDEX=1 PIP_FIND_LINKS=/root/wheelhouse")" || rc=$?
+    rm -rf "$WORK/root"
+    return "$rc"
 }
 
 parity_table() {

@@ -10,8 +10,17 @@ features included: they pick onnxruntime's integer kernels on arm64).
 
 ``compare`` takes the first file as the reference and, for every other file and every
 (model, precision), prints the largest relative difference of the image scores and whether every
-decision at the stored threshold is the same.  It exits 1 when a decision differs or a score is
-further off than the tolerance (``--fp32-tol``, ``--int8-tol``, relative).
+decision at the stored threshold is the same.  It exits 1 when a score is further off than the
+tolerance (``--fp32-tol``, ``--int8-tol``, relative), when the int8 search's scores leave its
+certified bound (equal to exact search's on the same machine), or when a decision differs for an
+image whose reference score is further from the threshold than that tolerance (an image within it
+may fall either side on two machines: listed, not failed).
+
+The INT8 tolerance is tighter than FP32's on purpose: edgead's INT8 backbone computes the same
+integers on every CPU (no NCHWc layout, edgead/backbone.py; every quantized layer of onnxruntime
+agrees bit for bit on x86 and arm64), so what is left is float rounding after the last integer
+layer and in the search, measured at ~1e-7.  One quantized value moved by one step anywhere in
+the backbone shows as 1e-3 to 5e-3, well outside it.
 """
 
 from __future__ import annotations
@@ -107,6 +116,8 @@ def compare(reference: dict, other: dict, fp32_tol: float, int8_tol: float) -> l
                    for n in names if n not in missing]
             flipped = [n for n in names if n not in missing and got["scores"][n][1] != ref["scores"][n][1]]
             tol = int8_tol if precision == "int8" else fp32_tol
+            # a score within the tolerance of the threshold may land either side on two machines
+            near = [n for n in flipped if abs(ref["scores"][n][0] - ref["threshold"]) <= tol * abs(ref["threshold"])]
             worst = max(rel, default=0.0)
             exact = got.get("exact_scores") or {}
             search_rel = max((abs(got["scores"][n][0] - exact[n]) / max(abs(exact[n]), 1e-12)
@@ -117,8 +128,8 @@ def compare(reference: dict, other: dict, fp32_tol: float, int8_tol: float) -> l
                 "max_rel_diff": worst, "tolerance": tol,
                 "threshold_rel_diff": abs(got["threshold"] - ref["threshold"]) / max(abs(ref["threshold"]), 1e-12),
                 "rejects": sum(ref["scores"][n][1] == "reject" for n in names),
-                "decisions_differ": flipped, "missing": missing,
-                "ok": not flipped and not missing and worst <= tol and (search_rel is None or search_rel <= 1e-5),
+                "decisions_differ": flipped, "decisions_differ_near_threshold": near, "missing": missing,
+                "ok": len(flipped) == len(near) and not missing and worst <= tol and (search_rel is None or search_rel <= 1e-5),
             })
     return rows
 
@@ -140,7 +151,9 @@ def markdown(reference: dict, others: list[dict], tables: list[list[dict]]) -> s
             if r.get("images") is None:
                 lines.append(f"| {r['model']} | {r['precision']} | missing | | | FAIL |")
                 continue
-            same = "identical" if not r["decisions_differ"] else f"{len(r['decisions_differ'])} differ"
+            same = "identical" if not r["decisions_differ"] else f"{len(r['decisions_differ'])} differ" + (
+                f" ({len(r['decisions_differ_near_threshold'])} within tolerance of the threshold)"
+                if r["decisions_differ_near_threshold"] else "")
             certified = "-" if r["int8_search_vs_exact"] is None else f"{r['int8_search_vs_exact']:.1e}"
             lines.append(f"| {r['model']} | {r['precision']} | {r['search'] or '-'} | {r['images']} ({r['rejects']}) | "
                          f"{r['max_rel_diff']:.2e} | {same} | {certified} | {'yes' if r['ok'] else 'NO'} ({r['tolerance']:g}) |")
@@ -160,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("reference", type=Path)
     c.add_argument("others", nargs="+", type=Path)
     c.add_argument("--fp32-tol", type=float, default=1e-3)
-    c.add_argument("--int8-tol", type=float, default=1e-3)
+    c.add_argument("--int8-tol", type=float, default=1e-4)
     c.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     args = p.parse_args(argv)
 
