@@ -47,9 +47,12 @@ BLOCK = "/backbone/blocks.{}/"
 CONFIGS: dict[str, dict] = {
     "default": {},
     "all_int8": {"float_stem": False},
+    "calib1": {"calib": 1},
     "calib5": {"calib": 5},
     "calib16": {"calib": 16},
     "calib160": {"calib": 160},
+    "pct99": {"method": "percentile", "percentile": 99.0},
+    "pct99.9": {"method": "percentile", "percentile": 99.9},
     "pct99.99": {"method": "percentile", "percentile": 99.99},
     "pct99.999": {"method": "percentile", "percentile": 99.999},
     "entropy": {"method": "entropy"},
@@ -145,7 +148,7 @@ class SetCache:
         return np.load(f, mmap_mode="r")
 
     def _parity_frames(self) -> list[np.ndarray]:
-        from edgead_export.pipeline import parity_images
+        from edgead_export.parity_check import parity_images
         from edgead_export.pseudo_defects import small_pseudo_defect
 
         hold = [read_image(p) for p in self.hold]
@@ -172,7 +175,7 @@ class SetCache:
         return np.load(f).astype(np.float32)
 
     def calibration(self, n: int, pseudo: bool) -> list[np.ndarray]:
-        from edgead_export.pipeline import parity_images
+        from edgead_export.parity_check import parity_images
 
         pre = self.cfg.preprocess
         frames = [read_image(p) for p in self.calib_paths[:n]]
@@ -192,7 +195,7 @@ def halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate(sc: SetCache, name: str, spec: dict, fp32: Path, tmp: Path) -> dict:
     from edgead_export.onnx_export import quantize_int8
-    from edgead_export.parity_check import parity_statistics
+    from edgead_export.parity_check import ScoredFrames, parity_statistics
 
     spec = dict(spec)
     n_cal = spec.pop("calib", sc.cfg.calib_images)
@@ -219,7 +222,8 @@ def evaluate(sc: SetCache, name: str, spec: dict, fp32: Path, tmp: Path) -> dict
     out["test_feature_error"] = float(err.mean())
     out["test_top_feature_error"] = float(np.take_along_axis(err, top, 1).mean())
     out["test_score_rel_error"] = float(np.mean(np.abs(s8 - s32) / s32))
-    out["parity"] = parity_statistics(sc.parity_kind, sc.parity_f32, parity_f8, sc.parity_d32, pd8, TOPK)
+    out["parity"] = parity_statistics(sc.parity_kind, ScoredFrames(image_scores(sc.parity_d32), sc.parity_d32),
+                                      ScoredFrames(image_scores(pd8), pd8), TOPK, sc.parity_f32, parity_f8)
     return out
 
 
