@@ -59,6 +59,9 @@ CONFIGS: dict[str, dict] = {
     "symmetric": {"symmetric": True},
     "reduce_range": {"reduce_range": True},
     "cal_pseudo": {"cal_pseudo": True},
+    "int8_bank": {"int8_bank": True},
+    "all_int8_bank": {"int8_bank": True, "float_stem": False},
+    "pct99_int8_bank": {"int8_bank": True, "method": "percentile", "percentile": 99.0},
     **{f"float_b{i}": {"float_prefixes": (BLOCK.format(i),)} for i in range(11)},
     "float_b4_b10": {"float_prefixes": (BLOCK.format(4), BLOCK.format(10))},
     "float_b0_b1": {"float_prefixes": (BLOCK.format(0), BLOCK.format(1))},
@@ -105,6 +108,16 @@ def patch_rel_error(f32: np.ndarray, f8: np.ndarray) -> np.ndarray:
     return np.linalg.norm(b - a, axis=1) / np.maximum(np.linalg.norm(a, axis=1), 1e-12)
 
 
+def test_items(root: Path, cap: int) -> list:
+    """The test images: at most ``cap`` of each class, evenly spaced in name order."""
+    items = find_test_images(root)
+    keep = []
+    for c in (0, 1):
+        idx = [i for i, it in enumerate(items) if it.label == c]
+        keep += [idx[j * len(idx) // cap] for j in range(cap)] if len(idx) > cap else idx
+    return [items[i] for i in sorted(keep)]
+
+
 class SetCache:
     """Everything of one set that does not depend on the quantization."""
 
@@ -118,12 +131,7 @@ class SetCache:
         paths = list_images(resolve_train_folder(root / name))
         paths = [paths[i * len(paths) // n_train] for i in range(min(n_train, len(paths)))]
         self.fit, self.hold = split_holdout(paths, self.cfg.holdout, self.cfg.min_holdout, self.cfg.seed)
-        items = find_test_images(root / name)
-        keep = []  # at most test_cap of each class, evenly spaced in name order
-        for c in (0, 1):
-            idx = [i for i, it in enumerate(items) if it.label == c]
-            keep += [idx[j * len(idx) // test_cap] for j in range(test_cap)] if len(idx) > test_cap else idx
-        items = [items[i] for i in sorted(keep)]
+        items = test_items(root / name, test_cap)
         self.labels = np.array([i.label for i in items])
         tensors = self._tensors("test", lambda: [read_image(i.path) for i in items], pre)
         self.calib_frames = None
@@ -200,6 +208,7 @@ def evaluate(sc: SetCache, name: str, spec: dict, fp32: Path, tmp: Path) -> dict
     spec = dict(spec)
     n_cal = spec.pop("calib", sc.cfg.calib_images)
     pseudo = spec.pop("cal_pseudo", False)
+    int8_bank = spec.pop("int8_bank", False)
     t0 = time.time()
     int8 = tmp / f"{name}.onnx"
     q = quantize_int8(fp32, int8, sc.calibration(n_cal, pseudo), **spec)
@@ -207,7 +216,13 @@ def evaluate(sc: SetCache, name: str, spec: dict, fp32: Path, tmp: Path) -> dict
     sess = session(int8)
     test_f8 = run(sess, np.asarray(sc.test_x))
     parity_f8 = run(sess, np.asarray(sc.parity_x))
-    d8, pd8 = nn_distances(test_f8, sc.bank), nn_distances(parity_f8, sc.bank)
+    bank = sc.bank
+    if int8_bank:  # the bank fitted on the INT8 graph's own features of the training images
+        from edgead_export.fit import fit_patchcore
+
+        fit_x = sc._tensors("fit", lambda: [read_image(p) for p in sc.fit], sc.cfg.preprocess)
+        bank = fit_patchcore(run(sess, np.asarray(fit_x)), sc.cfg.coreset, sc.cfg.proj_dim, sc.cfg.seed).bank
+    d8, pd8 = nn_distances(test_f8, bank), nn_distances(parity_f8, bank)
     err, perr = patch_rel_error(sc.test_f32, test_f8), patch_rel_error(sc.parity_f32, parity_f8)
     np.savez(sc.dir / f"{name}.npz", test_d8=d8, parity_d8=pd8, test_err=err.astype(np.float16),
              parity_err=perr.astype(np.float16))
