@@ -45,26 +45,26 @@ BLOCK = "/backbone/blocks.{}/"
 # name -> keyword arguments of quantize_int8 (+ "calib": calibration images, "cal_pseudo": add
 # pseudo-defects of the calibration images to them)
 CONFIGS: dict[str, dict] = {
-    "default": {},
-    "all_int8": {"float_stem": False},
-    "calib1": {"calib": 1},
-    "calib5": {"calib": 5},
-    "calib16": {"calib": 16},
-    "calib160": {"calib": 160},
-    "pct99": {"method": "percentile", "percentile": 99.0},
-    "pct99.9": {"method": "percentile", "percentile": 99.9},
-    "pct99.99": {"method": "percentile", "percentile": 99.99},
-    "pct99.999": {"method": "percentile", "percentile": 99.999},
-    "entropy": {"method": "entropy"},
-    "symmetric": {"symmetric": True},
-    "reduce_range": {"reduce_range": True},
-    "cal_pseudo": {"cal_pseudo": True},
-    "int8_bank": {"int8_bank": True},
-    "all_int8_bank": {"int8_bank": True, "float_stem": False},
-    "pct99_int8_bank": {"int8_bank": True, "method": "percentile", "percentile": 99.0},
-    **{f"float_b{i}": {"float_prefixes": (BLOCK.format(i),)} for i in range(11)},
-    "float_b4_b10": {"float_prefixes": (BLOCK.format(4), BLOCK.format(10))},
-    "float_b0_b1": {"float_prefixes": (BLOCK.format(0), BLOCK.format(1))},
+    "default": {},  # stem and blocks 0-1 float
+    **{name: {"float_early": False, **spec} for name, spec in {
+        "stem_float": {},  # the default before blocks 0-1 stayed float
+        "all_int8": {"float_stem": False},
+        "calib1": {"calib": 1},
+        "calib5": {"calib": 5},
+        "calib16": {"calib": 16},
+        "calib160": {"calib": 160},
+        "pct99": {"method": "percentile", "percentile": 99.0},
+        "pct99.9": {"method": "percentile", "percentile": 99.9},
+        "pct99.99": {"method": "percentile", "percentile": 99.99},
+        "pct99.999": {"method": "percentile", "percentile": 99.999},
+        "entropy": {"method": "entropy"},
+        "symmetric": {"symmetric": True},
+        "reduce_range": {"reduce_range": True},
+        "cal_pseudo": {"cal_pseudo": True},
+        "int8_bank": {"int8_bank": True},
+        **{f"float_b{i}": {"float_prefixes": (BLOCK.format(i),)} for i in range(11)},
+        "float_b4_b10": {"float_prefixes": (BLOCK.format(4), BLOCK.format(10))},
+    }.items()},
 }
 
 
