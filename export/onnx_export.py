@@ -16,6 +16,8 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "features"
 OPSET = 17
 TAIL_OPS = ("AveragePool", "Resize", "Concat", "Gather")
+# EfficientNet-Lite's first two MBConv blocks (full-resolution, few channels): kept float
+EARLY_BLOCKS = ("/backbone/blocks.0/", "/backbone/blocks.1/")
 
 
 def export_onnx(graph: torch.nn.Module, input_size: tuple[int, int], path: Path,
@@ -52,7 +54,9 @@ class _Calibration:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray],
-                  method: str = "minmax", float_prefixes: tuple[str, ...] = ()) -> dict:
+                  method: str = "minmax", float_prefixes: tuple[str, ...] = (), *,
+                  percentile: float = 99.999, symmetric: bool = False, reduce_range: bool = False,
+                  float_stem: bool = True, float_early: bool = True) -> dict:
     """Static QDQ INT8, per-channel weights (int8), uint8 activations, calibrated on ``calibration``.
 
     Every backbone op is quantized but the stem convolution (quantizing only the convolutions
@@ -61,9 +65,15 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     through every block) and the small aggregation tail (pooling, resize, concat) stay float.
     The float stem lowers the patch-feature error and raises the INT8-vs-FP32 rank correlation at
     no measurable cost; keeping the depthwise convolutions float as well makes it worse (float
-    islands again). Figures: docs/benchmarks.md, "INT8 parity".
+    islands again). The first two blocks after the stem (``float_early``, EfficientNet-Lite)
+    stay float too: their error is carried through every later block, and keeping them float
+    roughly halves the patch-feature error, which is what cost image AUROC on the parts where
+    INT8 lost, for a small share more backbone time. Figures: docs/benchmarks.md, "INT8 parity".
     Nodes whose names start with one of ``float_prefixes`` stay float too (a score head whose
     output is the anomaly score itself: 256 levels would tie the scores).
+    ``percentile`` (method "percentile"), ``symmetric`` (int8 activations symmetric around 0),
+    ``reduce_range`` (7-bit weights) and ``float_stem`` are onnxruntime's options, kept so that
+    bench/int8_calibration.py measures each against the default.
     Returns the settings for the manifest.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -77,17 +87,22 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         graph = onnx.load(str(pre)).graph
         tail = [n.name for n in graph.node if n.op_type in TAIL_OPS]
-        head = [n.name for n in graph.node if float_prefixes and n.name.startswith(float_prefixes)]
-        float_nodes = tail + stem_convs(graph) + head
+        prefixes = tuple(float_prefixes) + (EARLY_BLOCKS if float_early else ())
+        head = [n.name for n in graph.node if prefixes and n.name.startswith(prefixes)]
+        float_nodes = tail + (stem_convs(graph) if float_stem else []) + head
         quantize_static(
             str(pre), str(int8_path), _Calibration(calibration),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=float_nodes, calibrate_method=calib_method,
-            extra_options={"CalibMovingAverage": False},
+            extra_options={"CalibMovingAverage": False, "ActivationSymmetric": symmetric,
+                           **({"CalibPercentile": percentile} if method == "percentile" else {})},
         )
-    return {"format": "QDQ", "per_channel": True, "activations": "uint8", "weights": "int8",
-            "float_ops": sorted(TAIL_OPS), "float_stem": True, "calibration": method,
+    return {"format": "QDQ", "per_channel": True, "activations": "int8" if symmetric else "uint8",
+            "weights": "int8 (7-bit range)" if reduce_range else "int8",
+            "float_ops": sorted(TAIL_OPS), "float_stem": float_stem,
+            **({"float_blocks": [b.strip("/").split("/")[-1] for b in EARLY_BLOCKS]} if float_early else {}),
+            "calibration": method + (f" {percentile:g}" if method == "percentile" else ""),
             **({"float_nodes": list(float_prefixes)} if float_prefixes else {})}
 
 
