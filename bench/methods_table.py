@@ -4,8 +4,8 @@
         --datasets magnetic_tile,elpv_poly,deeppcb,casting,bsdata --methods patchcore,padim,spade,simplenet
     python bench/methods_table.py --markdown methods.jsonl
 
-Each set's training goods are capped at --train-cap images, evenly spaced in name order (the
-test split is used whole). One JSON line per (set, method) is appended as soon as it is measured
+Each set's training goods are capped at --train-cap images and its test split at --test-cap
+(half good, half defective), evenly spaced in name order. One JSON line per (set, method) is appended as soon as it is measured
 and a rerun skips what the file already holds, so a long run can stop and resume. Every export,
 eval and bench runs on one thread. PatchCore and SimpleNet learn on the same patch features:
 they are extracted once per set and reused.
@@ -34,22 +34,29 @@ from edgead.model import load_model  # noqa: E402
 from edgead_export.config import ExportConfig  # noqa: E402
 
 PI5_FACTOR = 2.7  # this CPU's single-core FP32 throughput over a Pi 5 core's (docs/benchmarks.md, Raspberry Pi)
-BENCH_FRAMES = 60
+BENCH_FRAMES = 40
 
 
-def capped_root(data: Path, cap: int, into: Path) -> Path:
-    """An MVTec root whose train/good holds ``cap`` of ``data``'s training goods, evenly spaced in
-    name order (links), with the test split and masks linked whole."""
+def evenly(items: list, cap: int) -> list:
+    """``cap`` of ``items``, evenly spaced (all of them when there are fewer)."""
+    return [items[i * len(items) // min(cap, len(items))] for i in range(min(cap, len(items)))]
+
+
+def capped_root(data: Path, cap: int, test_cap: int, into: Path) -> Path:
+    """An MVTec root (links) with ``cap`` of ``data``'s training goods and ``test_cap`` test
+    images, half good, half defective across the defect folders, evenly spaced in name order."""
     root = into / data.name
-    good = root / "train" / "good"
-    good.mkdir(parents=True)
-    paths = list_images(data / "train" / "good")
-    for i in range(min(cap, len(paths))):
-        p = paths[i * len(paths) // min(cap, len(paths))]
-        (good / p.name).symlink_to(p)
-    for sub in ("test", "ground_truth"):
-        if (data / sub).exists():
-            (root / sub).symlink_to(data / sub)
+    chosen = {"train/good": evenly(list_images(data / "train" / "good"), cap),
+              "test/good": evenly(list_images(data / "test" / "good"), test_cap // 2)}
+    bad = sorted(p for d in (data / "test").iterdir() if d.is_dir() and d.name != "good" for p in list_images(d))
+    for p in evenly(bad, test_cap - len(chosen["test/good"])):
+        chosen.setdefault(f"test/{p.parent.name}", []).append(p)
+    for folder, paths in chosen.items():
+        (root / folder).mkdir(parents=True)
+        for p in paths:
+            (root / folder / p.name).symlink_to(p)
+    if (data / "ground_truth").exists():
+        (root / "ground_truth").symlink_to(data / "ground_truth")
     return root
 
 
@@ -121,6 +128,7 @@ def main() -> int:
     ap.add_argument("--spec", action="append", default=[], metavar="METHOD:SPEC",
                     help="extra export settings of one method, e.g. 'simplenet:simplenet_steps=500'")
     ap.add_argument("--train-cap", type=int, default=200)
+    ap.add_argument("--test-cap", type=int, default=200, help="test images per set, half good, half defective")
     ap.add_argument("--json", type=Path, default=Path("methods.jsonl"))
     ap.add_argument("--markdown", type=Path, default=None, help="only print this JSON-lines file as a table")
     args = ap.parse_args()
@@ -135,12 +143,12 @@ def main() -> int:
     np.seterr(all="ignore")
     for name in args.datasets.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            root = capped_root(args.root / name, args.train_cap, Path(tmp))
+            root = capped_root(args.root / name, args.train_cap, args.test_cap, Path(tmp))
             for method in args.methods.split(","):
                 if (name, method) in done:
                     continue
                 row = measure(name, root, method, Path(tmp) / f"{name}-{method}", specs.get(method, ""))
-                row["train_cap"] = args.train_cap
+                row["train_cap"], row["test_cap"] = args.train_cap, args.test_cap
                 print(json.dumps(row), flush=True)
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -148,3 +148,32 @@ def test_bench_score_serve_and_reload(request, fixture, synthetic_images, capsys
         assert inspect(good)["score"] < first["score"] / 1.2
         heat = client.get(f"/results/{again['id']}/heatmap.png")
         assert heat.status_code == 200 and heat.content[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("taps, target_dim", [([4, 10], None), ([4, 10], 64), ([10, 14, "s8"], None)])
+def test_simplenet_head_fused_into_the_aggregation_scores_as_on_the_features(taps, target_dim):
+    """The exported graph applies the head's first layer per tap before the upsampling: the
+    scores must equal the trained head's on the concatenated patch features."""
+    torch = pytest.importorskip("torch")
+    from edgead_export.backbones import build_backbone
+    from edgead_export.feature_graph import PatchFeatureGraph
+    from edgead_export.methods.simplenet import SimpleNetGraph, SimpleNetHead
+
+    backbone = build_backbone("efficientnet-lite0", taps)
+    with torch.no_grad():
+        channels = [m.shape[1] for m in backbone(torch.zeros(1, 3, 128, 128))]
+    features = PatchFeatureGraph(backbone, "patchcore", channels, target_dim=target_dim).eval()
+    d = features.feature_dim((128, 128))[0]
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    trained = SimpleNetHead(rng.normal(size=d).astype(np.float32), rng.uniform(0.5, 2, d).astype(np.float32), 16)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_()
+        trained.bn.running_mean.normal_()
+    head = trained.eval().folded().eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected, fused = head(features(x)), SimpleNetGraph(features, head).eval()(x)
+    assert fused.shape == expected.shape == (2, 1, *features.feature_dim((128, 128))[1:])
+    np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-3, atol=1e-4 * float(expected.abs().max()))

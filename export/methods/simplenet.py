@@ -125,7 +125,8 @@ class SimpleNetGraph(nn.Module):
 
 class _FusedHead(nn.Module):
     """Per-tap 1x1 convolutions (the first layer's columns for that tap, channel pooling folded
-    in), upsampled, summed, then LeakyReLU, the output layer and softplus(-D)."""
+    in; the first carries the bias: the pooling and upsampling keep constants), upsampled,
+    summed, then LeakyReLU, the negated output layer and softplus."""
 
     def __init__(self, features: nn.Module, head: ScoreHead):
         super().__init__()
@@ -139,13 +140,17 @@ class _FusedHead(nn.Module):
             if widths:
                 w = w @ features.pools[i].weight.data[:, :, 0, 0]
             start += width
-            conv = nn.Conv2d(conv_in, w.shape[0], 1, bias=False)
+            conv = nn.Conv2d(conv_in, w.shape[0], 1, bias=not self.taps)  # the bias once, on the first tap
             conv.weight.data.copy_(w[:, :, None, None])
+            if conv.bias is not None:
+                conv.bias.data.copy_(head.conv1.bias.data)
             self.taps.append(conv)
         if start != w1.shape[1]:
             raise ValueError(f"head expects {w1.shape[1]} feature channels, the taps give {start}")
-        self.register_buffer("bias", head.conv1.bias.data.clone()[None, :, None, None])
-        self.conv2 = head.conv2
+        # the output layer negated: softplus(-D) without a Neg node
+        self.conv2 = nn.Conv2d(head.conv2.in_channels, 1, 1)
+        self.conv2.weight.data.copy_(-head.conv2.weight.data)
+        self.conv2.bias.data.copy_(-head.conv2.bias.data)
         self.requires_grad_(False)
 
     @staticmethod
@@ -163,7 +168,7 @@ class _FusedHead(nn.Module):
             if i > 0 or tuple(m.shape[-2:]) != tuple(size):
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             total = m if total is None else total + m
-        return F.softplus(-self.conv2(F.leaky_relu(total + self.bias, LEAKY_SLOPE)))
+        return F.softplus(self.conv2(F.leaky_relu(total, LEAKY_SLOPE)))
 
 
 @dataclass
