@@ -34,14 +34,18 @@ WEIGHT_DECAY = 1e-5
 
 @dataclass(frozen=True)
 class SimpleNetSettings:
+    """The training recipe. Defaults chosen on one half of the test split of five real sets and
+    reported on the other (docs/benchmarks.md, "SimpleNet's training recipe")."""
+
     hidden: int = 128       # discriminator width (the paper's 1024 is sized for a GPU, not a Pi)
-    noise_std: float = 0.1  # Gaussian noise of the synthetic anomalies, a share of the feature spread
-    noise_scale: str = "fixed"  # "fixed": noise_std in units of the standardised features; "adapted":
-    # times each adapted channel's spread in the batch (the adaptor cannot shrink the features under the noise)
-    identity_adaptor: bool = False  # start the adaptor at the identity (else torch's default init)
+    noise_std: float = 0.25  # Gaussian noise of the synthetic anomalies, a share of the feature spread
+    noise_scale: str = "adapted"  # "adapted": times each adapted channel's spread in the batch (the
+    # adaptor cannot shrink the features under the noise and make it trivially separable);
+    # "fixed": in units of the standardised features
+    identity_adaptor: bool = True  # start the adaptor at the identity (else torch's default init)
     adaptor_lr: float = 5e-4        # Adam, weight decay 1e-5; 5x the paper's rates: a bounded CPU fit
-    discriminator_lr: float = 1e-3  # of a few thousand steps, not 160 epochs on a GPU
-    steps: int = 1000       # mini-batch steps
+    discriminator_lr: float = 1e-3  # of a few hundred steps, not 160 epochs on a GPU
+    steps: int = 500        # mini-batch steps
     batch: int = 1024       # normal patches per step (as many noisy ones)
     seed: int = 0
 
@@ -114,6 +118,8 @@ class SimpleNetGraph(nn.Module):
         self.grid_stride = getattr(features.backbone, "grid_stride", None)
         self.head = _FusedHead(features, head)
 
+    float_nodes = ("/head/out/",)  # ONNX node-name prefixes the INT8 graph keeps float
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(x)
         if self.grid_stride:
@@ -125,8 +131,11 @@ class SimpleNetGraph(nn.Module):
 
 class _FusedHead(nn.Module):
     """Per-tap 1x1 convolutions (the first layer's columns for that tap, channel pooling folded
-    in; the first carries the bias: the pooling and upsampling keep constants), upsampled,
-    summed, then LeakyReLU, the negated output layer and softplus."""
+    in; the first carries the bias: the pooling and upsampling keep constants) on the taps' own
+    maps, then the aggregation's pooling and upsampling, and :class:`_ScoreOutput`.
+
+    The convolutions read the backbone's tap outputs directly, so in the INT8 graph they run
+    as int8 convolutions on the backbone's int8 activations; only ``out`` stays float."""
 
     def __init__(self, features: nn.Module, head: ScoreHead):
         super().__init__()
@@ -147,10 +156,7 @@ class _FusedHead(nn.Module):
             self.taps.append(conv)
         if start != w1.shape[1]:
             raise ValueError(f"head expects {w1.shape[1]} feature channels, the taps give {start}")
-        # the output layer negated: softplus(-D) without a Neg node
-        self.conv2 = nn.Conv2d(head.conv2.in_channels, 1, 1)
-        self.conv2.weight.data.copy_(-head.conv2.weight.data)
-        self.conv2.bias.data.copy_(-head.conv2.bias.data)
+        self.out = _ScoreOutput(head.conv2)
         self.requires_grad_(False)
 
     @staticmethod
@@ -160,14 +166,31 @@ class _FusedHead(nn.Module):
         return list(features.tap_channels)
 
     def forward(self, maps: list[torch.Tensor], size, k: int) -> torch.Tensor:
-        total = None
+        parts = []
         for i, (conv, m) in enumerate(zip(self.taps, maps)):
+            m = conv(m)
             if k > 1:
                 m = F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False)
-            m = conv(m)
             if i > 0 or tuple(m.shape[-2:]) != tuple(size):
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-            total = m if total is None else total + m
+            parts.append(m)
+        return self.out(parts)
+
+
+class _ScoreOutput(nn.Module):
+    """Sum of the taps' parts, LeakyReLU, the output layer negated (softplus(-D) without a Neg
+    node) and softplus: kept float in the INT8 graph, its output is the score itself."""
+
+    def __init__(self, conv2: nn.Conv2d):
+        super().__init__()
+        self.conv2 = nn.Conv2d(conv2.in_channels, 1, 1)
+        self.conv2.weight.data.copy_(-conv2.weight.data)
+        self.conv2.bias.data.copy_(-conv2.bias.data)
+
+    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
         return F.softplus(self.conv2(F.leaky_relu(total, LEAKY_SLOPE)))
 
 
@@ -264,7 +287,9 @@ def fit_section(cfg, feats: np.ndarray, graph: nn.Module, manifest: dict, log) -
     head_macs = conv_macs(scored, cfg.preprocess.input_size) - conv_macs(graph.backbone, cfg.preprocess.input_size)
     rule = {"rule": "topk_mean", "k": cfg.topk} if cfg.image_score == "topk_mean" else {"rule": "max"}
     manifest["simplenet"] = {
-        "hidden": settings.hidden, "noise_std": settings.noise_std, "steps": settings.steps,
+        "hidden": settings.hidden, "noise_std": settings.noise_std, "noise_scale": settings.noise_scale,
+        "identity_adaptor": settings.identity_adaptor, "adaptor_lr": settings.adaptor_lr,
+        "discriminator_lr": settings.discriminator_lr, "steps": settings.steps,
         "batch": settings.batch, "train_seconds": round(fit.seconds, 1), "final_loss": round(fit.final_loss, 4),
         "train_accuracy": fit.train_accuracy, "image_score": rule,
         "head_macs": int(head_macs), "backbone_macs": int(backbone_macs),
