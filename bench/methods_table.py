@@ -33,7 +33,11 @@ from edgead.images import list_images  # noqa: E402
 from edgead.model import load_model  # noqa: E402
 from edgead_export.config import ExportConfig  # noqa: E402
 
-PI5_FACTOR = 2.7  # this CPU's single-core FP32 throughput over a Pi 5 core's (docs/benchmarks.md, Raspberry Pi)
+# Pi 5 estimate: a row's times over its own backbone stage (same run, so the host's load cancels)
+# times the backbone's Pi 5 estimate: 2.35 ms quiet here (Latency per stage) x 2.7 (this core's
+# FP32 throughput over a Cortex-A76's, Raspberry Pi section); FP32 backbone: 1.7x the INT8 one
+# (measured alternating with it in one run, bench/simplenet_ratio.py)
+PI5_BACKBONE_MS = {"int8": 2.35 * 2.7, "fp32": 2.35 * 2.7 * 1.7}
 BENCH_FRAMES = 40
 
 
@@ -104,18 +108,20 @@ def measure(name: str, root: Path, method: str, out: Path, spec: str) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| set | method | image AUROC int8 / fp32 | pixel AUROC | FR / good, miss / defective | "
-             "decision / with map, ms | Pi 5 est., ms | artifact MB | export s (fit) |",
+             "decision / with map, ms here (x backbone) | Pi 5 est., ms | artifact MB | export s (fit) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in {(r["dataset"], r["method"]): r for r in rows}.values():
+    for r in sorted({(r["dataset"], r["method"]): r for r in rows}.values(), key=lambda r: (r["dataset"], r["method"])):
         d = r[r["default_precision"]]
         pa = "–" if d["pixel_auroc"] is None else f"{d['pixel_auroc']:.3f}"
         b = r["bench"]
-        prec = "" if r["default_precision"] == "int8" else " (fp32: int8 failed parity)"
+        dec, wm = b["decision_p50"] / b["backbone_p50"], b["with_map_p50"] / b["backbone_p50"]
+        pi = PI5_BACKBONE_MS[b["precision"]]
+        prec = "" if r["default_precision"] == "int8" else " (FP32: INT8 failed parity)"
         lines.append(
             f"| {r['dataset']} | {r['method']}{prec} | {r['int8']['image_auroc']:.3f} / {r['fp32']['image_auroc']:.3f} | {pa} | "
             f"{d['false_rejects']}/{d['good']}, {d['misses']}/{d['defective']} | "
-            f"{b['decision_p50']:.1f} / {b['with_map_p50']:.1f} | "
-            f"~{b['decision_p50'] * PI5_FACTOR:.0f} / ~{b['with_map_p50'] * PI5_FACTOR:.0f} | {r['artifact_mb']:.2f} | "
+            f"{b['decision_p50']:.0f} / {b['with_map_p50']:.0f} ({dec:.2f} / {wm:.2f}) | "
+            f"~{dec * pi:.0f} / ~{wm * pi:.0f} | {r['artifact_mb']:.2f} | "
             f"{r['export_s']:.0f}" + (f" ({r['fit_s']:.0f})" if r.get("fit_s") else "") + " |")
     return "\n".join(lines)
 
