@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import edgead_export.pipeline as pipeline  # noqa: E402
 from edgead.bench import run_bench  # noqa: E402
@@ -32,6 +33,7 @@ from edgead.evaluate import evaluate  # noqa: E402
 from edgead.images import list_images  # noqa: E402
 from edgead.model import load_model  # noqa: E402
 from edgead_export.config import ExportConfig  # noqa: E402
+from quality_sweep import evenly  # noqa: E402
 
 # Pi 5 estimate: a row's times over its own backbone stage (same run, so the host's load cancels)
 # times the backbone's Pi 5 estimate: 2.35 ms quiet here (Latency per stage) x 2.7 (this core's
@@ -39,11 +41,6 @@ from edgead_export.config import ExportConfig  # noqa: E402
 # (measured alternating with it in one run, bench/simplenet_ratio.py)
 PI5_BACKBONE_MS = {"int8": 2.35 * 2.7, "fp32": 2.35 * 2.7 * 1.7}
 BENCH_FRAMES = 40
-
-
-def evenly(items: list, cap: int) -> list:
-    """``cap`` of ``items``, evenly spaced (all of them when there are fewer)."""
-    return [items[i * len(items) // min(cap, len(items))] for i in range(min(cap, len(items)))]
 
 
 def capped_root(data: Path, cap: int, test_cap: int, into: Path) -> Path:

@@ -25,12 +25,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from edgead.evaluate import find_test_images  # noqa: E402
 from edgead.images import list_images  # noqa: E402
 from edgead.metrics_math import auroc  # noqa: E402
 from edgead.scorer.patchcore_bank import topk_mean  # noqa: E402
 from edgead_export.config import ExportConfig  # noqa: E402
+from quality_sweep import evenly  # noqa: E402
 from edgead_export.extract import extract_features  # noqa: E402
 from edgead_export.methods.simplenet import SimpleNetSettings, fit_simplenet  # noqa: E402
 from edgead_export.pipeline import build_graph  # noqa: E402
@@ -44,10 +46,6 @@ def halves(items) -> np.ndarray:
         half[i] = seen.get(key, 0) % 2
         seen[key] = seen.get(key, 0) + 1
     return half
-
-
-def evenly(items: list, cap: int) -> list:
-    return [items[i * len(items) // min(cap, len(items))] for i in range(min(cap, len(items)))]
 
 
 def cached_features(root: Path, cache: Path, cap: int, test_cap: int) -> dict:
