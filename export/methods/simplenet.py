@@ -105,7 +105,7 @@ class SimpleNetGraph(nn.Module):
     The head's first layer is linear and so are the aggregation's 3x3 average pooling (it
     commutes with a 1x1 convolution), its channel pooling and its bilinear upsampling (both keep
     constants, so the bias moves past them): the layer is split by tap and applied to each tap's
-    map at its own resolution, then upsampled and summed.  Same scores as ``head(features(x))``
+    map at its own resolution, before the pooling and the upsampling, and the parts are summed.  Same scores as ``head(features(x))``
     without the concatenated feature tensor, and the deeper taps' share of the layer runs on a
     quarter of the positions."""
 
