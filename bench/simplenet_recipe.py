@@ -108,11 +108,16 @@ def main() -> int:
                                  "fit_s": round(time.perf_counter() - t0, 1), "loss": round(fit.final_loss, 4)}
         row["mean_A"] = round(float(np.mean([v["A"] for v in row["sets"].values()])), 4)
         row["mean_B"] = round(float(np.mean([v["B"] for v in row["sets"].values()])), 4)
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(row, args.json)
     return 0
+
+
+def emit(row: dict, path: Path | None) -> None:
+    """Print the row; append it to the JSON-lines file when one is given."""
+    print(json.dumps(row), flush=True)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
