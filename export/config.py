@@ -148,9 +148,9 @@ class ExportConfig(BaseModel):
     simplenet_hidden: Annotated[int, Option(legacy="simplenet.hidden")] = Field(
         128, description="SimpleNet: discriminator width (its cost per patch is about feature dim x width)")
     simplenet_noise: float = Field(
-        0.1, description="SimpleNet: std of the Gaussian noise that makes the synthetic anomalous features, in "
-                         "units of the standardised patch features")
-    simplenet_steps: int = Field(1000, description="SimpleNet: training steps (bounds the fit time)")
+        0.25, description="SimpleNet: std of the Gaussian noise that makes the synthetic anomalous features, as a "
+                          "share of each adapted feature channel's spread")
+    simplenet_steps: int = Field(500, description="SimpleNet: training steps (bounds the fit time)")
     simplenet_batch: int = Field(1024, description="SimpleNet: normal patches per training step")
     spade_k: Annotated[int, Option(legacy="spade.k")] = Field(
         50, description="SPADE: nearest training images whose global-feature distances average to the image score")

@@ -32,6 +32,7 @@ class PatchFeatureGraph(nn.Module):
         self.backbone = backbone
         self.method = method
         self.aggregation = aggregation
+        self.tap_channels = list(tap_channels)
         self.pools = nn.ModuleList()
         if method == "patchcore" and target_dim:
             per_tap = max(1, target_dim // len(tap_channels))

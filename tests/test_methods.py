@@ -40,11 +40,14 @@ def test_simplenet_artifact_is_one_graph_without_a_bank(simplenet_model_dir):
     assert m["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
     graph = onnx.load(str(simplenet_model_dir / "backbone.onnx")).graph
     assert [o.name for o in graph.output] == ["scores"] and graph.node[-1].op_type == "Softplus"
-    # the score head stays float in the INT8 graph: its output is the score itself
+    # in the INT8 graph the head's per-tap convolutions read the backbone's int8 activations and
+    # are quantized; its output part stays float: its output is the score itself
     int8 = onnx.load(str(simplenet_model_dir / "backbone.int8.onnx")).graph
-    head = [n for n in int8.node if n.name.startswith("/head/")]
-    assert head and all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in head)
-    assert any(n.op_type == "QuantizeLinear" for n in int8.node)
+    out = [n for n in int8.node if n.name.startswith("/head/out/")]
+    assert out and all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in out)
+    dequantized = {o for n in int8.node if n.op_type == "DequantizeLinear" for o in n.output}
+    taps = [n for n in int8.node if n.op_type == "Conv" and n.name.startswith("/head/taps")]
+    assert len(taps) == 2 and all(n.input[0] in dequantized and n.input[1] in dequantized for n in taps)
 
 
 def test_simplenet_training_is_seeded(synth_root, tmp_path):
@@ -69,7 +72,7 @@ def test_an_untrained_discriminator_scores_at_chance(simplenet_model_dir, synthe
     shutil.copytree(simplenet_model_dir, copy)
     path = copy / "backbone.onnx"
     model = onnx.load(str(path))
-    conv2 = next(n for n in model.graph.node if n.name.startswith("/head/conv2"))
+    conv2 = next(n for n in model.graph.node if n.name.startswith("/head/out/conv2"))
     for init in model.graph.initializer:
         if init.name in conv2.input[1:]:
             init.CopyFrom(onnx.numpy_helper.from_array(np.zeros(onnx.numpy_helper.to_array(init).shape,
@@ -148,3 +151,32 @@ def test_bench_score_serve_and_reload(request, fixture, synthetic_images, capsys
         assert inspect(good)["score"] < first["score"] / 1.2
         heat = client.get(f"/results/{again['id']}/heatmap.png")
         assert heat.status_code == 200 and heat.content[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("taps, target_dim", [([4, 10], None), ([4, 10], 64), ([10, 14, "s8"], None)])
+def test_simplenet_head_fused_into_the_aggregation_scores_as_on_the_features(taps, target_dim):
+    """The exported graph applies the head's first layer per tap before the upsampling: the
+    scores must equal the trained head's on the concatenated patch features."""
+    torch = pytest.importorskip("torch")
+    from edgead_export.backbones import build_backbone
+    from edgead_export.feature_graph import PatchFeatureGraph
+    from edgead_export.methods.simplenet import SimpleNetGraph, SimpleNetHead
+
+    backbone = build_backbone("efficientnet-lite0", taps)
+    with torch.no_grad():
+        channels = [m.shape[1] for m in backbone(torch.zeros(1, 3, 128, 128))]
+    features = PatchFeatureGraph(backbone, "patchcore", channels, target_dim=target_dim).eval()
+    d = features.feature_dim((128, 128))[0]
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    trained = SimpleNetHead(rng.normal(size=d).astype(np.float32), rng.uniform(0.5, 2, d).astype(np.float32), 16)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_()
+        trained.bn.running_mean.normal_()
+    head = trained.eval().folded().eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected, fused = head(features(x)), SimpleNetGraph(features, head).eval()(x)
+    assert fused.shape == expected.shape == (2, 1, *features.feature_dim((128, 128))[1:])
+    np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-3, atol=1e-4 * float(expected.abs().max()))

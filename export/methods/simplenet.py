@@ -8,11 +8,11 @@ loss ``max(0, th+ - D(q)) + max(0, D(q~) + th-)``.  Training runs a fixed number
 mini-batch steps, so its time is bounded and its result reproducible.
 
 Inference needs no memory bank: standardisation, adaptor, first discriminator layer and its batch
-norm are all linear and fold into one 1x1 convolution, so what is appended to the backbone's ONNX
-graph is conv (D -> hidden), LeakyReLU, conv (hidden -> 1) and ``softplus(-D)``: a positive
-patch anomaly score that grows as the discriminator's "normal" output falls (softplus keeps the
-order of ``-D`` and gives a positive threshold).  Its size depends on D and ``hidden`` only,
-never on the number of training images.
+norm are all linear and fold into one 1x1 convolution (D -> hidden), which is split by tap and
+fused into the patch aggregation (:class:`SimpleNetGraph`); after it come LeakyReLU, a 1x1
+convolution (hidden -> 1) and ``softplus(-D)``: a positive patch anomaly score that grows as the
+discriminator's "normal" output falls (softplus keeps the order of ``-D`` and gives a positive
+threshold).  Its size depends on D and ``hidden`` only, never on the number of training images.
 """
 
 from __future__ import annotations
@@ -29,19 +29,23 @@ from torch import nn
 TH_POS = 0.5  # the paper's margins of the truncated L1 loss
 TH_NEG = 0.5
 LEAKY_SLOPE = 0.2
-ADAPTOR_LR = 5e-4  # 5x the paper's learning rates (Adam, weight decay 1e-5): a bounded CPU fit of
-# a few hundred steps, not 160 epochs on a GPU
-DISCRIMINATOR_LR = 1e-3
 WEIGHT_DECAY = 1e-5
 
 
 @dataclass(frozen=True)
 class SimpleNetSettings:
+    """The training recipe. Defaults chosen on one half of the test split of five real sets and
+    reported on the other (docs/benchmarks.md, "SimpleNet's training recipe")."""
+
     hidden: int = 128       # discriminator width (the paper's 1024 is sized for a GPU, not a Pi)
-    noise_std: float = 0.1  # Gaussian noise of the synthetic anomalies; features are standardised per
-    # channel first, so this is a share of their spread (the paper's 0.015 suits its unnormalised
-    # features: on standardised ones the discriminator never separates them, loss stuck at 1)
-    steps: int = 1000       # mini-batch steps
+    noise_std: float = 0.25  # Gaussian noise of the synthetic anomalies, a share of the feature spread
+    noise_scale: str = "adapted"  # "adapted": times each adapted channel's spread in the batch (the
+    # adaptor cannot shrink the features under the noise and make it trivially separable);
+    # "fixed": in units of the standardised features
+    identity_adaptor: bool = True  # start the adaptor at the identity (else torch's default init)
+    adaptor_lr: float = 5e-4        # Adam, weight decay 1e-5; 5x the paper's rates: a bounded CPU fit
+    discriminator_lr: float = 1e-3  # of a few hundred steps, not 160 epochs on a GPU
+    steps: int = 500        # mini-batch steps
     batch: int = 1024       # normal patches per step (as many noisy ones)
     seed: int = 0
 
@@ -96,15 +100,98 @@ class ScoreHead(nn.Module):
 
 
 class SimpleNetGraph(nn.Module):
-    """image -> patch anomaly scores: the feature graph with the score head appended."""
+    """image -> patch anomaly scores: the backbone with the score head fused into its aggregation.
+
+    The head's first layer is linear and so are the aggregation's 3x3 average pooling (it
+    commutes with a 1x1 convolution), its channel pooling and its bilinear upsampling (both keep
+    constants, so the bias moves past them): the layer is split by tap and applied to each tap's
+    map at its own resolution, before the pooling and the upsampling, and the parts are summed.  Same scores as ``head(features(x))``
+    without the concatenated feature tensor, and the deeper taps' share of the layer runs on a
+    quarter of the positions."""
 
     def __init__(self, features: nn.Module, head: ScoreHead):
         super().__init__()
-        self.features = features
-        self.head = head
+        if features.method != "patchcore" or features.channel_index is not None:
+            raise ValueError("SimpleNet's head fuses into PatchCore's aggregation only")
+        self.backbone = features.backbone
+        self.aggregation = features.aggregation
+        self.grid_stride = getattr(features.backbone, "grid_stride", None)
+        self.head = _FusedHead(features, head)
+
+    float_nodes = ("/head/out/",)  # ONNX node-name prefixes the INT8 graph keeps float
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        maps = self.backbone(x)
+        if self.grid_stride:
+            size = (x.shape[-2] // self.grid_stride, x.shape[-1] // self.grid_stride)
+        else:
+            size = maps[0].shape[-2:]
+        return self.head(maps, size, self.aggregation)
+
+
+class _FusedHead(nn.Module):
+    """Per-tap 1x1 convolutions (the first layer's columns for that tap, channel pooling folded
+    in; the first carries the bias: the pooling and upsampling keep constants) on the taps' own
+    maps, then the aggregation's pooling and upsampling, and :class:`_ScoreOutput`.
+
+    The convolutions read the backbone's tap outputs directly, so in the INT8 graph they run
+    as int8 convolutions on the backbone's int8 activations; only ``out`` stays float."""
+
+    def __init__(self, features: nn.Module, head: ScoreHead):
+        super().__init__()
+        w1 = head.conv1.weight.data[:, :, 0, 0]
+        self.taps = nn.ModuleList()
+        start = 0
+        widths = [p.weight.shape[0] for p in features.pools] if len(features.pools) else None
+        for i, conv_in in enumerate(self._tap_channels(features)):
+            width = widths[i] if widths else conv_in
+            w = w1[:, start:start + width]
+            if widths:
+                w = w @ features.pools[i].weight.data[:, :, 0, 0]
+            start += width
+            conv = nn.Conv2d(conv_in, w.shape[0], 1, bias=not self.taps)  # the bias once, on the first tap
+            conv.weight.data.copy_(w[:, :, None, None])
+            if conv.bias is not None:
+                conv.bias.data.copy_(head.conv1.bias.data)
+            self.taps.append(conv)
+        if start != w1.shape[1]:
+            raise ValueError(f"head expects {w1.shape[1]} feature channels, the taps give {start}")
+        self.out = _ScoreOutput(head.conv2)
+        self.requires_grad_(False)
+
+    @staticmethod
+    def _tap_channels(features: nn.Module) -> list[int]:
+        if len(features.pools):
+            return [p.weight.shape[1] for p in features.pools]
+        return list(features.tap_channels)
+
+    def forward(self, maps: list[torch.Tensor], size, k: int) -> torch.Tensor:
+        parts = []
+        for i, (conv, m) in enumerate(zip(self.taps, maps)):
+            m = conv(m)
+            if k > 1:
+                m = F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False)
+            if i > 0 or tuple(m.shape[-2:]) != tuple(size):
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            parts.append(m)
+        return self.out(parts)
+
+
+class _ScoreOutput(nn.Module):
+    """Sum of the taps' parts, LeakyReLU, the output layer negated (softplus(-D) without a Neg
+    node) and softplus: kept float in the INT8 graph, its output is the score itself."""
+
+    def __init__(self, conv2: nn.Conv2d):
+        super().__init__()
+        self.conv2 = nn.Conv2d(conv2.in_channels, 1, 1)
+        self.conv2.weight.data.copy_(-conv2.weight.data)
+        self.conv2.bias.data.copy_(-conv2.bias.data)
+
+    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return F.softplus(self.conv2(F.leaky_relu(total, LEAKY_SLOPE)))
 
 
 @dataclass
@@ -133,9 +220,14 @@ def fit_simplenet(features: np.ndarray, settings: SimpleNetSettings = SimpleNetS
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     head = SimpleNetHead(mean, std, settings.hidden)
+    if settings.identity_adaptor:
+        with torch.no_grad():
+            head.adaptor.weight.copy_(torch.eye(d))
+            head.adaptor.bias.zero_()
     opt = torch.optim.Adam([
-        {"params": head.adaptor.parameters(), "lr": ADAPTOR_LR},
-        {"params": [*head.fc1.parameters(), *head.bn.parameters(), *head.fc2.parameters()], "lr": DISCRIMINATOR_LR},
+        {"params": head.adaptor.parameters(), "lr": settings.adaptor_lr},
+        {"params": [*head.fc1.parameters(), *head.bn.parameters(), *head.fc2.parameters()],
+         "lr": settings.discriminator_lr},
     ], weight_decay=WEIGHT_DECAY)
     batch = min(settings.batch, len(rows))
     losses, hits = [], []
@@ -144,7 +236,8 @@ def fit_simplenet(features: np.ndarray, settings: SimpleNetSettings = SimpleNetS
     for _ in bar:
         x = rows[torch.randint(len(rows), (batch,), generator=gen)]
         q = head.adapt(x)
-        noisy = q + settings.noise_std * torch.randn(q.shape, generator=gen)
+        scale = q.detach().std(0) if settings.noise_scale == "adapted" else 1.0
+        noisy = q + settings.noise_std * scale * torch.randn(q.shape, generator=gen)
         out = head.discriminate(torch.cat([q, noisy]))
         loss = truncated_l1(out[:batch], out[batch:])
         opt.zero_grad()
@@ -190,11 +283,13 @@ def fit_section(cfg, feats: np.ndarray, graph: nn.Module, manifest: dict, log) -
         f"{settings.steps} steps of {settings.batch}")
     fit = fit_simplenet(feats, settings, progress=cfg.progress)
     scored = SimpleNetGraph(graph, fit.head).eval()
-    backbone_macs = conv_macs(graph, cfg.preprocess.input_size)
-    head_macs = fit.head.macs_per_patch * manifest["backbone"]["feature_grid"][0] * manifest["backbone"]["feature_grid"][1]
+    backbone_macs = conv_macs(graph, cfg.preprocess.input_size)  # the graph a PatchCore export would run
+    head_macs = conv_macs(scored, cfg.preprocess.input_size) - conv_macs(graph.backbone, cfg.preprocess.input_size)
     rule = {"rule": "topk_mean", "k": cfg.topk} if cfg.image_score == "topk_mean" else {"rule": "max"}
     manifest["simplenet"] = {
-        "hidden": settings.hidden, "noise_std": settings.noise_std, "steps": settings.steps,
+        "hidden": settings.hidden, "noise_std": settings.noise_std, "noise_scale": settings.noise_scale,
+        "identity_adaptor": settings.identity_adaptor, "adaptor_lr": settings.adaptor_lr,
+        "discriminator_lr": settings.discriminator_lr, "steps": settings.steps,
         "batch": settings.batch, "train_seconds": round(fit.seconds, 1), "final_loss": round(fit.final_loss, 4),
         "train_accuracy": fit.train_accuracy, "image_score": rule,
         "head_macs": int(head_macs), "backbone_macs": int(backbone_macs),
