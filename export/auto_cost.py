@@ -1,0 +1,86 @@
+"""What a candidate will cost on the Pi, known before any feature is extracted.
+
+`--auto` keeps every candidate inside a latency budget without exporting it: the time to the
+decision is estimated from the candidate's shape (backbone multiply-accumulates per tile, tiles,
+query patches, bank rows), with constants fitted to this project's one-thread INT8 measurements
+of the default model (docs/benchmarks.md, "Latency per stage" and "Latency against input
+resolution"), then scaled by the Pi factor. The estimate is deterministic, so a loaded
+workstation does not push candidates out of the budget (a timed estimate did).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from edgead.fit.coreset import coreset_size
+
+# One-thread INT8 on the workstation, default model (Lite0 taps 4 + 10, 224 px): the backbone
+# 2.33 ms, resize + normalise 0.7 ms; the search of its 784 patches 1.2 ms against a 1.4k-row
+# bank and 2.0 ms against 14k rows (a line through both), the top-k rule's certified search
+# ~1.2x the single maximum's.
+BACKBONE_MS_DEFAULT = 2.33
+PREPROCESS_MS = 0.7
+SEARCH_MS_PER_PATCH = 1.1 / 784
+SEARCH_MS_PER_PATCH_ROW = 0.8 / (784 * 12_700)
+TOPK_SEARCH_FACTOR = 1.2
+REFERENCE_DIM = 152
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """One candidate's estimated time to the decision, one thread (ms)."""
+
+    backbone_ms: float
+    search_ms: float
+    bank_rows: int
+    here_ms: float
+
+    def pi_ms(self, factor: float) -> float:
+        return self.here_ms * factor
+
+
+@torch.no_grad()
+def conv_macs(graph: torch.nn.Module, input_size: tuple[int, int]) -> int:
+    """Multiply-accumulates of the graph's convolutions and linear layers for one input."""
+    total = 0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in graph.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        graph(torch.zeros(1, 3, *input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def bank_rows(cfg, fit_images: int, grid: tuple[int, int]) -> int:
+    """Rows of every bank together, as the export's coreset will choose them."""
+    groups = cfg.tiling.bank_count
+    patches = fit_images * (cfg.tiling.count // groups) * grid[0] * grid[1]
+    cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // groups)
+    per_bank = coreset_size(patches, cfg.coreset)
+    return groups * (per_bank if cap is None else min(per_bank, cap))
+
+
+def estimate(cfg, macs: int, reference_macs: int, feature_dim: int, grid: tuple[int, int],
+             fit_images: int) -> CostEstimate:
+    """``macs``: one tile's (``conv_macs``); ``reference_macs``: the default model's."""
+    tiles = cfg.tiling.count
+    backbone = tiles * BACKBONE_MS_DEFAULT * macs / reference_macs
+    rows = bank_rows(cfg, fit_images, grid)
+    per_bank_rows = rows / cfg.tiling.bank_count
+    patches = tiles * grid[0] * grid[1]
+    search = (patches * (SEARCH_MS_PER_PATCH + SEARCH_MS_PER_PATCH_ROW * per_bank_rows)
+              * feature_dim / REFERENCE_DIM * (TOPK_SEARCH_FACTOR if cfg.image_score == "topk_mean" else 1.0))
+    return CostEstimate(backbone, search, rows, PREPROCESS_MS * tiles + backbone + search)
