@@ -11,6 +11,7 @@ use the folder names of ``bench/quality_sweep.py`` (``<set>_<size>``), so its ca
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,8 +89,10 @@ class FeatureCache:
             chunk = todo[a:a + 16]
             feats = extract_features(self.graph(), [source(i) for i in chunk], self.cfg.preprocess,
                                      tiling=self.cfg.tiling).astype(np.float16)
-            for j, i in enumerate(chunk):
-                np.save(files[i], feats[j * tiles:(j + 1) * tiles] if tiles > 1 else feats[j:j + 1])
+            for j, i in enumerate(chunk):  # written whole, then renamed: another run may read the cache
+                tmp = files[i].with_suffix(f".{os.getpid()}.tmp.npy")
+                np.save(tmp, feats[j * tiles:(j + 1) * tiles] if tiles > 1 else feats[j:j + 1])
+                os.replace(tmp, files[i])
         self.extracted += len(todo)
         if todo:
             print(f"  {self.folder.name}: {len(todo)} images in {time.perf_counter() - t0:.0f} s", file=sys.stderr,

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edgead.artifact import update_manifest
 from edgead.errors import ConfigError
@@ -37,6 +38,9 @@ AUROC_TIE = 0.002           # real defects: a gain this small is noise
 PROXY_MARGIN = 0.02         # proxy defects: a candidate must beat the reference by this much
 PROXY_KINDS = ("cutpaste", "noise_blob", "scratch")
 PROXY_PER_IMAGE = 2
+# candidates are ranked with banks fitted on at most this many training images (evenly spaced):
+# the ranking needs a bank per candidate, not the final one; the winner's export fits on all
+JUDGE_FIT_IMAGES = 100
 LATENCY_IMAGES = 20
 DEFAULT_CANDIDATES = (
     "",                       # the default: the reference every other candidate must beat
@@ -88,6 +92,7 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
     """Judge the candidates on shared features, export the chosen one to ``base.out`` (its
     manifest gains ``auto``)."""
     t_start = time.time()
+    torch.set_num_threads(max(1, base.threads))
     candidates = list(DEFAULT_CANDIDATES if candidates is None else candidates)
     budget_ms = DEFAULT_BUDGET_MS if budget_ms is None else budget_ms
     if not candidates:
@@ -108,6 +113,8 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
     basis = (f"{len(hold)} held-out good + {len(defects)} --val-defects images" if real else
              f"GOOD IMAGES ONLY: {len(hold)} held-out good images vs {PROXY_PER_IMAGE * len(hold)} proxy defects "
              f"({', '.join(PROXY_KINDS)}) drawn on them (pass --val-defects for a choice on real defects)")
+    judge_idx = evenly_spaced(len(fit_paths), JUDGE_FIT_IMAGES)
+    judge_paths = [fit_paths[i] for i in judge_idx]
     costs, graphs = price(configs, len(fit_paths))
     results = []
     for spec, cfg, cost in zip(candidates, configs, costs):
@@ -125,32 +132,34 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         judged = [fastest]
     geometries = list(dict.fromkeys(geometry_key(r["cfg"]) for r in judged))
     passes = PassLog()
-    kept = None  # (geometry, cfg, features) of the leader so far: the winner's export reuses them
-    log(f"auto: {len(judged)} candidates, {len(geometries)} feature passes over {len(fit_paths)} + {len(hold)} good "
-        f"images; {basis}")
+    kept = None  # (geometry, judged training features) of the leader so far: the winner's export reuses them
+    log(f"auto: {len(judged)} candidates, {len(geometries)} feature passes over {len(judge_paths)} of the "
+        f"{len(fit_paths)} training + {len(hold)} held-out good images; {basis}")
     for g, key in enumerate(geometries):
         members = [r for r in judged if geometry_key(r["cfg"]) == key]
         cfg = resolve_roi(members[0]["cfg"], fit_paths)
         bad = defects or proxy_defects(hold_frames, PROXY_KINDS, PROXY_PER_IMAGE, cfg.preprocess, base.seed)
         t0 = time.time()
-        feats = extract_geometry(graphs[key][0], cfg, fit_paths, hold_frames, bad, passes, members[0]["spec"])
+        feats = extract_geometry(graphs[key][0], cfg, judge_paths, hold_frames, bad, passes, members[0]["spec"])
         t1 = time.time()
         member_cfgs = [m["cfg"].updated(roi=cfg.roi) for m in members]
         for m, c, j in zip(members, member_cfgs, judge_geometry(member_cfgs, feats)):
-            m.update(cfg=c, auroc=j["auroc"], bank_size=j["bank_rows"])
+            m.update(cfg=c, geometry=key, auroc=j["auroc"], bank_size=j["bank_rows"])
             log(f"auto [{g + 1}/{len(geometries)}] {m['spec']}: AUROC {m['auroc']:.4f}, ~{m['pi_ms_estimate']:.0f} ms "
                 f"on the Pi, bank {m['bank_size']}")
         log(f"auto [{g + 1}/{len(geometries)}]: features {t1 - t0:.0f} s, banks and scores {time.time() - t1:.0f} s, "
             f"{time.time() - t_start:.0f} s so far")
         leader = choose([r for r in judged if "auroc" in r], budget_ms, AUROC_TIE if real else PROXY_MARGIN)[0]
-        if geometry_key(leader["cfg"]) == key:
+        if leader["geometry"] == key:
             kept = (key, feats.fit)
         del feats
     winner, within = choose(judged, budget_ms, AUROC_TIE if real else PROXY_MARGIN)
     log(f"auto: exporting {winner['spec']!r} (AUROC {winner['auroc']:.4f} on {basis})")
     t_export = time.time()
-    out, manifest = export_model(winner["cfg"].updated(out=base.out, name=base.name),
-                                 features=kept[1] if kept and kept[0] == geometry_key(winner["cfg"]) else None)
+    features = None
+    if kept and kept[0] == winner["geometry"]:
+        features = all_fit_features(graphs[kept[0]][0], winner["cfg"], fit_paths, judge_idx, kept[1], passes)
+    out, manifest = export_model(winner["cfg"].updated(out=base.out, name=base.name), features=features)
     latency = measured_latency(out, hold_frames)
     if latency * pi_factor > budget_ms:
         log(f"WARNING: the exported model measured {latency:.1f} ms here (~{latency * pi_factor:.0f} ms on the Pi), "
@@ -161,11 +170,33 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         "feature_passes": [{"geometry": s, "images": n} for s, n in passes.passes],
         "search_seconds": round(t_export - t_start, 1), "export_seconds": round(time.time() - t_export, 1),
         "chosen_latency_ms_here": round(latency, 2),
-        "candidates": [{k: v for k, v in r.items() if k != "cfg"} for r in results],
+        "judged_on_training_images": len(judge_paths),
+        "candidates": [{k: v for k, v in r.items() if k not in ("cfg", "geometry")} for r in results],
     }
     log(f"auto: chose {winner['spec']!r} in {time.time() - t_start:.0f} s (search {report['search_seconds']:.0f} s, "
         f"export {report['export_seconds']:.0f} s); measured {latency:.1f} ms here to the decision")
     return out, update_manifest(out, auto=report)
+
+
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """At most ``count`` of ``range(n)``, evenly spaced."""
+    return list(range(n)) if n <= count else [i * n // count for i in range(count)]
+
+
+def all_fit_features(graph, cfg: ExportConfig, fit_paths: list[Path], judge_idx: list[int], judged: np.ndarray,
+                     passes: PassLog) -> np.ndarray:
+    """Every training image's features at the winner's geometry: the judged ones reused, the
+    rest extracted (image-major, in ``fit_paths`` order)."""
+    if len(judge_idx) == len(fit_paths):
+        return judged
+    rest = [i for i in range(len(fit_paths)) if i not in set(judge_idx)]
+    t = cfg.tiling.count
+    extra = extract_geometry(graph, cfg, [fit_paths[i] for i in rest], [], [], passes, "(winner, the other training images)").fit
+    out = np.empty((len(fit_paths) * t, *judged.shape[1:]), dtype=judged.dtype)
+    for src, idx in ((judged, judge_idx), (extra, rest)):
+        for j, i in enumerate(idx):
+            out[i * t:(i + 1) * t] = src[j * t:(j + 1) * t]
+    return out
 
 
 def measured_latency(artifact: Path, frames: list[np.ndarray]) -> float:

@@ -110,19 +110,20 @@ def test_auto_run_shares_features_and_exports_only_the_winner(synth_root, tmp_pa
     monkeypatch.setattr(auto_search, "extract_features", counting_extract)
     monkeypatch.setattr(pipeline, "extract_features", counting_pipeline_extract)
     monkeypatch.setattr(auto_mod, "export_model", counting_export)
+    monkeypatch.setattr(auto_mod, "JUDGE_FIT_IMAGES", 20)  # ranked on 20 of the 25 training images
     base = ExportConfig(data=synth_root, out=tmp_path / "m", input_size=(128, 128), coreset=0.1, progress=False,
                         calib_images=8, target_frr=None)
     out, _ = auto_mod.auto_export(base, ["", "topk=10", "size=160 score=reweighted"])
-    assert calls == {"passes": 2, "export_extract": 0, "exports": 1}
+    # one pass per geometry, one over the winner's 5 other training images, none in the export
+    assert calls == {"passes": 3, "export_extract": 0, "exports": 1}
     auto = verify_artifact(out).auto  # checksums hold after the auto record was added
-    assert [p["images"] for p in auto["feature_passes"]] == [25 + 5 + 10] * 2  # fit + held out + 2 proxies each
+    assert [p["images"] for p in auto["feature_passes"]] == [20 + 5 + 10, 20 + 5 + 10, 5]
     judged = auto["candidates"]
     assert len(judged) == 3 and all(0.0 <= c["auroc"] <= 1.0 for c in judged)
     assert auto["chosen"] in {c["spec"] for c in judged} and auto["within_budget"]
     assert auto["budget_ms"] == auto_mod.DEFAULT_BUDGET_MS
     model = load_model(out)
-    chosen = next(c for c in judged if c["spec"] == auto["chosen"])
-    assert model.manifest.bank_size == chosen["bank_size"]
+    assert model.manifest.training_images == 25
     assert list(model.manifest.preprocess.input_size) == ([160, 160] if "160" in auto["chosen"] else [128, 128])
 
 
