@@ -72,18 +72,15 @@ def choose(results: list[dict], budget_ms: float | None, margin: float = AUROC_T
 
 def price(cfgs: list[ExportConfig], fit_images: int) -> tuple[list[auto_cost.CostEstimate], dict]:
     """Each candidate's cost estimate, and each geometry's graph (built once)."""
-    reference_cfg = ExportConfig(data=cfgs[0].data, out=cfgs[0].out)
-    ref_graph, _ = build_graph(reference_cfg, [])
-    ref_macs = auto_cost.conv_macs(ref_graph.backbone, reference_cfg.preprocess.input_size)
     graphs, costs = {}, []
     for cfg in cfgs:
         key = geometry_key(cfg)
         if key not in graphs:
             graph, _ = build_graph(cfg, [])
-            d, h, w = graph.feature_dim(cfg.preprocess.input_size)
-            graphs[key] = (graph, auto_cost.conv_macs(graph.backbone, cfg.preprocess.input_size), d, (h, w))
+            macs, (d, h, w) = auto_cost.conv_macs(graph, cfg.preprocess.input_size)
+            graphs[key] = (graph, macs, d, (h, w))
         _, macs, d, grid = graphs[key]
-        costs.append(auto_cost.estimate(cfg, macs, ref_macs, d, grid, fit_images))
+        costs.append(auto_cost.estimate(cfg, macs, d, grid, fit_images))
     return costs, graphs
 
 
@@ -91,7 +88,7 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
                 pi_factor: float = PI_CPU_FACTOR) -> tuple[Path, dict]:
     """Judge the candidates on shared features, export the chosen one to ``base.out`` (its
     manifest gains ``auto``)."""
-    t_start = time.time()
+    t_start, cpu_start = time.time(), time.process_time()
     torch.set_num_threads(max(1, base.threads))
     candidates = list(DEFAULT_CANDIDATES if candidates is None else candidates)
     budget_ms = DEFAULT_BUDGET_MS if budget_ms is None else budget_ms
@@ -173,8 +170,10 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         "judged_on_training_images": len(judge_paths),
         "candidates": [{k: v for k, v in r.items() if k not in ("cfg", "geometry")} for r in results],
     }
+    report["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
     log(f"auto: chose {winner['spec']!r} in {time.time() - t_start:.0f} s (search {report['search_seconds']:.0f} s, "
-        f"export {report['export_seconds']:.0f} s); measured {latency:.1f} ms here to the decision")
+        f"export {report['export_seconds']:.0f} s; {report['cpu_seconds']:.0f} s of CPU); measured {latency:.1f} ms "
+        "here to the decision")
     return out, update_manifest(out, auto=report)
 
 

@@ -21,6 +21,7 @@ from edgead.fit.coreset import coreset_size
 # bank and 2.0 ms against 14k rows (a line through both), the top-k rule's certified search
 # ~1.2x the single maximum's.
 BACKBONE_MS_DEFAULT = 2.33
+REFERENCE_MACS = 243_268_928  # conv_macs of the default graph (Lite0, taps 4 + 10, 224 px); a test checks it
 PREPROCESS_MS = 0.7
 SEARCH_MS_PER_PATCH = 1.1 / 784
 SEARCH_MS_PER_PATCH_ROW = 0.8 / (784 * 12_700)
@@ -42,8 +43,9 @@ class CostEstimate:
 
 
 @torch.no_grad()
-def conv_macs(graph: torch.nn.Module, input_size: tuple[int, int]) -> int:
-    """Multiply-accumulates of the graph's convolutions and linear layers for one input."""
+def conv_macs(graph: torch.nn.Module, input_size: tuple[int, int]) -> tuple[int, tuple[int, ...]]:
+    """(multiply-accumulates of the graph's convolutions and linear layers for one input, the
+    shape of its output without the batch axis)."""
     total = 0
 
     def count(module, _inputs, output):
@@ -57,11 +59,11 @@ def conv_macs(graph: torch.nn.Module, input_size: tuple[int, int]) -> int:
     hooks = [m.register_forward_hook(count) for m in graph.modules()
              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     try:
-        graph(torch.zeros(1, 3, *input_size))
+        out = graph(torch.zeros(1, 3, *input_size))
     finally:
         for h in hooks:
             h.remove()
-    return total
+    return total, tuple(out.shape[1:])
 
 
 def bank_rows(cfg, fit_images: int, grid: tuple[int, int]) -> int:
@@ -73,11 +75,10 @@ def bank_rows(cfg, fit_images: int, grid: tuple[int, int]) -> int:
     return groups * (per_bank if cap is None else min(per_bank, cap))
 
 
-def estimate(cfg, macs: int, reference_macs: int, feature_dim: int, grid: tuple[int, int],
-             fit_images: int) -> CostEstimate:
-    """``macs``: one tile's (``conv_macs``); ``reference_macs``: the default model's."""
+def estimate(cfg, macs: int, feature_dim: int, grid: tuple[int, int], fit_images: int) -> CostEstimate:
+    """``macs``: one tile's (``conv_macs``)."""
     tiles = cfg.tiling.count
-    backbone = tiles * BACKBONE_MS_DEFAULT * macs / reference_macs
+    backbone = tiles * BACKBONE_MS_DEFAULT * macs / REFERENCE_MACS
     rows = bank_rows(cfg, fit_images, grid)
     per_bank_rows = rows / cfg.tiling.bank_count
     patches = tiles * grid[0] * grid[1]

@@ -13,7 +13,7 @@ from edgead.preprocess import PreprocessConfig
 
 pytest.importorskip("torch")
 from edgead_export import auto as auto_mod  # noqa: E402
-from edgead_export import auto_search, pipeline  # noqa: E402
+from edgead_export import auto_cost, auto_search, pipeline  # noqa: E402
 from edgead_export.auto import apply_spec, choose  # noqa: E402
 from edgead_export.auto_search import geometry_key  # noqa: E402
 from edgead_export.pseudo_defects import PROXY_DEFECTS, small_pseudo_defect  # noqa: E402
@@ -69,6 +69,7 @@ def test_cost_estimate_grows_with_pixels_tiles_and_bank_and_keeps_defaults_in_bu
     costs, _ = auto_mod.price(cfgs, 270)
     pi = [c.pi_ms(auto_mod.PI_CPU_FACTOR) for c in costs]
     default, big_bank = costs[0], auto_mod.price([apply_spec(base, "coreset=0.1")], 270)[0][0]
+    assert default.backbone_ms == pytest.approx(auto_cost.BACKBONE_MS_DEFAULT)  # REFERENCE_MACS is the default's
     assert 10 < pi[0] < 30                                        # the default: under the 30 ms default budget
     assert big_bank.search_ms > default.search_ms and big_bank.backbone_ms == default.backbone_ms
     assert pi[2] > pi[0] and pi[4] > pi[0] and pi[6] > pi[2]      # 320 > 224, tiles > untiled, 448 > 320
