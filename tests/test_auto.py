@@ -65,7 +65,8 @@ def test_geometry_key_groups_candidates_that_share_features():
 
 def test_cost_estimate_grows_with_pixels_tiles_and_bank_and_keeps_defaults_in_budget():
     base = ExportConfig(data=Path("d"), out=Path("o"))
-    cfgs = [apply_spec(base, s) for s in auto_mod.DEFAULT_CANDIDATES + ("size=448", "size=320 tiles=3x3 coreset_max=0")]
+    cfgs = [apply_spec(base, s) for s in ("", "topk=10", "size=320", "size=320 topk=10", "size=224 tiles=2x2",
+                                          "size=224 tiles=2x2 topk=10", "size=448", "size=320 tiles=3x3 coreset_max=0")]
     costs, _ = auto_mod.price(cfgs, 270)
     pi = [c.pi_ms(auto_mod.PI_CPU_FACTOR) for c in costs]
     default, big_bank = costs[0], auto_mod.price([apply_spec(base, "coreset=0.1")], 270)[0][0]
@@ -73,7 +74,9 @@ def test_cost_estimate_grows_with_pixels_tiles_and_bank_and_keeps_defaults_in_bu
     assert 10 < pi[0] < 30                                        # the default: under the 30 ms default budget
     assert big_bank.search_ms > default.search_ms and big_bank.backbone_ms == default.backbone_ms
     assert pi[2] > pi[0] and pi[4] > pi[0] and pi[6] > pi[2]      # 320 > 224, tiles > untiled, 448 > 320
-    assert max(pi[: len(auto_mod.DEFAULT_CANDIDATES)]) <= auto_mod.DEFAULT_BUDGET_MS
+    assert max(pi[:6]) <= auto_mod.DEFAULT_BUDGET_MS
+    assert max(c.pi_ms(auto_mod.PI_CPU_FACTOR) for c in auto_mod.price(
+        [apply_spec(base, s) for s in auto_mod.DEFAULT_CANDIDATES], 270)[0]) <= auto_mod.DEFAULT_BUDGET_MS
     assert pi[-1] > auto_mod.DEFAULT_BUDGET_MS                    # 9 tiles at 320 px: left out by default
 
 
