@@ -16,10 +16,9 @@ import torch
 
 from edgead.fit.coreset import coreset_size
 
-# One-thread INT8 on the workstation, default model (Lite0 taps 4 + 10, 224 px): the backbone
-# 2.33 ms, resize + normalise 0.7 ms; the search of its 784 patches 1.2 ms against a 1.4k-row
-# bank and 2.0 ms against 14k rows (a line through both), the top-k rule's certified search
-# ~1.2x the single maximum's.
+# One-thread INT8 on the workstation, the default model: its backbone and preprocessing, and
+# its search as a line through two bank sizes (docs/benchmarks.md, "Latency per stage"); the
+# top-k rule's certified search costs a little more than the single maximum's.
 BACKBONE_MS_DEFAULT = 2.33
 REFERENCE_MACS = 243_268_928  # conv_macs of the default graph (Lite0, taps 4 + 10, 224 px); a test checks it
 PREPROCESS_MS = 0.7
