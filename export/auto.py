@@ -35,7 +35,7 @@ from edgead_export.pseudo_defects import proxy_defects
 PI_CPU_FACTOR = 5.0
 DEFAULT_BUDGET_MS = 150.0   # the heaviest candidate --auto may choose without --budget-ms (Pi estimate)
 AUROC_TIE = 0.002           # real defects: a gain this small is noise
-PROXY_MARGIN = 0.02         # proxy defects: a candidate must beat the reference by this much
+PROXY_MARGIN = 0.05         # proxy defects: a candidate must beat the reference by this much
 PROXY_KINDS = ("cutpaste", "noise_blob", "scratch")
 PROXY_PER_IMAGE = 2
 # candidates are ranked with banks fitted on at most this many training images (evenly spaced):
