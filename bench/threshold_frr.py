@@ -44,7 +44,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--datasets", default="magnetic_tile,elpv_poly,deeppcb,casting,bsdata")
-    ap.add_argument("--config", default="size=224")
+    ap.add_argument("--config", default="size=224", help="a candidate spec, or 'auto' (export --auto)")
     ap.add_argument("--keep", type=Path, required=True, help="artifacts go here (reused when present)")
     ap.add_argument("--json", type=Path, default=None, help="append result rows to this JSON-lines file")
     ap.add_argument("--threads", type=int, default=None)
@@ -54,6 +54,11 @@ def main() -> int:
         t0 = time.time()
         if (out / "manifest.json").is_file():
             manifest, export_s = json.loads((out / "manifest.json").read_text()), None
+        elif args.config == "auto":  # `export --auto` with its default candidates and budget
+            from edgead_export.auto import auto_export
+
+            auto_export(make_export_config(args.root / name, out, "", args.threads))
+            manifest, export_s = json.loads((out / "manifest.json").read_text()), round(time.time() - t0, 1)
         else:
             _, manifest = export_model(make_export_config(args.root / name, out, args.config, args.threads))
             export_s = round(time.time() - t0, 1)
@@ -69,6 +74,7 @@ def main() -> int:
                    "artifact_mb": round(sum(v["bytes"] for k, v in manifest["files"].items()
                                             if k not in unused_backbones(precision)) / 1e6, 2),
                    "default_precision": manifest["default_precision"],
+                   "auto_chosen": (manifest.get("auto") or {}).get("chosen"),
                    "held_out_rule": {"threshold": old, **at(labels, scores, old)},
                    "target_frr_rule": {"threshold": new, **at(labels, scores, new),
                                        "estimate": (manifest.get("false_rejects") or {}).get(precision)}}

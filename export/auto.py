@@ -1,49 +1,54 @@
-"""`edgead export --auto`: export a few candidate configurations, keep the best within a latency budget.
+"""`edgead export --auto`: try a few candidate configurations, export the one to keep.
 
-Each candidate (input size, tiling, coreset, ...) is exported in full, then judged on the
-held-out good images (the export's own seeded split) plus ``--val-defects`` when given. Without
-real defects the AUROC is against *pseudo-defects* (small blobs and scratches drawn on the
-held-out good images): a proxy, and the report says so. Latency is the p50 of one-thread
-scoring on this machine times ``PI_CPU_FACTOR``; the best AUROC within ``--budget-ms`` wins
-(ties within ``AUROC_TIE`` go to the faster candidate).
+Every candidate is first priced (its time to the decision on the Pi, estimated from its shape:
+:mod:`edgead_export.auto_cost`) and those over the budget (``--budget-ms``, default
+``DEFAULT_BUDGET_MS``) are left out before any work.  The rest are judged on shared features
+(:mod:`edgead_export.auto_search`: one backbone pass per input geometry) on the held-out good
+images (the export's own seeded split) against ``--val-defects`` when given, else against proxy
+defects drawn on the held-out goods (small cut-and-pasted patches, noise blobs, thin scratches).
+The first candidate is the reference (the plain default unless ``--candidates`` says
+otherwise); another replaces it only when its AUROC is higher by more than the margin
+(``PROXY_MARGIN`` on proxy defects, ``AUROC_TIE`` on real ones), and ties go to the faster.
+Only the chosen candidate is exported (ONNX, INT8, calibration), reusing its features.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edgead.artifact import update_manifest
 from edgead.errors import ConfigError
 from edgead.images import list_images, read_image, resolve_train_folder
-from edgead.metrics_math import auroc
 from edgead.model import InspectionModel
-from edgead_export.pipeline import ExportConfig, export_model, log, split_holdout
-from edgead_export.pseudo_defects import small_pseudo_defect
+from edgead_export import auto_cost
+from edgead_export.auto_search import PassLog, extract_geometry, geometry_key, judge_geometry
+from edgead_export.pipeline import ExportConfig, build_graph, export_model, log, resolve_roi, split_holdout
+from edgead_export.pseudo_defects import proxy_defects
 
-# Pi 5 (Cortex-A76, 2.4 GHz) one-thread time / this workstation's one-thread time for the
-# INT8 backbone + search: an estimate (docs/benchmarks.md, "Raspberry Pi"), deliberately on the
-# slow side; measure with `edgead bench` on the target and pass --pi-factor (a Pi 4 is slower).
+# Pi 5 (Cortex-A76, 2.4 GHz) one-thread time / this workstation's one-thread time: an estimate
+# deliberately on the slow side (docs/benchmarks.md, "Raspberry Pi": 2.7 from sgemm throughput);
+# measure with `edgead bench` on the target and pass --pi-factor (a Pi 4 is slower).
 PI_CPU_FACTOR = 5.0
-AUROC_TIE = 0.002
-LATENCY_IMAGES = 10
+DEFAULT_BUDGET_MS = 150.0   # the heaviest candidate --auto may choose without --budget-ms (Pi estimate)
+AUROC_TIE = 0.002           # real defects: a gain this small is noise
+PROXY_MARGIN = 0.05         # proxy defects: a candidate must beat the reference by this much
+PROXY_KINDS = ("cutpaste", "noise_blob", "scratch")
+PROXY_PER_IMAGE = 2
+# candidates are ranked with banks fitted on at most this many training images (evenly spaced):
+# the ranking needs a bank per candidate, not the final one; the winner's export fits on all
+JUDGE_FIT_IMAGES = 100
+LATENCY_IMAGES = 20
+# resolution and tiling with the default image score: on the development suite the proxy ranked
+# these the way real defects did; it did not rank the top-k's k (small proxy defects favour a
+# small k whatever the real defects are), so k is not a default candidate
 DEFAULT_CANDIDATES = (
-    "size=224",
+    "",                       # the default: the reference every other candidate must beat
     "size=320",
-    "size=448",
-    "size=224 tiles=2x2",
-    "size=320 tiles=2x2",
-    # the recipes measured best on public industrial sets (docs/benchmarks.md): deeper, coarser
-    # features for surface textures, finer ones and upsampled tiles for boards
-    "backbone=efficientnet-lite1 taps=14,19,s8 size=224 score=topk_mean topk=40",
-    # the same with histogram equalisation: it helps some textures and hurts others, so a per-line
-    # choice
-    "backbone=efficientnet-lite1 taps=14,19,s8 size=224 score=topk_mean topk=40 photometric=equalize",
-    "size=320 tiles=3x3 taps=2,4,10,s8 coreset_max=5000 score=topk_mean topk=20",
+    "size=224 tiles=2x2",     # small defects on larger parts
 )
 
 
@@ -52,95 +57,149 @@ def apply_spec(base: ExportConfig, spec: str) -> ExportConfig:
     return base.with_spec(spec)
 
 
-def judge(model: InspectionModel, hold: list[Path], defects: list[Path], seed: int) -> dict:
-    """AUROC (real or pseudo defects) and one-thread latency p50 of one candidate artifact."""
-    rng = np.random.default_rng(seed)
-    good_scores, bad_scores, latencies = [], [], []
-    for p in hold:
-        img = read_image(p)
-        res = model.score(img, with_map=False)
-        good_scores.append(res.score)
-        latencies.append(res.timings_ms["total"])
-        if not defects:
-            bad_scores.append(model.score(small_pseudo_defect(img, rng, model.preprocess_cfg), with_map=False).score)
-    for p in defects:
-        bad_scores.append(model.score(read_image(p), with_map=False).score)
-    for p in hold[: max(0, LATENCY_IMAGES - len(hold))]:
-        latencies.append(model.score(read_image(p), with_map=False).timings_ms["total"])
-    labels = np.r_[np.zeros(len(good_scores)), np.ones(len(bad_scores))]
-    return {"auroc": auroc(labels, np.r_[good_scores, bad_scores]),
-            "latency_ms_p50": float(np.percentile(latencies[1:] or latencies, 50))}
-
-
-def choose(results: list[dict], budget_ms: float | None) -> tuple[dict, bool]:
-    """(winner, within_budget): best AUROC within the budget, ties go to the faster one;
-    the fastest candidate when none fits."""
+def choose(results: list[dict], budget_ms: float | None, margin: float = AUROC_TIE) -> tuple[dict, bool]:
+    """(winner, within_budget).  Among the candidates within the budget, the first (the reference)
+    unless another's AUROC is higher by more than ``margin``; then the best, ties (within
+    AUROC_TIE) to the faster.  The fastest candidate when none fits."""
     fits = [r for r in results if budget_ms is None or r["pi_ms_estimate"] <= budget_ms]
     if not fits:
         return min(results, key=lambda r: r["pi_ms_estimate"]), False
-    best = max(r["auroc"] for r in fits)
+    reference, best = fits[0], max(r["auroc"] for r in fits)
+    if best <= reference["auroc"] + margin:
+        return reference, True
     return min((r for r in fits if r["auroc"] >= best - AUROC_TIE), key=lambda r: r["pi_ms_estimate"]), True
+
+
+def price(cfgs: list[ExportConfig], fit_images: int) -> tuple[list[auto_cost.CostEstimate], dict]:
+    """Each candidate's cost estimate, and each geometry's graph (built once)."""
+    graphs, costs = {}, []
+    for cfg in cfgs:
+        key = geometry_key(cfg)
+        if key not in graphs:
+            graph, _ = build_graph(cfg, [])
+            macs, (d, h, w) = auto_cost.conv_macs(graph, cfg.preprocess.input_size)
+            graphs[key] = (graph, macs, d, (h, w))
+        _, macs, d, grid = graphs[key]
+        costs.append(auto_cost.estimate(cfg, macs, d, grid, fit_images))
+    return costs, graphs
 
 
 def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_ms: float | None = None,
                 pi_factor: float = PI_CPU_FACTOR) -> tuple[Path, dict]:
-    """Export every candidate, write the chosen one to ``base.out`` (its manifest gains ``auto``)."""
-    candidates = list(candidates or DEFAULT_CANDIDATES)
-    if budget_ms is not None and budget_ms <= 0:
+    """Judge the candidates on shared features, export the chosen one to ``base.out`` (its
+    manifest gains ``auto``)."""
+    t_start, cpu_start = time.time(), time.process_time()
+    torch.set_num_threads(max(1, base.threads))
+    candidates = list(DEFAULT_CANDIDATES if candidates is None else candidates)
+    budget_ms = DEFAULT_BUDGET_MS if budget_ms is None else budget_ms
+    if not candidates:
+        raise ConfigError("--candidates: no candidate given")
+    if budget_ms <= 0:
         raise ConfigError(f"--budget-ms {budget_ms}: expected a positive number of milliseconds")
     if pi_factor <= 0:
         raise ConfigError(f"--pi-factor {pi_factor}: expected a positive factor")
     configs = [apply_spec(base, spec) for spec in candidates]  # refuse bad specs before any work
-    out = Path(base.out).resolve()
-    work = out.parent / f".{out.name}.auto"
-    shutil.rmtree(work, ignore_errors=True)
+    for spec, cfg in zip(candidates, configs):
+        if cfg.method != "patchcore":
+            raise ConfigError(f"--auto candidate {spec!r}: --auto compares PatchCore candidates (method {cfg.method})")
     paths = list_images(resolve_train_folder(base.data))
-    _, hold = split_holdout(paths, base.holdout, base.min_holdout, base.seed)
-    defects = list_images(base.val_defects) if base.val_defects else []
-    basis = (f"{len(hold)} held-out good + {len(defects)} --val-defects images" if defects else
-             f"GOOD IMAGES ONLY: {len(hold)} held-out good images vs pseudo-defects drawn on them "
-             "(a proxy; pass --val-defects for a choice on real defects)")
+    fit_paths, hold = split_holdout(paths, base.holdout, base.min_holdout, base.seed)
+    hold_frames = [read_image(p) for p in hold]
+    defects = [read_image(p) for p in list_images(base.val_defects)] if base.val_defects else []
+    real = bool(defects)
+    basis = (f"{len(hold)} held-out good + {len(defects)} --val-defects images" if real else
+             f"GOOD IMAGES ONLY: {len(hold)} held-out good images vs {PROXY_PER_IMAGE * len(hold)} proxy defects "
+             f"({', '.join(PROXY_KINDS)}) drawn on them (pass --val-defects for a choice on real defects)")
+    judge_idx = evenly_spaced(len(fit_paths), JUDGE_FIT_IMAGES)
+    judge_paths = [fit_paths[i] for i in judge_idx]
+    costs, graphs = price(configs, len(fit_paths))
     results = []
-    try:
-        for i, (spec, cfg) in enumerate(zip(candidates, configs)):
-            log(f"auto [{i + 1}/{len(candidates)}]: {spec}")
-            t0 = time.time()
-            # candidates are judged without the out-of-fold threshold (it does not change the
-            # ranking and costs a pass over every training image); the winner is exported with it
-            artifact, manifest = export_model(cfg.updated(out=work / f"candidate-{i}", name=cfg.name or out.name,
-                                                          target_frr=None))
-            model = InspectionModel(artifact, threads=1)
-            r = {"spec": spec, "cfg": cfg, **judge(model, hold, defects, base.seed), "precision": model.precision,
-                 "bank_size": manifest.get("bank_size"), "export_seconds": round(time.time() - t0, 1),
-                 "bytes": sum(v["bytes"] for k, v in manifest["files"].items()), "path": artifact}
-            r["pi_ms_estimate"] = r["latency_ms_p50"] * pi_factor
-            results.append(r)
-            log(f"auto [{i + 1}/{len(candidates)}]: AUROC {r['auroc']:.4f}, {r['latency_ms_p50']:.1f} ms here "
-                f"-> ~{r['pi_ms_estimate']:.0f} ms on the Pi, bank {r['bank_size']}")
-        winner, within = choose(results, budget_ms)
-        if not within:
-            log(f"WARNING: no candidate fits --budget-ms {budget_ms:g} on the Pi (estimate); taking the fastest")
-        if base.target_frr is None:
-            _replace_dir(winner["path"], out)
-        else:
-            log(f"auto: exporting {winner['spec']!r} with the threshold for false-reject rate {base.target_frr:g}")
-            export_model(winner["cfg"].updated(out=out, name=winner["cfg"].name or out.name))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for spec, cfg, cost in zip(candidates, configs, costs):
+        r = {"spec": spec or "(default)", "cfg": cfg, "bank_size": cost.bank_rows,
+             "ms_here_estimate": round(cost.here_ms, 2), "pi_ms_estimate": round(cost.pi_ms(pi_factor), 1)}
+        if r["pi_ms_estimate"] > budget_ms:
+            log(f"auto: {r['spec']!r} left out: ~{r['pi_ms_estimate']:.0f} ms on the Pi > budget {budget_ms:g} ms")
+            r["skipped"] = "over the budget"
+        results.append(r)
+    judged = [r for r in results if "skipped" not in r]
+    if not judged:
+        fastest = min(results, key=lambda r: r["pi_ms_estimate"])
+        log(f"WARNING: no candidate fits {budget_ms:g} ms on the Pi (estimate); judging the fastest only")
+        fastest.pop("skipped")
+        judged = [fastest]
+    geometries = list(dict.fromkeys(geometry_key(r["cfg"]) for r in judged))
+    passes = PassLog()
+    kept = None  # (geometry, judged training features) of the leader so far: the winner's export reuses them
+    log(f"auto: {len(judged)} candidates, {len(geometries)} feature passes over {len(judge_paths)} of the "
+        f"{len(fit_paths)} training + {len(hold)} held-out good images; {basis}")
+    for g, key in enumerate(geometries):
+        members = [r for r in judged if geometry_key(r["cfg"]) == key]
+        cfg = resolve_roi(members[0]["cfg"], fit_paths)
+        bad = defects or proxy_defects(hold_frames, PROXY_KINDS, PROXY_PER_IMAGE, cfg.preprocess, base.seed)
+        t0 = time.time()
+        feats = extract_geometry(graphs[key][0], cfg, judge_paths, hold_frames, bad, passes, members[0]["spec"])
+        t1 = time.time()
+        member_cfgs = [m["cfg"].updated(roi=cfg.roi) for m in members]
+        for m, c, j in zip(members, member_cfgs, judge_geometry(member_cfgs, feats)):
+            m.update(cfg=c, geometry=key, auroc=j["auroc"], bank_size=j["bank_rows"])
+            log(f"auto [{g + 1}/{len(geometries)}] {m['spec']}: AUROC {m['auroc']:.4f}, ~{m['pi_ms_estimate']:.0f} ms "
+                f"on the Pi, bank {m['bank_size']}")
+        log(f"auto [{g + 1}/{len(geometries)}]: features {t1 - t0:.0f} s, banks and scores {time.time() - t1:.0f} s, "
+            f"{time.time() - t_start:.0f} s so far")
+        leader = choose([r for r in judged if "auroc" in r], budget_ms, AUROC_TIE if real else PROXY_MARGIN)[0]
+        if leader["geometry"] == key:
+            kept = (key, feats.fit)
+        del feats
+    winner, within = choose(judged, budget_ms, AUROC_TIE if real else PROXY_MARGIN)
+    log(f"auto: exporting {winner['spec']!r} (AUROC {winner['auroc']:.4f} on {basis})")
+    t_export = time.time()
+    features = None
+    if kept and kept[0] == winner["geometry"]:
+        features = all_fit_features(graphs[kept[0]][0], winner["cfg"], fit_paths, judge_idx, kept[1], passes)
+    out, manifest = export_model(winner["cfg"].updated(out=base.out, name=base.name), features=features)
+    latency = measured_latency(out, hold_frames)
+    if latency * pi_factor > budget_ms:
+        log(f"WARNING: the exported model measured {latency:.1f} ms here (~{latency * pi_factor:.0f} ms on the Pi), "
+            f"over the budget of {budget_ms:g} ms; the estimate was {winner['pi_ms_estimate']:.0f} ms")
     report = {
         "basis": basis, "budget_ms": budget_ms, "pi_factor": pi_factor, "within_budget": within,
-        "chosen": winner["spec"],
-        "candidates": [{k: v for k, v in r.items() if k not in ("path", "cfg")} for r in results],
+        "chosen": winner["spec"], "margin": AUROC_TIE if real else PROXY_MARGIN,
+        "feature_passes": [{"geometry": s, "images": n} for s, n in passes.passes],
+        "search_seconds": round(t_export - t_start, 1), "export_seconds": round(time.time() - t_export, 1),
+        "chosen_latency_ms_here": round(latency, 2),
+        "judged_on_training_images": len(judge_paths),
+        "candidates": [{k: v for k, v in r.items() if k not in ("cfg", "geometry")} for r in results],
     }
-    log(f"auto: chose {winner['spec']!r} (AUROC {winner['auroc']:.4f} on {basis})")
+    report["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
+    log(f"auto: chose {winner['spec']!r} in {time.time() - t_start:.0f} s (search {report['search_seconds']:.0f} s, "
+        f"export {report['export_seconds']:.0f} s; {report['cpu_seconds']:.0f} s of CPU); measured {latency:.1f} ms "
+        "here to the decision")
     return out, update_manifest(out, auto=report)
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    old = None
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """At most ``count`` of ``range(n)``, evenly spaced."""
+    return list(range(n)) if n <= count else [i * n // count for i in range(count)]
+
+
+def all_fit_features(graph, cfg: ExportConfig, fit_paths: list[Path], judge_idx: list[int], judged: np.ndarray,
+                     passes: PassLog) -> np.ndarray:
+    """Every training image's features at the winner's geometry: the judged ones reused, the
+    rest extracted (image-major, in ``fit_paths`` order)."""
+    if len(judge_idx) == len(fit_paths):
+        return judged
+    rest = [i for i in range(len(fit_paths)) if i not in set(judge_idx)]
+    t = cfg.tiling.count
+    extra = extract_geometry(graph, cfg, [fit_paths[i] for i in rest], [], [], passes, "(winner, the other training images)").fit
+    out = np.empty((len(fit_paths) * t, *judged.shape[1:]), dtype=judged.dtype)
+    for src, idx in ((judged, judge_idx), (extra, rest)):
+        for j, i in enumerate(idx):
+            out[i * t:(i + 1) * t] = src[j * t:(j + 1) * t]
+    return out
+
+
+def measured_latency(artifact: Path, frames: list[np.ndarray]) -> float:
+    """p50 of one-thread scoring of the exported model on the held-out goods (ms to the decision)."""
+    model = InspectionModel(artifact, threads=1)
+    times = [model.score(f, with_map=False).timings_ms["total"] for f in (frames * LATENCY_IMAGES)[:LATENCY_IMAGES]]
+    return float(np.percentile(times[1:] or times, 50))

@@ -17,11 +17,13 @@ from edgead_export.config import add_options, from_args, spec_key, stored_fields
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgead export", description="Fit PatchCore or PaDiM on good images and write an artifact.")
     add_options(p)
-    p.add_argument("--auto", action="store_true", help="export each --candidates configuration, keep the best AUROC within --budget-ms")
+    p.add_argument("--auto", action="store_true", help="judge the --candidates on shared features (one backbone pass per input geometry) against "
+                        "--val-defects or proxy defects, export the chosen one")
     p.add_argument("--candidates", default=None,
                    help="with --auto: ';'-separated specs of key=value settings over the options above, e.g. "
                         f"'size=224;size=320 tiles=2x2 coreset=0.01' (keys: {', '.join(map(spec_key, stored_fields()))})")
-    p.add_argument("--budget-ms", default=None, type=float, help="with --auto: latency budget per frame on the Pi (estimate)")
+    p.add_argument("--budget-ms", default=None, type=float, help="with --auto: latency budget per frame on the Pi (estimate; default 150); "
+                        "candidates over it are left out")
     p.add_argument("--pi-factor", default=None, type=float,
                    help="with --auto: Pi one-thread time / this machine's (default: a Pi 5 estimate; measure yours with `edgead bench`)")
     return p

@@ -16,19 +16,21 @@ from edgead.tiling import TilingConfig, frame_inputs
 UNTILED = TilingConfig()
 
 
-def load_batches(paths: list[Path], cfg: PreprocessConfig, batch_size: int = 8,
+def load_batches(paths: list[Path | np.ndarray], cfg: PreprocessConfig, batch_size: int = 8,
                  tiling: TilingConfig = UNTILED) -> Iterator[np.ndarray]:
     """Preprocessed (images x tiles) x 3 x H x W float32 batches, image-major (the Pi runtime's
-    own function, ``frame_inputs``)."""
+    own function, ``frame_inputs``), of image files or frames already decoded."""
     for i in range(0, len(paths), batch_size):
-        yield np.concatenate([frame_inputs(read_image(p), cfg, tiling)[0] for p in paths[i : i + batch_size]])
+        yield np.concatenate([frame_inputs(p if isinstance(p, np.ndarray) else read_image(p), cfg, tiling)[0]
+                              for p in paths[i : i + batch_size]])
 
 
 @torch.no_grad()
-def extract_features(graph: torch.nn.Module, paths: list[Path], cfg: PreprocessConfig,
+def extract_features(graph: torch.nn.Module, paths: list[Path | np.ndarray], cfg: PreprocessConfig,
                      batch_size: int = 8, progress: bool = False, desc: str = "features",
                      tiling: TilingConfig = UNTILED) -> np.ndarray:
-    """(images x tiles, D, h, w) float32 patch features from the torch graph, image-major."""
+    """(images x tiles, D, h, w) float32 patch features from the torch graph, image-major (of image
+    files or decoded frames)."""
     from tqdm import tqdm
 
     out = []

@@ -201,8 +201,10 @@ def target_frr_threshold(cfg: ExportConfig, staging: Path, report: dict, held_ou
         f"(<= {est.frr_upper * 100:.1f} % at {est.confidence * 100:.0f} %)")
 
 
-def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
-    """Run the whole export; returns (artifact dir, manifest)."""
+def export_model(cfg: ExportConfig, features: np.ndarray | None = None) -> tuple[Path, dict]:
+    """Run the whole export; returns (artifact dir, manifest).  ``features``: the training
+    images' patch features at this configuration, already extracted (``--auto`` hands over the
+    chosen candidate's), in the order of the seeded split's training images."""
     t_start = time.time()
     torch.set_num_threads(max(1, cfg.threads))
     paths = list_images(resolve_train_folder(cfg.data))
@@ -216,8 +218,11 @@ def export_model(cfg: ExportConfig) -> tuple[Path, dict]:
     roi_source = "auto" if cfg.roi_auto else ("user" if cfg.roi is not None else None)
     cfg = resolve_roi(cfg, fit_paths)
     graph, backbone_info = build_graph(cfg, fit_paths)
-    feats = extract_features(graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features",
-                             tiling=cfg.tiling)
+    if features is not None and len(features) != len(fit_paths) * cfg.tiling.count:
+        raise ValueError(f"{len(features)} feature maps handed over for {len(fit_paths)} training images "
+                         f"x {cfg.tiling.count} tiles")
+    feats = features if features is not None else extract_features(
+        graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features", tiling=cfg.tiling)
     d = int(feats.shape[1])
     manifest = {
         "name": cfg.name or Path(cfg.out).name,

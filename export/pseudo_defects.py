@@ -51,3 +51,82 @@ def small_pseudo_defect(image: np.ndarray, rng: np.random.Generator, pre: Prepro
         p1 = (int(cx + d * np.cos(a)), int(cy + d * np.sin(a)))
         cv2.line(img, p0, p1, colour, max(1, side // 150))
     return img
+
+
+# -- proxy defects of --auto: what the candidates are ranked on when no real defect is given ------
+def _roi_point(img: np.ndarray, pre: PreprocessConfig, rng: np.random.Generator, margin: float = 0.1):
+    x, y, w, h = roi_box(pre, img.shape[:2])
+    return (int(x + w * rng.uniform(margin, 1 - margin)), int(y + h * rng.uniform(margin, 1 - margin)),
+            min(w, h), (x, y, w, h))
+
+
+def cutpaste_patch(image: np.ndarray, rng: np.random.Generator, pre: PreprocessConfig) -> np.ndarray:
+    """CutPaste (Li et al., 2021), small: a patch of 4-10 % of the ROI's short side cut from one
+    place of the part, flipped or rotated, its brightness shifted a little, pasted elsewhere."""
+    img = image.copy()
+    cx, cy, side, (x, y, w, h) = _roi_point(img, pre, rng)
+    ph = pw = max(3, int(side * rng.uniform(0.04, 0.10)))
+    sy = int(rng.integers(y, max(y + 1, y + h - ph)))
+    sx = int(rng.integers(x, max(x + 1, x + w - pw)))
+    patch = np.rot90(img[sy:sy + ph, sx:sx + pw], int(rng.integers(1, 4))).astype(np.int16)
+    patch = np.clip(patch + int(rng.choice([-1, 1]) * rng.integers(15, 40)), 0, 255).astype(np.uint8)
+    y0, x0 = max(0, cy - ph // 2), max(0, cx - pw // 2)
+    region = img[y0:y0 + ph, x0:x0 + pw]
+    region[...] = patch[: region.shape[0], : region.shape[1]]
+    return img
+
+
+def _smooth_noise(shape: tuple[int, int], cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Value noise: a coarse random grid upsampled with cubic interpolation (the smooth random
+    field DRAEM thresholds its Perlin masks from)."""
+    grid = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
+    return cv2.resize(grid, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def noise_blob(image: np.ndarray, rng: np.random.Generator, pre: PreprocessConfig) -> np.ndarray:
+    """An irregular blob (a thresholded smooth-noise field, 5-12 % of the ROI's short side across)
+    whose inside is darkened or brightened by a noisy amount: pits, stains, blowholes."""
+    img = image.copy()
+    cx, cy, side, _ = _roi_point(img, pre, rng)
+    r = max(3, int(side * rng.uniform(0.025, 0.06)))
+    y0, x0 = max(0, cy - r), max(0, cx - r)
+    box = img[y0:cy + r, x0:cx + r]
+    hh, ww = box.shape[:2]
+    yy, xx = np.mgrid[0:hh, 0:ww]
+    falloff = 1 - np.hypot((yy - hh / 2) / (hh / 2 + 1e-6), (xx - ww / 2) / (ww / 2 + 1e-6))
+    mask = (_smooth_noise((hh, ww), 3, rng) * 0.5 + falloff) > 0.45
+    shift = rng.choice([-1, 1]) * rng.uniform(35, 80) * (0.7 + 0.3 * _smooth_noise((hh, ww), 4, rng))
+    out = box.astype(np.float32)
+    shift = shift[..., None] if out.ndim == 3 else shift
+    m = mask[..., None] if out.ndim == 3 else mask
+    box[...] = np.clip(np.where(m, out + shift, out), 0, 255).astype(np.uint8)
+    return img
+
+
+def thin_scratch(image: np.ndarray, rng: np.random.Generator, pre: PreprocessConfig) -> np.ndarray:
+    """A thin curved scratch or crack, 10-25 % of the ROI's short side long and about 1/150 of it
+    wide, a moderate step darker or brighter than the part under it."""
+    img = image.copy()
+    cx, cy, side, _ = _roi_point(img, pre, rng)
+    length = side * rng.uniform(0.10, 0.25)
+    a, bend = rng.uniform(0, np.pi), rng.uniform(-0.6, 0.6)
+    t = np.linspace(-0.5, 0.5, 12)
+    ang = a + bend * t
+    pts = np.stack([cx + np.cumsum(np.cos(ang)) * length / len(t), cy + np.cumsum(np.sin(ang)) * length / len(t)], 1)
+    local = float(img[max(0, cy - 5):cy + 5, max(0, cx - 5):cx + 5].mean())
+    level = float(np.clip(local + (-1 if local > 100 else 1) * rng.uniform(50, 100), 0, 255))
+    colour = (int(level),) * 3 if img.ndim == 3 else int(level)
+    cv2.polylines(img, [pts.astype(np.int32)], False, colour, max(1, side // 150), lineType=cv2.LINE_AA)
+    return img
+
+
+PROXY_DEFECTS = {"small": small_pseudo_defect, "cutpaste": cutpaste_patch, "noise_blob": noise_blob,
+                 "scratch": thin_scratch}
+
+
+def proxy_defects(frames: list[np.ndarray], kinds: tuple[str, ...], per_image: int, pre: PreprocessConfig,
+                  seed: int) -> list[np.ndarray]:
+    """``per_image`` defects of each kind drawn on each good frame (seeded, kinds cycled)."""
+    rng = np.random.default_rng(seed + 7)
+    return [PROXY_DEFECTS[kinds[(i * per_image + j) % len(kinds)]](frame, rng, pre)
+            for i, frame in enumerate(frames) for j in range(per_image)]

@@ -1,4 +1,5 @@
-"""`edgead export --auto`: candidate specs, the budgeted choice and the small pseudo-defects."""
+"""`edgead export --auto`: candidate specs, the budgeted choice, the cost estimate, the proxy
+defects, and a whole run on synthetic parts (one feature pass per geometry, one export)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from edgead.errors import ConfigError
 from edgead.preprocess import PreprocessConfig
 
 pytest.importorskip("torch")
+from edgead_export import auto as auto_mod  # noqa: E402
+from edgead_export import auto_cost, auto_search, pipeline  # noqa: E402
 from edgead_export.auto import apply_spec, choose  # noqa: E402
-from edgead_export.pseudo_defects import small_pseudo_defect  # noqa: E402
+from edgead_export.auto_search import geometry_key  # noqa: E402
+from edgead_export.pseudo_defects import PROXY_DEFECTS, small_pseudo_defect  # noqa: E402
 from edgead_export.pipeline import ExportConfig  # noqa: E402
 
 
@@ -39,6 +43,92 @@ def test_choose_best_auroc_within_budget_ties_to_faster():
     assert choose(rows, None)[0]["spec"] == "c"      # 0.949 ties with 0.95 (within 0.002) and is faster
     assert choose(rows, 100) == (rows[0], True)
     assert choose(rows, 10) == (rows[3], False)       # nothing fits: the fastest, flagged
+
+
+def test_choose_keeps_the_reference_unless_another_wins_by_the_margin():
+    rows = [{"spec": "default", "auroc": 0.90, "pi_ms_estimate": 20}, {"spec": "big", "auroc": 0.915, "pi_ms_estimate": 90}]
+    assert choose(rows, 150, margin=0.02)[0]["spec"] == "default"   # +0.015: within the proxy's noise
+    assert choose(rows, 150, margin=0.01)[0]["spec"] == "big"
+    rows[1]["auroc"] = 0.95
+    assert choose(rows, 150, margin=0.02)[0]["spec"] == "big"
+    assert choose(rows, 50, margin=0.02)[0]["spec"] == "default"    # over the budget: never chosen
+
+
+def test_geometry_key_groups_candidates_that_share_features():
+    base = ExportConfig(data=Path("d"), out=Path("o"))
+    same = [apply_spec(base, s) for s in ("", "topk=10", "score=reweighted", "coreset=0.1 coreset_max=500", "banks=per_tile")]
+    assert len({geometry_key(c) for c in same}) == 1
+    other = [apply_spec(base, s) for s in ("size=320", "tiles=2x2", "photometric=equalize", "taps=2,4,10",
+                                           "backbone=efficientnet-lite1")]
+    assert len({geometry_key(c) for c in same + other}) == 1 + len(other)
+
+
+def test_cost_estimate_grows_with_pixels_tiles_and_bank_and_keeps_defaults_in_budget():
+    base = ExportConfig(data=Path("d"), out=Path("o"))
+    cfgs = [apply_spec(base, s) for s in ("", "topk=10", "size=320", "size=320 topk=10", "size=224 tiles=2x2",
+                                          "size=224 tiles=2x2 topk=10", "size=448", "size=320 tiles=3x3 coreset_max=0")]
+    costs, _ = auto_mod.price(cfgs, 270)
+    pi = [c.pi_ms(auto_mod.PI_CPU_FACTOR) for c in costs]
+    default, big_bank = costs[0], auto_mod.price([apply_spec(base, "coreset=0.1")], 270)[0][0]
+    assert default.backbone_ms == pytest.approx(auto_cost.BACKBONE_MS_DEFAULT)  # REFERENCE_MACS is the default's
+    assert 10 < pi[0] < 30                                        # the default: under the 30 ms default budget
+    assert big_bank.search_ms > default.search_ms and big_bank.backbone_ms == default.backbone_ms
+    assert pi[2] > pi[0] and pi[4] > pi[0] and pi[6] > pi[2]      # 320 > 224, tiles > untiled, 448 > 320
+    assert max(pi[:6]) <= auto_mod.DEFAULT_BUDGET_MS
+    assert max(c.pi_ms(auto_mod.PI_CPU_FACTOR) for c in auto_mod.price(
+        [apply_spec(base, s) for s in auto_mod.DEFAULT_CANDIDATES], 270)[0]) <= auto_mod.DEFAULT_BUDGET_MS
+    assert pi[-1] > auto_mod.DEFAULT_BUDGET_MS                    # 9 tiles at 320 px: left out by default
+
+
+@pytest.mark.parametrize("kind", sorted(PROXY_DEFECTS))
+def test_proxy_defects_are_small_local_changes(kind):
+    rng = np.random.default_rng(0)
+    img = (np.random.default_rng(1).integers(90, 160, (240, 320, 3))).astype(np.uint8)
+    for _ in range(5):
+        out = PROXY_DEFECTS[kind](img, rng, PreprocessConfig())
+        changed = np.any(out != img, axis=2)
+        assert out.shape == img.shape and 0 < changed.mean() < 0.03, (kind, changed.mean())
+
+
+def test_auto_run_shares_features_and_exports_only_the_winner(synth_root, tmp_path, monkeypatch):
+    """Three candidates over two geometries: two feature passes (not three), one export, and
+    a valid artifact whose manifest records the choice."""
+    from edgead.artifact import verify_artifact
+    from edgead.model import load_model
+
+    calls = {"passes": 0, "export_extract": 0, "exports": 0}
+    real_extract, real_export = auto_search.extract_features, auto_mod.export_model
+
+    def counting_extract(*a, **kw):
+        calls["passes"] += 1
+        return real_extract(*a, **kw)
+
+    def counting_pipeline_extract(*a, **kw):
+        calls["export_extract"] += 1
+        return real_extract(*a, **kw)
+
+    def counting_export(*a, **kw):
+        calls["exports"] += 1
+        return real_export(*a, **kw)
+
+    monkeypatch.setattr(auto_search, "extract_features", counting_extract)
+    monkeypatch.setattr(pipeline, "extract_features", counting_pipeline_extract)
+    monkeypatch.setattr(auto_mod, "export_model", counting_export)
+    monkeypatch.setattr(auto_mod, "JUDGE_FIT_IMAGES", 20)  # ranked on 20 of the 25 training images
+    base = ExportConfig(data=synth_root, out=tmp_path / "m", input_size=(128, 128), coreset=0.1, progress=False,
+                        calib_images=8, target_frr=None)
+    out, _ = auto_mod.auto_export(base, ["", "topk=10", "size=160 score=reweighted"])
+    # one pass per geometry, one over the winner's 5 other training images, none in the export
+    assert calls == {"passes": 3, "export_extract": 0, "exports": 1}
+    auto = verify_artifact(out).auto  # checksums hold after the auto record was added
+    assert [p["images"] for p in auto["feature_passes"]] == [20 + 5 + 10, 20 + 5 + 10, 5]
+    judged = auto["candidates"]
+    assert len(judged) == 3 and all(0.0 <= c["auroc"] <= 1.0 for c in judged)
+    assert auto["chosen"] in {c["spec"] for c in judged} and auto["within_budget"]
+    assert auto["budget_ms"] == auto_mod.DEFAULT_BUDGET_MS
+    model = load_model(out)
+    assert model.manifest.training_images == 25
+    assert list(model.manifest.preprocess.input_size) == ([160, 160] if "160" in auto["chosen"] else [128, 128])
 
 
 def test_small_pseudo_defect_stays_small_and_inside_the_roi():
