@@ -45,9 +45,9 @@ BLOCK = "/backbone/blocks.{}/"
 # name -> keyword arguments of quantize_int8 (+ "calib": calibration images, "cal_pseudo": add
 # pseudo-defects of the calibration images to them)
 CONFIGS: dict[str, dict] = {
-    "default": {},  # stem and blocks 0-1 float
+    "default": {},  # stem float
     **{name: {"float_early": False, **spec} for name, spec in {
-        "stem_float": {},  # the default before blocks 0-1 stayed float
+        "stem_float": {},  # the default (the same as "default")
         "all_int8": {"float_stem": False},
         "calib1": {"calib": 1},
         "calib5": {"calib": 5},
@@ -65,6 +65,7 @@ CONFIGS: dict[str, dict] = {
         **{f"float_b{i}": {"float_prefixes": (BLOCK.format(i),)} for i in range(11)},
         "float_b4_b10": {"float_prefixes": (BLOCK.format(4), BLOCK.format(10))},
     }.items()},
+    "float_b0_b1": {"float_early": True},  # export --int8-float-blocks
 }
 
 

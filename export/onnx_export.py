@@ -56,7 +56,7 @@ class _Calibration:
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray],
                   method: str = "minmax", float_prefixes: tuple[str, ...] = (), *,
                   percentile: float = 99.999, symmetric: bool = False, reduce_range: bool = False,
-                  float_stem: bool = True, float_early: bool = True) -> dict:
+                  float_stem: bool = True, float_early: bool = False) -> dict:
     """Static QDQ INT8, per-channel weights (int8), uint8 activations, calibrated on ``calibration``.
 
     Every backbone op is quantized but the stem convolution (quantizing only the convolutions
@@ -65,10 +65,14 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     through every block) and the small aggregation tail (pooling, resize, concat) stay float.
     The float stem lowers the patch-feature error and raises the INT8-vs-FP32 rank correlation at
     no measurable cost; keeping the depthwise convolutions float as well makes it worse (float
-    islands again). The first two blocks after the stem (``float_early``, EfficientNet-Lite)
-    stay float too: their error is carried through every later block, and keeping them float
-    roughly halves the patch-feature error, which is what cost image AUROC on the parts where
-    INT8 lost, for a small share more backbone time. Figures: docs/benchmarks.md, "INT8 parity".
+    islands again). ``float_early`` keeps the first two blocks after the stem (EfficientNet-Lite)
+    float too: their error is carried through every later block, and keeping them float roughly
+    halves the patch-feature error, which is what cost image AUROC on the parts where INT8 lost,
+    for a share more backbone time. It is off by default because float convolutions round
+    differently on x86 and ARM, and a value that lands on the other side of a quantization step
+    moves the integers of every later layer: with only the 3-channel stem float (and onnxruntime's
+    NCHWc layout off, edgead/backbone.py) a Pi computes the same integers as the workstation that
+    set the threshold. Figures: docs/benchmarks.md, "INT8 parity".
     Nodes whose names start with one of ``float_prefixes`` stay float too (a score head whose
     output is the anomaly score itself: 256 levels would tie the scores).
     ``percentile`` (method "percentile"), ``symmetric`` (int8 activations symmetric around 0),

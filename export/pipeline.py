@@ -250,7 +250,8 @@ def export_model(cfg: ExportConfig, features: np.ndarray | None = None) -> tuple
         export_onnx(graph, cfg.preprocess.input_size, fp32, output_name="scores" if score_head else OUTPUT_NAME)
         calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
                                   batch_size=1, tiling=cfg.tiling))
-        manifest["quantization"] = quantize_int8(fp32, int8, calib, float_prefixes=getattr(graph, "float_nodes", ()))
+        manifest["quantization"] = quantize_int8(fp32, int8, calib, float_prefixes=getattr(graph, "float_nodes", ()),
+                                                 float_early=cfg.int8_float_blocks)
         writer.write_manifest(manifest)
         report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames, fit_paths, sources)
         manifest.update(

@@ -27,7 +27,7 @@ EVERY_FIELD = dict(
     image_score="reweighted", topk=40, target_dim=96, padim_dim=64, padim_dtype="float32", bank_dtype="float16",
     simplenet_hidden=64, simplenet_noise=0.05, simplenet_steps=300, simplenet_batch=256, spade_k=10,
     spade_map_images=2,
-    keep_fp32=True, hnsw="yes", holdout=0.2, min_holdout=3, target_frr=0.02, folds=3, fold_order="random", calib_images=16, map_sigma=2.5, seed=7,
+    keep_fp32=True, hnsw="yes", holdout=0.2, min_holdout=3, target_frr=0.02, folds=3, fold_order="random", calib_images=16, int8_float_blocks=True, map_sigma=2.5, seed=7,
     val_defects=Path("/data/defects"), name="line-3", threads=4, tar=True, progress=False,
 )
 
