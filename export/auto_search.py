@@ -26,8 +26,8 @@ from edgead_export.fit import fit_patchcore
 # settings fitted on the features, not part of them: candidates differing only here share a pass
 SCORER_FIELDS = frozenset({
     "coreset", "coreset_max", "proj_dim", "num_neighbors", "image_score", "topk", "bank_dtype", "hnsw",
-    "tile_merge", "tile_banks", "map_sigma", "target_frr", "folds", "fold_order", "calib_images", "keep_fp32",
-    "threads", "tar", "progress", "name", "out", "val_defects",
+    "tile_merge", "tile_banks", "map_sigma", "target_frr", "folds", "fold_order", "calib_images",
+    "int8_float_blocks", "keep_fp32", "threads", "tar", "progress", "name", "out", "val_defects",
 })
 BANK_FIELDS = ("coreset", "coreset_max", "proj_dim", "seed", "tile_banks")
 
