@@ -42,6 +42,7 @@ from pydantic_core import PydanticCustomError
 
 from edgead import READABLE_SCHEMA_VERSIONS
 from edgead.errors import ArtifactError, ConfigError
+from edgead.orientations import orientation_count
 from edgead.preprocess import PreprocessConfig
 from edgead.tiling import TilingConfig
 
@@ -303,6 +304,16 @@ class Manifest(_Section):
     def scorer_tiles(self) -> list[int | None]:
         """One scorer shared by every tile (None), or one per tile position."""
         return [None] if self.tiling.bank_count == 1 else list(range(self.tiling.count))
+
+    @property
+    def orientations(self) -> str:
+        """How training images entered the model (edgead.orientations; "fixed" when not recorded)."""
+        return str((self.export or {}).get("orientations", "fixed"))
+
+    @property
+    def maps_per_image(self) -> int:
+        """Feature maps one training image gave the scorer: one per tile, per orientation."""
+        return self.tiling.count * orientation_count(self.orientations)
 
 
 def _section(value: Any, handler) -> Any:

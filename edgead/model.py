@@ -21,6 +21,7 @@ from edgead.errors import ArtifactError, ConfigError, EdgeadError
 from edgead.heap import release_free_memory
 from edgead.images import decode_image
 from edgead.manifest import BACKBONE_FILES, MANIFEST, PRECISIONS
+from edgead.orientations import oriented
 from edgead.result import ScoreResult
 from edgead.scorer.protocol import Scorer
 from edgead.scorer.registry import scorer_class
@@ -89,10 +90,13 @@ class InspectionModel:
         """Frame -> (backbone batch (tiles, 3, H, W), one geometry per tile): the export's own function."""
         return frame_inputs(image, self.preprocess_cfg, self.tiling, out=self._input)
 
-    def features(self, image: np.ndarray) -> tuple[np.ndarray, list, dict]:
-        """Frame -> (patch features (tiles, D, h, w), geometries, timings)."""
+    def features(self, image: np.ndarray, orientations: str = "fixed") -> tuple[np.ndarray, list, dict]:
+        """Frame -> (patch features (tiles, D, h, w), geometries, timings); ``orientations`` other
+        than "fixed" (a training frame's turned copies, edgead.orientations): (orientations x
+        tiles, D, h, w)."""
         t0 = time.perf_counter()
         batch, geometries = self.inputs(image)
+        batch = oriented(batch, orientations)
         t1 = time.perf_counter()
         if self.batch_tiles or len(batch) == 1:
             feats = self.backbone(batch)

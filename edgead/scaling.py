@@ -31,6 +31,7 @@ from edgead.bank.hnsw_file import strip_vectors
 from edgead.bank.store import load_bank, save_bank
 from edgead.errors import ConfigError, EdgeadError
 from edgead.manifest import BACKBONE_FILES, Manifest, gaussian_file, index_file
+from edgead.orientations import bank_share
 from edgead.scorer.search.hnsw import build_hnsw_index
 from edgead.scorer.search.registry import HNSW_CROSSOVER
 
@@ -99,8 +100,8 @@ def _stride(manifest: Manifest) -> float:
 def refit_bank_rows(manifest: Manifest, side: int) -> int:
     """Memory-bank rows an export of the same images at ``side`` would give."""
     pc = manifest.pc
-    patches = (manifest.training_images or 1) * manifest.tiling.count * round(side / _stride(manifest)) ** 2
-    coreset = pc.coreset if pc.coreset is not None else 0.1
+    patches = (manifest.training_images or 1) * manifest.maps_per_image * round(side / _stride(manifest)) ** 2
+    coreset = bank_share(pc.coreset if pc.coreset is not None else 0.1, manifest.orientations)
     rows = int(coreset) if coreset > 1 else max(1, math.ceil(coreset * patches))
     return min(rows, pc.coreset_max) if pc.coreset_max else rows
 

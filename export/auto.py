@@ -189,7 +189,7 @@ def all_fit_features(graph, cfg: ExportConfig, fit_paths: list[Path], judge_idx:
     if len(judge_idx) == len(fit_paths):
         return judged
     rest = [i for i in range(len(fit_paths)) if i not in set(judge_idx)]
-    t = cfg.tiling.count
+    t = cfg.maps_per_image
     extra = extract_geometry(graph, cfg, [fit_paths[i] for i in rest], [], [], passes, "(winner, the other training images)").fit
     out = np.empty((len(fit_paths) * t, *judged.shape[1:]), dtype=judged.dtype)
     for src, idx in ((judged, judge_idx), (extra, rest)):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from edgead.fit.coreset import coreset_size
+from edgead.orientations import bank_share
 
 # One-thread INT8 on the workstation, the default model: its backbone and preprocessing, and
 # its search as a line through two bank sizes (docs/benchmarks.md, "Latency per stage"); the
@@ -68,9 +69,9 @@ def conv_macs(graph: torch.nn.Module, input_size: tuple[int, int]) -> tuple[int,
 def bank_rows(cfg, fit_images: int, grid: tuple[int, int]) -> int:
     """Rows of every bank together, as the export's coreset will choose them."""
     groups = cfg.tiling.bank_count
-    patches = fit_images * (cfg.tiling.count // groups) * grid[0] * grid[1]
+    patches = fit_images * (cfg.maps_per_image // groups) * grid[0] * grid[1]
     cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // groups)
-    per_bank = coreset_size(patches, cfg.coreset)
+    per_bank = coreset_size(patches, bank_share(cfg.coreset, cfg.orientations))
     return groups * (per_bank if cap is None else min(per_bank, cap))
 
 

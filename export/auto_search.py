@@ -17,6 +17,7 @@ import numpy as np
 
 from edgead.fit.scorers import tile_groups
 from edgead.metrics_math import auroc
+from edgead.orientations import bank_share
 from edgead.scorer.patchcore import PatchCoreScorer
 from edgead.scorer.patchcore_bank import PatchCoreBank, topk_mean
 from edgead_export.config import ExportConfig
@@ -43,7 +44,8 @@ def bank_key(cfg: ExportConfig) -> tuple:
 
 @dataclass
 class GeometryFeatures:
-    """Features of one geometry: (images x tiles, D, h, w) float32 each."""
+    """Features of one geometry: (images x tiles, D, h, w) float32 each (the training images' also
+    x orientations: ``ExportConfig.maps_per_image`` maps each)."""
 
     fit: np.ndarray
     hold: np.ndarray
@@ -65,20 +67,23 @@ class PassLog:
 def extract_geometry(graph, cfg: ExportConfig, fit_paths: list, hold: list[np.ndarray],
                      defects: list[np.ndarray], log: PassLog, spec: str) -> GeometryFeatures:
     """One backbone pass over the training files, the held-out frames and the defect frames."""
-    items = list(fit_paths) + list(hold) + list(defects)
-    feats = extract_features(graph, items, cfg.preprocess, progress=cfg.progress, desc=f"features {spec}",
-                             tiling=cfg.tiling)
-    log.passes.append((spec, len(items)))
-    t = cfg.tiling.count
-    a, b = len(fit_paths) * t, (len(fit_paths) + len(hold)) * t
-    return GeometryFeatures(feats[:a], feats[a:b], feats[b:], t)
+    t, judged = cfg.tiling.count, list(hold) + list(defects)
+    run = dict(progress=cfg.progress, desc=f"features {spec}", tiling=cfg.tiling)
+    if cfg.orientations == "fixed":  # one backbone pass over everything
+        feats = extract_features(graph, list(fit_paths) + judged, cfg.preprocess, **run)
+        fit, feats = feats[:len(fit_paths) * t], feats[len(fit_paths) * t:]
+    else:  # the training images turned; the judged frames as the Pi scores a frame, as they are
+        fit = extract_features(graph, list(fit_paths), cfg.preprocess, orientations=cfg.orientations, **run)
+        feats = extract_features(graph, judged, cfg.preprocess, **run) if judged else fit[:0]
+    log.passes.append((spec, len(fit_paths) + len(judged)))
+    return GeometryFeatures(fit, feats[:len(hold) * t], feats[len(hold) * t:], t)
 
 
 def fit_banks(cfg: ExportConfig, fit: np.ndarray) -> list[np.ndarray]:
     """The export's banks (one shared, or one per tile position) from the training features."""
     groups = tile_groups(fit, cfg.tiling)
     cap = None if cfg.coreset_max is None else -(-cfg.coreset_max // len(groups))
-    return [fit_patchcore(f, cfg.coreset, cfg.proj_dim, cfg.seed, max_size=cap).bank for _, f in groups]
+    return [fit_patchcore(f, bank_share(cfg.coreset, cfg.orientations), cfg.proj_dim, cfg.seed, max_size=cap).bank for _, f in groups]
 
 
 def frame_scores(cfgs: list[ExportConfig], banks: list[np.ndarray], frames: list[np.ndarray]) -> np.ndarray:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgead.errors import ConfigError
 from edgead.false_rejects import DEFAULT_FOLDS, DEFAULT_TARGET_FRR
 from edgead.manifest import BankDtype, ImageScoreRuleName, Manifest, Method
+from edgead.orientations import check_orientations, orientation_count
 from edgead.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from edgead.tiling import TilingConfig, parse_grid
 from edgead_export.cli_common import parse_roi, parse_size
@@ -122,6 +123,11 @@ class ExportConfig(BaseModel):
         "mean", description="tile maps in their overlaps: mean or max")
     tile_banks: Annotated[Literal["shared", "per_tile"], Option(spec="banks", legacy="tiling.banks")] = Field(
         "shared", description="one memory bank for all tiles, or one per tile position")
+    orientations: Literal["fixed", "flips", "all"] = Field(
+        "fixed", description="training images also enter the model turned and mirrored, for parts that reach the "
+                             "camera in any orientation: flips (mirrored both ways and a half turn, 4 copies) or all "
+                             "(every quarter turn, each mirrored: 8 copies, square inputs); fixed: as captured. Costs "
+                             "fitting time, not serving time")
     coreset: Annotated[float, Option(legacy="patchcore.coreset")] = Field(
         0.01, description="coreset ratio (<= 1) or row count (> 1) of the memory bank (try 0.1 with under ~100 "
                           "training images)")
@@ -276,6 +282,7 @@ class ExportConfig(BaseModel):
             raise ValueError("--method simplenet has one discriminator for every tile: use --tile-banks shared")
         if self.method == "spade" and self.tile_grid != (1, 1):
             raise ValueError("--method spade scores whole frames: no --tiles")
+        check_orientations(self.orientations, self.input_size)
         return self
 
     # -- the runtime's view ----------------------------------------------------------------------
@@ -288,6 +295,11 @@ class ExportConfig(BaseModel):
         values = {k: getattr(self, k) for k in PREPROCESS_KEYS}
         roi = None if self.roi in (None, "auto") else self.roi
         return PreprocessConfig(**{**values, "roi": roi, "roi_units": _inferred_units(roi)})
+
+    @property
+    def maps_per_image(self) -> int:
+        """Feature maps a training image gives: one per tile, per orientation."""
+        return self.tiling.count * orientation_count(self.orientations)
 
     @property
     def tiling(self) -> TilingConfig:

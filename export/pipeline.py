@@ -32,6 +32,7 @@ from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.manifest import BACKBONE_FILES, MANIFEST, bank_file, scorer_files
 from edgead.metrics_math import auroc
 from edgead.model import InspectionModel
+from edgead.orientations import bank_share
 from edgead.scorer.search.registry import HNSW_CROSSOVER
 from edgead.tiling import frame_inputs
 
@@ -88,7 +89,7 @@ def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndar
         return graph, None
     groups = tile_groups(feats, cfg.tiling)
     # maps of one image in a bank: every tile's, when all tiles share it
-    maps_per_image = cfg.tiling.count if len(groups) == 1 else 1
+    maps_per_image = cfg.maps_per_image // (1 if len(groups) == 1 else cfg.tiling.count)
     if cfg.method == "patchcore":
         return graph, _write_patchcore(cfg, writer, groups, manifest, maps_per_image)
     _write_padim(cfg, writer, groups, manifest)
@@ -111,7 +112,7 @@ def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, ma
     rows = 0
     sources = []
     for tile, feats in groups:
-        fit = fit_patchcore(feats, cfg.coreset, cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
+        fit = fit_patchcore(feats, bank_share(cfg.coreset, cfg.orientations), cfg.proj_dim, cfg.seed, progress=cfg.progress, max_size=cap)
         source = add_patchcore_bank(writer.staging, pc, fit, tile, bank_dtype=cfg.bank_dtype,
                                     num_neighbors=cfg.num_neighbors, reweighted=cfg.image_score == "reweighted",
                                     hnsw=cfg.hnsw, seed=cfg.seed, patches_per_map=feats.shape[2] * feats.shape[3],
@@ -218,11 +219,12 @@ def export_model(cfg: ExportConfig, features: np.ndarray | None = None) -> tuple
     roi_source = "auto" if cfg.roi_auto else ("user" if cfg.roi is not None else None)
     cfg = resolve_roi(cfg, fit_paths)
     graph, backbone_info = build_graph(cfg, fit_paths)
-    if features is not None and len(features) != len(fit_paths) * cfg.tiling.count:
+    if features is not None and len(features) != len(fit_paths) * cfg.maps_per_image:
         raise ValueError(f"{len(features)} feature maps handed over for {len(fit_paths)} training images "
-                         f"x {cfg.tiling.count} tiles")
+                         f"x {cfg.maps_per_image} maps (tiles x orientations)")
     feats = features if features is not None else extract_features(
-        graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features", tiling=cfg.tiling)
+        graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features", tiling=cfg.tiling,
+        orientations=cfg.orientations)
     d = int(feats.shape[1])
     manifest = {
         "name": cfg.name or Path(cfg.out).name,

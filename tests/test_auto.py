@@ -140,3 +140,19 @@ def test_small_pseudo_defect_stays_small_and_inside_the_roi():
         ys, xs = np.nonzero(changed)
         assert changed.sum() > 0 and changed.mean() < 0.02
         assert xs.min() >= 100 - 15 and xs.max() < 250 + 15 and ys.min() >= 50 - 15 and ys.max() < 150 + 15
+
+
+def test_auto_judges_turned_training_images_against_frames_as_they_are(synth_root, tmp_path, monkeypatch):
+    """An --orientations candidate: its bank holds the training images' turned copies, the judged
+    frames are scored as they come, and the winner's export reuses the turned features."""
+    from edgead.model import load_model
+
+    monkeypatch.setattr(auto_mod, "JUDGE_FIT_IMAGES", 20)
+    base = ExportConfig(data=synth_root, out=tmp_path / "m", input_size=(128, 128), coreset=0.1, progress=False,
+                        calib_images=8, target_frr=None)
+    out, manifest = auto_mod.auto_export(base, ["orientations=flips"])
+    judged = manifest.auto["candidates"][0]
+    assert judged["bank_size"] > 0 and 0.0 <= judged["auroc"] <= 1.0
+    model = load_model(out)
+    assert model.manifest.orientations == "flips"
+    assert model.manifest.patchcore.training_patches == 25 * 4 * 16 * 16  # 25 images x 4 copies x 16x16 patches

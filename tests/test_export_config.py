@@ -23,7 +23,7 @@ EVERY_FIELD = dict(
     data=Path("/data/washer"), out=Path("/models/washer"), method="padim", backbone="efficientnet-lite1",
     taps=[2, 4, "s8"], input_size=(256, 320), resize_mode="letterbox", interpolation="linear",
     photometric="equalize", roi=(0.1, 0.05, 0.8, 0.9), tile_grid=(2, 3), tile_overlap=0.2, tile_merge="max",
-    tile_banks="per_tile", coreset=2000, coreset_max=None, proj_dim=None, num_neighbors=5,
+    tile_banks="per_tile", orientations="flips", coreset=2000, coreset_max=None, proj_dim=None, num_neighbors=5,
     image_score="reweighted", topk=40, target_dim=96, padim_dim=64, padim_dtype="float32", bank_dtype="float16",
     simplenet_hidden=64, simplenet_noise=0.05, simplenet_steps=300, simplenet_batch=256, spade_k=10,
     spade_map_images=2,

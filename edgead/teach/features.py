@@ -12,6 +12,7 @@ import numpy as np
 
 from edgead.errors import EdgeadError
 from edgead.images import read_image
+from edgead.orientations import orientation_count
 
 
 class TeachCancelled(EdgeadError):
@@ -49,29 +50,33 @@ class RowBuffer:
             self._tmp.cleanup()
 
 
-def frame_rows(feats: np.ndarray, per_tile: bool) -> list[np.ndarray]:
-    """One frame's features (tiles, D, h, w) -> patch rows per bank, in the export's order
-    (tile, y, x for a shared bank; y, x per tile position)."""
-    t, d, h, w = feats.shape
+def frame_rows(feats: np.ndarray, per_tile: bool, copies: int = 1) -> list[np.ndarray]:
+    """One frame's features (copies x tiles, D, h, w; ``copies``: its orientations) -> patch rows
+    per bank, in the export's order (copy, tile, y, x for a shared bank; copy, y, x per tile
+    position)."""
+    n, d, h, w = feats.shape
     rows = feats.transpose(0, 2, 3, 1)
     if per_tile:
-        return [np.ascontiguousarray(rows[i].reshape(-1, d)) for i in range(t)]
+        rows = rows.reshape(copies, n // copies, h, w, d)
+        return [np.ascontiguousarray(rows[:, i].reshape(-1, d)) for i in range(n // copies)]
     return [np.ascontiguousarray(rows.reshape(-1, d))]
 
 
 def stream_features(model, images: Iterable[Path], sinks: list, per_tile: bool, keep_maps: list | None = None,
-                    stop: threading.Event | None = None, progress: Callable[[int], None] | None = None) -> int:
-    """Run every image through ``model.features`` and append its patch rows to ``sinks`` (one per
-    bank); ``keep_maps`` collects the raw maps instead (PaDiM). Returns the frames done."""
+                    stop: threading.Event | None = None, progress: Callable[[int], None] | None = None,
+                    orientations: str = "fixed") -> int:
+    """Run every image through ``model.features`` (in the model's training ``orientations``, as
+    the export fitted it) and append its patch rows to ``sinks`` (one per bank); ``keep_maps``
+    collects the raw maps instead (PaDiM). Returns the frames done."""
     done = 0
     for path in images:
         if stop is not None and stop.is_set():
             raise TeachCancelled("teach stopped: the served model is unchanged")
-        feats = model.features(read_image(path))[0]
+        feats = model.features(read_image(path), orientations)[0]
         if keep_maps is not None:
             keep_maps.append(feats.copy())
         else:
-            for sink, rows in zip(sinks, frame_rows(feats, per_tile)):
+            for sink, rows in zip(sinks, frame_rows(feats, per_tile, orientation_count(orientations))):
                 sink.append(rows)
         done += 1
         if progress is not None:

@@ -53,6 +53,7 @@ from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import read_image
 from edgead.manifest import BACKBONE_FILES, Manifest, scorer_files
 from edgead.model import InspectionModel
+from edgead.orientations import bank_share
 from edgead.teach import versions
 from edgead.teach.features import RowBuffer, TeachCancelled, stream_features
 
@@ -162,11 +163,12 @@ def teach(model_path: str | Path, images: list[Path], *, mode: Mode = "new", add
                                memory_budget_mb, stop, report)
             else:
                 maps: list = []
-                stream_features(extractor, fit_paths, [], False, keep_maps=maps, stop=stop, progress=report)
+                stream_features(extractor, fit_paths, [], False, keep_maps=maps, stop=stop, progress=report,
+                                orientations=parent.orientations)
                 groups = tile_groups(np.concatenate(maps), parent.tiling)
                 del maps
                 padim = write_padim_gaussians(writer.staging, groups, s.padim_dtype)
-                per_image = parent.tiling.count if len(groups) == 1 else 1
+                per_image = parent.maps_per_image // (1 if len(groups) == 1 else parent.tiling.count)
                 sources = [FoldSource(features=f, map_image=np.arange(len(f)) // per_image) for _, f in groups]
                 manifest["padim"] = {**raw.get("padim", {}), **padim}
                 manifest["bank_size"] = padim["positions"]
@@ -207,7 +209,8 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
     per_tile = len(tiles) > 1
     d = parent.feature_dim
     h, w = parent.backbone.feature_grid
-    per_frame = h * w * (1 if per_tile else parent.tiling.count)
+    maps = parent.maps_per_image // (parent.tiling.count if per_tile else 1)  # per image, in each bank
+    per_frame = h * w * maps
     olds = [load_bank(parent_dir, parent.files, scorer_files("patchcore", t)["tag"])[0] if mode == "add" else None
             for t in tiles]
     budget = int(budget_mb * 2**20) // len(tiles)
@@ -217,7 +220,8 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
         for sink, old in zip(sinks, olds):
             if old is not None:
                 sink.append(old)
-        stream_features(extractor, fit_paths, sinks, per_tile, stop=stop, progress=report)
+        stream_features(extractor, fit_paths, sinks, per_tile, stop=stop, progress=report,
+                        orientations=parent.orientations)
         cap = None if s.coreset_max is None else -(-s.coreset_max // len(tiles))
         pc = dict(manifest.get("patchcore") or {})
         pc.update(training_patches=int(sum(sk.rows for sk in sinks)), covering_radius=0.0, coreset_seconds=0.0)
@@ -230,11 +234,11 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
             if old is not None:
                 fit = _folded(old, sink.data[len(old):], cap)
             else:
-                fit = select_bank(sink.data, s.coreset, s.proj_dim, s.seed, max_size=cap)
+                fit = select_bank(sink.data, bank_share(s.coreset, parent.orientations), s.proj_dim, s.seed, max_size=cap)
             source = add_patchcore_bank(writer.staging, pc, fit, tile, bank_dtype=s.bank_dtype,
                                         num_neighbors=s.num_neighbors, reweighted=s.reweighted, hnsw=s.hnsw,
                                         seed=s.seed, patches_per_map=h * w,
-                                        maps_per_image=1 if per_tile else parent.tiling.count)
+                                        maps_per_image=maps)
             sources.append(source)
             rows += source.bank.shape[0]
         record_search(pc, rows // len(tiles), s.bank_dtype)
