@@ -2,23 +2,28 @@
 """Does `--auto`'s good-only proxy rank candidates the way real defects do?
 
     python bench/auto_proxy.py --root DATA --json proxy.jsonl          # per set: scores of every candidate
+    python bench/auto_proxy.py --root DATA --geometries "backbone=efficientnet-lite1 taps=14,19,s8" --json proxy.jsonl
     python bench/auto_proxy.py --table proxy.jsonl                     # rank correlations, selection rules
 
 Per development set: 200 training images (evenly spaced, a subset of quality_sweep's 300), split
 as the export splits them (10 % held out, seeded); 150 good + 150 defective test images.  For
-every geometry (224, 320, 224 with 2x2 tiles; Lite0) the features of those images and of proxy
-defects drawn on the held-out goods (2 per image of each kind: the older ``small`` blob/scratch
-and the three kinds ``--auto`` now uses) come from the per-image cache
-(``bench/auto_features.py``); one bank per geometry is fitted the export's way and every image
-score rule (reweighted, top-k mean for several k) is applied to the same patch distances
-(``edgead_export.auto_search``, the code `--auto` runs).  Recorded per candidate: its scores of
-the test images, the held-out goods and each kind of proxy defect.
+every geometry (``--geometries``: the feature part of a candidate spec, e.g. size, tiles,
+backbone, taps; default 224, 320 and 224 with 2x2 tiles on Lite0) the features of those images
+and of proxy defects drawn on the held-out goods (2 per image of each ``--kinds``: the older
+``small`` blob/scratch and the three kinds ``--auto`` draws) come from the per-image cache
+(``bench/auto_features.py``, one folder per geometry); one bank per geometry is fitted the
+export's way and every image score rule (``--rules``: reweighted, top-k mean for several k) is
+applied to the same patch distances (``edgead_export.auto_search``, the code `--auto` runs).
+Recorded per candidate (geometry + rule): its scores of the test images, the held-out goods and
+each kind of proxy defect.  Runs of the same set with other geometries append lines that
+``--table`` merges.
 
-``--table``: per set, the Spearman rank correlation between the proxy AUROC (held-out goods vs
-proxy defects) and the real test AUROC across candidates, per proxy kind and pooled (every
-set's AUROCs centred on the set's mean); then `--auto`'s selection rule (keep the reference
-unless the proxy gain exceeds a margin) with the margin chosen on half A of each set's test
-images and the real AUROC reported on half B.
+``--table``: every candidate's real AUROC on half A / half B of each set's test images; the
+Spearman rank correlation between the proxy AUROC (held-out goods vs proxy defects) and the
+real AUROC across candidates, per set and pooled (every set's AUROCs centred on the set's
+mean); the default chosen on half A by a declared rule (within 30 ms on the Pi, at most 0.01
+lost on any set against ``--reference``, best worst case, then best mean); `--auto`'s
+candidate list (subsets of ``--pool``) and margin chosen on half A, reported on half B.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from edgead_export.config import ExportConfig  # noqa: E402
 from edgead_export.pseudo_defects import proxy_defects  # noqa: E402
 
 GEOMETRIES = ("size=224", "size=320", "size=224 tiles=2x2")
-RULES = ("score=reweighted", "topk=10", "topk=30", "topk=60", "topk=100")
+RULES = ("score=reweighted", "topk=10", "topk=30", "topk=40", "topk=60", "topk=100")
 KINDS = ("small", "cutpaste", "noise_blob", "scratch")
 PRODUCT_KINDS = ("cutpaste", "noise_blob", "scratch")  # what --auto draws (PROXY_KINDS)
 PER_IMAGE = 2
@@ -65,7 +70,7 @@ def run_set(root: Path, name: str, args) -> dict:
     fit_paths, hold = split_holdout(train, 0.1, 5, 0)
     hold_frames = [read_image(p) for p in hold]
     res = {"set": name, "fit": len(fit_paths), "hold": len(hold), "labels": labels.tolist(), "candidates": {}}
-    for geometry in GEOMETRIES:
+    for geometry in args.geometries:
         cfg = ExportConfig(data=root / name, out=Path("/tmp/unused")).with_spec(geometry)
         fc = FeatureCache(args.cache, root, name, cfg)
         t0 = time.perf_counter()
@@ -73,26 +78,26 @@ def run_set(root: Path, name: str, args) -> dict:
         hold_f = fc.of_paths(hold)
         test_f = fc.of_paths(test)
         bad = {}
-        for kind in KINDS:
+        for kind in args.kinds:
             frames = proxy_defects(hold_frames, (kind,), PER_IMAGE, cfg.preprocess, 0)
             bad[kind] = fc.of([f"proxy/{kind}/{i}" for i in range(len(frames))], lambda i, f=frames: f[i])
         t1 = time.perf_counter()
-        cfgs = [cfg.with_spec(r) for r in RULES]
+        cfgs = [cfg.with_spec(r) for r in args.rules]
         banks = fit_banks(cfgs[0], fit)
         t2 = time.perf_counter()
-        frames = [f.astype(np.float32) for f in test_f + hold_f + [x for k in KINDS for x in bad[k]]]
+        frames = [f.astype(np.float32) for f in test_f + hold_f + [x for k in args.kinds for x in bad[k]]]
         scores = frame_scores(cfgs, banks, frames)
         t3 = time.perf_counter()
         costs, _ = price(cfgs, len(fit_paths))
-        n_test, n_hold, n_bad = len(test_f), len(hold_f), len(bad[KINDS[0]])
-        for rule, row, cost in zip(RULES, scores, costs):
+        n_test, n_hold, n_bad = len(test_f), len(hold_f), len(bad[args.kinds[0]])
+        for rule, row, cost in zip(args.rules, scores, costs):
             res["candidates"][spec_name(geometry, rule)] = {
                 "test": row[:n_test].tolist(), "hold": row[n_test:n_test + n_hold].tolist(),
                 "proxy": {k: row[n_test + n_hold + i * n_bad: n_test + n_hold + (i + 1) * n_bad].tolist()
-                          for i, k in enumerate(KINDS)},
+                          for i, k in enumerate(args.kinds)},
                 "bank_rows": int(sum(len(b) for b in banks)), "pi_ms_estimate": round(cost.pi_ms(PI_CPU_FACTOR), 1)}
         print(f"  {name} {geometry}: features {t1 - t0:.0f} s, bank {t2 - t1:.0f} s, scores {t3 - t2:.0f} s; "
-              f"real AUROC " + ", ".join(f"{r} {auroc(labels, s[:n_test]):.3f}" for r, s in zip(RULES, scores)),
+              f"real AUROC " + ", ".join(f"{r} {auroc(labels, s[:n_test]):.3f}" for r, s in zip(args.rules, scores)),
               file=sys.stderr, flush=True)
     return res
 
@@ -116,7 +121,8 @@ def real_auroc(res: dict, c: dict, mask: np.ndarray | None = None) -> float:
 def correlations(results: list[dict], names: list[str], half: int | None = None, seed: int = 0) -> list[str]:
     """Per set and pooled Spearman between proxy and real AUROC, per proxy kind (``half``: the
     real AUROC on that half of each set's test images, 0 = A, 1 = B; None: all)."""
-    kinds = {k: (k,) for k in KINDS} | {"auto (3 kinds)": PRODUCT_KINDS}
+    present = set.intersection(*(set(c["proxy"]) for r in results for c in (r["candidates"][n] for n in names)))
+    kinds = {k: (k,) for k in KINDS if k in present} | {"auto (3 kinds)": PRODUCT_KINDS}
     lines = ["| proxy | " + " | ".join(r["set"] for r in results) + " | mean | pooled (centred per set) |",
              "|" + "---|" * (len(results) + 3)]
     for label, ks in kinds.items():
@@ -142,33 +148,6 @@ def chosen(res: dict, names: list[str], kinds: tuple[str, ...], margin: float, b
     return choose(rows, budget, margin)[0]["spec"]
 
 
-def selection(results: list[dict], names: list[str], margins: tuple[float, ...], seed: int = 0) -> list[str]:
-    """Real AUROC (half A / half B) of the candidate each rule chooses, per set."""
-    masks = [halves(np.array(r["labels"]), np.random.default_rng(seed + zlib.crc32(r["set"].encode()))) for r in results]
-    lines = ["| rule | " + " | ".join(r["set"] for r in results) + " | mean A / B | worst A / B |",
-             "|" + "---|" * (len(results) + 3)]
-    rules = [("reference (default, never switch)", None, 0.0)]
-    rules += [(f"old proxy (small), margin {m:g}", ("small",), m) for m in (0.002,)]
-    rules += [(f"auto proxy, margin {m:g}", PRODUCT_KINDS, m) for m in margins]
-    rules += [("best real AUROC on half A (oracle of A)", "oracle", 0.0)]
-    for label, kinds, m in rules:
-        cells, a_vals, b_vals = [], [], []
-        for res, (a, b) in zip(results, masks):
-            if kinds is None:
-                pick = names[0]
-            elif kinds == "oracle":
-                pick = max(names, key=lambda n: real_auroc(res, res["candidates"][n], a))
-            else:
-                pick = chosen(res, names, kinds, m)
-            va, vb = real_auroc(res, res["candidates"][pick], a), real_auroc(res, res["candidates"][pick], b)
-            a_vals.append(va)
-            b_vals.append(vb)
-            cells.append(f"{va:.3f} / {vb:.3f} ({pick.replace('size=', '').replace('tiles=', 't')})")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {np.mean(a_vals):.3f} / {np.mean(b_vals):.3f} | "
-                     f"{min(a_vals):.3f} / {min(b_vals):.3f} |")
-    return lines
-
-
 def per_candidate(results: list[dict], names: list[str], seed: int = 0) -> list[str]:
     masks = [halves(np.array(r["labels"]), np.random.default_rng(seed + zlib.crc32(r["set"].encode()))) for r in results]
     lines = ["| candidate | Pi ms (est.) | " + " | ".join(r["set"] for r in results) + " | mean A / B | worst A / B |",
@@ -184,23 +163,113 @@ def per_candidate(results: list[dict], names: list[str], seed: int = 0) -> list[
     return lines
 
 
-def table(results: list[dict]) -> str:
-    every = list(results[0]["candidates"])
-    every.remove(REFERENCE)
-    every.insert(0, REFERENCE)
-    product = [REFERENCE] + [n for n in every[1:] if n.split()[-1] in ("topk=10", "topk=60")]
+def load(path: Path) -> list[dict]:
+    """One result per set: the candidates of every run of that set merged (a later run's
+    candidate replaces an earlier one of the same name; runs must share the test images)."""
+    merged: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if r["set"] in merged and merged[r["set"]]["labels"] == r["labels"]:
+            merged[r["set"]]["candidates"].update(r["candidates"])
+        else:
+            merged[r["set"]] = r
+    return list(merged.values())
+
+
+def masks_of(results: list[dict], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [halves(np.array(r["labels"]), np.random.default_rng(seed + zlib.crc32(r["set"].encode()))) for r in results]
+
+
+def short(name: str) -> str:
+    return (name.replace("backbone=efficientnet-", "").replace("size=", "").replace("tiles=", "t")
+            .replace("score=", "").replace("topk=", "k"))
+
+
+def default_choice(results: list[dict], names: list[str], reference: str, budget: float = 30.0,
+                   max_loss: float = 0.01, tie: float = 0.005) -> tuple[str, list[str]]:
+    """The declared rule for the default, on half A: among candidates within ``budget`` ms (Pi
+    estimate) that lose at most ``max_loss`` against the reference on every set, the best worst
+    case; candidates within ``tie`` of it are tied and the best mean decides."""
+    masks = masks_of(results)
+    a = {n: [real_auroc(r, r["candidates"][n], m[0]) for r, m in zip(results, masks)] for n in names}
+    b = {n: [real_auroc(r, r["candidates"][n], m[1]) for r, m in zip(results, masks)] for n in names}
+    ms = {n: max(r["candidates"][n]["pi_ms_estimate"] for r in results) for n in names}
+    lines = ["| candidate | Pi ms (est.) | eligible | " + " | ".join(r["set"] for r in results)
+             + " | mean A / B | worst A / B |", "|" + "---|" * (len(results) + 5)]
+    eligible = []
+    for n in names:
+        loss = max(x - y for x, y in zip(a[reference], a[n]))
+        ok = ms[n] <= budget and loss <= max_loss
+        why = "yes" if ok else ("over budget" if ms[n] > budget else f"loses {loss:.3f}")
+        if ok:
+            eligible.append(n)
+        lines.append(f"| {short(n)} | {ms[n]:.0f} | {why} | " + " | ".join(f"{x:.3f} / {y:.3f}" for x, y in zip(a[n], b[n]))
+                     + f" | {np.mean(a[n]):.3f} / {np.mean(b[n]):.3f} | {min(a[n]):.3f} / {min(b[n]):.3f} |")
+    best_worst = max(min(a[n]) for n in eligible)
+    pick = max((n for n in eligible if min(a[n]) >= best_worst - tie), key=lambda n: np.mean(a[n]))
+    lines += ["", f"Chosen on half A: **{short(pick)}** (half B mean {np.mean(b[pick]):.3f}, worst {min(b[pick]):.3f}; "
+              f"reference {short(reference)}: {np.mean(b[reference]):.3f}, worst {min(b[reference]):.3f})"]
+    return pick, lines
+
+
+def auto_choice(results: list[dict], pool: list[str], reference: str, margins: tuple[float, ...],
+                budget: float = 150.0) -> tuple[tuple[list[str], float], list[str]]:
+    """Every subset of ``pool`` after ``reference`` x every margin: the real AUROC (half A / B)
+    of the candidate the proxy chooses per set; the rule with the best half-A mean (ties within
+    0.002 to the better worst case, then the shorter list)."""
+    from itertools import combinations
+
+    masks = masks_of(results)
+    rules = [([reference] + list(sub), m) for k in range(len(pool) + 1) for sub in combinations(pool, k)
+             for m in (margins if k else (0.0,))]
+    rows = []
+    for names, m in rules:
+        picks = [chosen(res, names, PRODUCT_KINDS, m, budget) for res in results]
+        a = [real_auroc(r, r["candidates"][p], mk[0]) for r, p, mk in zip(results, picks, masks)]
+        b = [real_auroc(r, r["candidates"][p], mk[1]) for r, p, mk in zip(results, picks, masks)]
+        rows.append((names, m, picks, a, b))
+    top = max(np.mean(r[3]) for r in rows)
+    best = max((r for r in rows if np.mean(r[3]) >= top - 0.002), key=lambda r: (min(r[3]), -len(r[0])))
+    lines = ["| list (after the reference) | margin | " + " | ".join(r["set"] for r in results)
+             + " | mean A / B | worst A / B |", "|" + "---|" * (len(results) + 4)]
+    ranked = sorted(rows, key=lambda r: -np.mean(r[3]))
+    shown = [rows[0]] + [r for r in ranked[:12] if r is not rows[0]]
+    if best not in shown:
+        shown.append(best)
+    for names, m, picks, a, b in shown:
+        mark = "**" if (names, m) == (best[0], best[1]) else ""
+        cells = [f"{x:.3f} / {y:.3f} ({short(p)})" for x, y, p in zip(a, b, picks)]
+        label = ", ".join(short(n) for n in names[1:]) or "(reference only)"
+        lines.append(f"| {mark}{label}{mark} | {m:g} | " + " | ".join(cells)
+                     + f" | {np.mean(a):.3f} / {np.mean(b):.3f} | {min(a):.3f} / {min(b):.3f} |")
+    lines += ["", f"{len(rows)} rules ({len(pool)} candidates besides the reference, margins "
+              f"{', '.join(f'{m:g}' for m in margins)}); shown: the reference alone, the 12 best on half A and the chosen one."]
+    return (best[0], best[1]), lines
+
+
+def table(results: list[dict], reference: str = REFERENCE, pool: list[str] | None = None) -> str:
+    every = [n for n in results[0]["candidates"] if all(n in r["candidates"] for r in results)]
+    every.remove(reference)
+    every.insert(0, reference)
     out = ["Real AUROC half A / half B (proxy AUROC, auto's 3 kinds), every candidate:", ""]
     out += per_candidate(results, every)
     out += ["", f"Spearman, proxy vs real AUROC, all {len(every)} candidates:", ""] + correlations(results, every)
-    out += ["", f"Spearman, the {len(product)} default --auto candidates:", ""] + correlations(results, product)
-    out += ["", "The same, real AUROC on half B of the test images only:", ""] + correlations(results, product, half=1)
-    out += ["", "Selection among the 6 (geometry x k 10/60) candidates, real AUROC half A / half B:", ""]
-    out += selection(results, product, (0.0, 0.005, 0.01, 0.02, 0.05))
-    geometry_only = [n for n in product if n.endswith("topk=60")]
-    out += ["", f"Selection among the {len(geometry_only)} geometries with the default rule (top-k 60), real AUROC "
-            "half A / half B:", ""]
-    out += ["", f"Spearman, those {len(geometry_only)}:", ""] + correlations(results, geometry_only)
-    out += [""] + selection(results, geometry_only, (0.0, 0.005, 0.01, 0.02, 0.05))
+    out += ["", "The default (<= 30 ms on the Pi, declared rule), half A / half B:", ""]
+    pick, lines = default_choice(results, every, reference)
+    out += lines
+    if pool is None:
+        pool = [n for n in every if n.endswith("topk=60") and n != reference]
+    # --auto's reference is the product's default (``reference``), whatever the rule above picks
+    pool = [n for n in pool if n in every and n != reference]
+    (names, margin), lines = auto_choice(results, pool, reference, (0.0, 0.01, 0.02, 0.03, 0.05, 0.08))
+    out += ["", f"--auto: candidate lists and margins (reference {short(reference)}), real AUROC of the choice, "
+            "half A / half B:", ""] + lines
+    out += ["", f"Spearman, the chosen list ({len(names)} candidates), real AUROC on all test images:", ""]
+    out += correlations(results, names)
+    out += ["", "The same, real AUROC on half B:", ""] + correlations(results, names, half=1)
+    out += ["", "Chosen list: " + "; ".join(names) + f" (margin {margin:g})"]
     return "\n".join(out)
 
 
@@ -211,14 +280,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=200)
     p.add_argument("--max-test", type=int, default=300)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--geometries", default=";".join(GEOMETRIES),
+                   help="semicolon-separated candidate specs of the feature part (size, tiles, backbone, taps...)")
+    p.add_argument("--rules", default=";".join(RULES), help="semicolon-separated image score rules, each "
+                   "applied to every geometry's patch distances")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--kinds", default=",".join(KINDS), help="proxy defect kinds to draw (the product draws "
+                   + ",".join(PRODUCT_KINDS) + ")")
+    p.add_argument("--reference", default=REFERENCE, help="--table: the current default candidate")
+    p.add_argument("--pool", default=None, help="--table: semicolon-separated candidates --auto's lists are "
+                   "drawn from (default: every geometry with top-k 60)")
     p.add_argument("--json", type=Path, default=None, help="append one JSON line per set")
     p.add_argument("--table", type=Path, default=None, help="print the tables of a --json file and exit")
     args = p.parse_args(argv)
+    args.geometries = [g.strip() for g in args.geometries.split(";") if g.strip()]
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    args.rules = [r.strip() for r in args.rules.split(";") if r.strip()]
     if args.table:
-        rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
-        print(table(list({r["set"]: r for r in rows}.values())))  # the last run of each set
+        pool = [n.strip() for n in args.pool.split(";") if n.strip()] if args.pool else None
+        print(table(load(args.table), args.reference, pool))
         return 0
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     for name in args.sets.split(","):
         res = run_set(args.root, name, args)
         if args.json:

@@ -80,6 +80,22 @@ def test_cost_estimate_grows_with_pixels_tiles_and_bank_and_keeps_defaults_in_bu
     assert pi[-1] > auto_mod.DEFAULT_BUDGET_MS                    # 9 tiles at 320 px: left out by default
 
 
+def test_default_candidates_are_the_studied_list():
+    """The list chosen on half A of the development suite (docs/benchmarks.md): the default as
+    the reference, 2x2 tiles, and the texture recipe with its own k; three backbone passes."""
+    base = ExportConfig(data=Path("d"), out=Path("o"))
+    assert auto_mod.DEFAULT_CANDIDATES == ("", "size=224 tiles=2x2", "backbone=efficientnet-lite1 taps=14,19,s8 topk=40")
+    assert auto_mod.PROXY_MARGIN == 0.05
+    cfgs = [apply_spec(base, s) for s in auto_mod.DEFAULT_CANDIDATES]
+    assert cfgs[0] == base
+    texture = cfgs[2]
+    assert (texture.backbone, texture.taps, texture.topk) == ("efficientnet-lite1", [14, 19, "s8"], 40)
+    assert texture.image_score == base.image_score and texture.preprocess.input_size == base.preprocess.input_size
+    assert len({geometry_key(c) for c in cfgs}) == 3
+    pi = [c.pi_ms(auto_mod.PI_CPU_FACTOR) for c in auto_mod.price(cfgs, 270)[0]]
+    assert pi[0] < pi[2] < pi[1] <= auto_mod.DEFAULT_BUDGET_MS    # the texture pass costs less than the tiles'
+
+
 @pytest.mark.parametrize("kind", sorted(PROXY_DEFECTS))
 def test_proxy_defects_are_small_local_changes(kind):
     rng = np.random.default_rng(0)
