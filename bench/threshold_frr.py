@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,12 @@ from edgead.evaluate import evaluate  # noqa: E402
 from edgead.model import load_model  # noqa: E402
 from edgead_export.pipeline import export_model  # noqa: E402
 from realdata import make_export_config, unused_backbones  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def held_out_rule(stats: dict, n: int) -> float:
@@ -48,20 +55,26 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, required=True, help="artifacts go here (reused when present)")
     ap.add_argument("--json", type=Path, default=None, help="append result rows to this JSON-lines file")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--candidates", default=None,
+                    help="with --config auto: the candidate specs, ';'-separated (export --candidates)")
+    ap.add_argument("--tag", default=None, help="artifact folder suffix (default: from --config)")
     args = ap.parse_args()
     for name in args.datasets.split(","):
-        out = args.keep / f"{name}-{args.config.replace(' ', '_').replace('=', '')}"
-        t0 = time.time()
+        out = args.keep / f"{name}-{args.tag or args.config.replace(' ', '_').replace('=', '')}"
+        t0, cpu0 = time.time(), cpu_seconds()
+        export_cpu_s = None
         if (out / "manifest.json").is_file():
             manifest, export_s = json.loads((out / "manifest.json").read_text()), None
-        elif args.config == "auto":  # `export --auto` with its default candidates and budget
+        elif args.config == "auto":  # `export --auto`, its default candidates unless --candidates
             from edgead_export.auto import auto_export
 
-            auto_export(make_export_config(args.root / name, out, "", args.threads))
+            candidates = None if args.candidates is None else [c.strip() for c in args.candidates.split(";")]
+            auto_export(make_export_config(args.root / name, out, "", args.threads), candidates)
             manifest, export_s = json.loads((out / "manifest.json").read_text()), round(time.time() - t0, 1)
+            export_cpu_s = round(cpu_seconds() - cpu0, 1)
         else:
             _, manifest = export_model(make_export_config(args.root / name, out, args.config, args.threads))
-            export_s = round(time.time() - t0, 1)
+            export_s, export_cpu_s = round(time.time() - t0, 1), round(cpu_seconds() - cpu0, 1)
         for precision in ("fp32", "int8"):
             r = evaluate(load_model(out, precision=precision, threads=1), args.root / name)
             labels, scores = np.array(r["_scores"]["labels"]), np.array(r["_scores"]["scores"])
@@ -71,6 +84,7 @@ def main() -> int:
                    "image_auroc": round(r["image_auroc"], 4),
                    "pixel_auroc": None if r["pixel_auroc"] is None else round(r["pixel_auroc"], 4),
                    "latency_ms_p50": round(r["latency_ms_p50"], 1), "export_s": export_s,
+                   "export_cpu_s": export_cpu_s, "candidates": args.candidates,
                    "artifact_mb": round(sum(v["bytes"] for k, v in manifest["files"].items()
                                             if k not in unused_backbones(precision)) / 1e6, 2),
                    "default_precision": manifest["default_precision"],
