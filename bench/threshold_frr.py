@@ -47,6 +47,13 @@ def at(labels: np.ndarray, scores: np.ndarray, thr: float) -> dict:
             "missed": int((bad <= thr).sum()), "defective": int(len(bad))}
 
 
+def test_goods_threshold(labels: np.ndarray, scores: np.ndarray, frr: float) -> float:
+    """The threshold that rejects at most ``frr`` of the test goods (an oracle: it looks at the
+    test images; what a threshold set on the line's own goods could reach at best)."""
+    good = np.sort(scores[labels == 0])[::-1]
+    return float(good[min(int(np.floor(frr * len(good))), len(good) - 1)])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data")
@@ -90,6 +97,8 @@ def main() -> int:
                    "default_precision": manifest["default_precision"],
                    "auto_chosen": (manifest.get("auto") or {}).get("chosen"),
                    "held_out_rule": {"threshold": old, **at(labels, scores, old)},
+                   "test_goods_1pct_oracle": {"threshold": (o := test_goods_threshold(labels, scores, 0.01)),
+                                              **at(labels, scores, o)},
                    "target_frr_rule": {"threshold": new, **at(labels, scores, new),
                                        "estimate": (manifest.get("false_rejects") or {}).get(precision)}}
             print(json.dumps(row), flush=True)
