@@ -140,16 +140,16 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         members = [r for r in judged if geometry_key(r["cfg"]) == key]
         cfg = resolve_roi(members[0]["cfg"], fit_paths)
         bad = defects or proxy_defects(hold_frames, PROXY_KINDS, PROXY_PER_IMAGE, cfg.preprocess, base.seed)
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         feats = extract_geometry(graphs[key][0], cfg, judge_paths, hold_frames, bad, passes, members[0]["spec"])
-        t1 = time.time()
+        t1, c1 = time.time(), time.process_time()
         member_cfgs = [m["cfg"].updated(roi=cfg.roi) for m in members]
         for m, c, j in zip(members, member_cfgs, judge_geometry(member_cfgs, feats)):
             m.update(cfg=c, geometry=key, auroc=j["auroc"], bank_size=j["bank_rows"])
             log(f"auto [{g + 1}/{len(geometries)}] {m['spec']}: AUROC {m['auroc']:.4f}, ~{m['pi_ms_estimate']:.0f} ms "
                 f"on the Pi, bank {m['bank_size']}")
-        log(f"auto [{g + 1}/{len(geometries)}]: features {t1 - t0:.0f} s, banks and scores {time.time() - t1:.0f} s, "
-            f"{time.time() - t_start:.0f} s so far")
+        log(f"auto [{g + 1}/{len(geometries)}]: features {t1 - t0:.0f} s ({c1 - c0:.0f} s CPU), banks and scores "
+            f"{time.time() - t1:.0f} s ({time.process_time() - c1:.0f} s CPU), {time.time() - t_start:.0f} s so far")
         leader = choose([r for r in judged if "auroc" in r], budget_ms, AUROC_TIE if real else PROXY_MARGIN)[0]
         if leader["geometry"] == key:
             kept = (key, feats.fit)

@@ -53,11 +53,18 @@ class ScoredFrames:
 
 
 def score_frames(model: InspectionModel, frames: list[np.ndarray]) -> ScoredFrames:
+    """Image and patch scores of ``frames``: one backbone pass and, where the scorer gives both
+    from one search (PatchCore), one search per frame."""
+    both = getattr(model.scorer, "score_and_patch_scores", None)
     scores, patches = [], []
     for frame in frames:
         feats = model.features(frame)[0]
-        scores.append(model.score_features(feats, with_map=False)[0])
-        patches.append(model.scorer.patch_scores(feats).reshape(-1))
+        if both is not None:
+            score, patch = both(feats)
+        else:
+            score, patch = model.score_features(feats, with_map=False)[0], model.scorer.patch_scores(feats)
+        scores.append(score)
+        patches.append(patch.reshape(-1))
     return ScoredFrames(np.array(scores, dtype=np.float64), np.stack(patches).astype(np.float64))
 
 

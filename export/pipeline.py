@@ -43,6 +43,11 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def since(wall: float, cpu: float) -> str:
+    """'W s (C s CPU)' since (time.time(), time.process_time()) readings: CPU counts every thread."""
+    return f"{time.time() - wall:.0f} s ({time.process_time() - cpu:.0f} s CPU)"
+
+
 def build_graph(cfg: ExportConfig, fit_paths: list[Path]) -> tuple[PatchFeatureGraph, dict]:
     taps = cfg.taps or default_taps(cfg.backbone)
     backbone = build_backbone(cfg.backbone, taps)
@@ -157,6 +162,7 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: torch.nn.Module, hold: li
               defects: list[np.ndarray], fit_paths: list[Path], sources: list[FoldSource] | None) -> dict:
     """Per-precision thresholds, parity report and the default precision."""
     report: dict = {"thresholds": {}, "score_stats": {}, "parity": {}}
+    t_start = time.time(), time.process_time()
     frames, kind = parity_set(hold, defects, cfg.preprocess, cfg.seed)
     scored = {}
     for precision in ("fp32", "int8"):
@@ -172,6 +178,7 @@ def calibrate(cfg: ExportConfig, staging: Path, graph: torch.nn.Module, hold: li
             "good_mean": float(good.mean()), "good_std": float(good.std()), "good_max": float(good.max()),
             **({"defect_mean": float(bad.mean()), "defect_min": float(bad.min())} if defects else {}),
         }
+    log(f"parity check: {len(frames)} frames scored at both precisions in {since(*t_start)}")
     parity = report["parity"]
     parity.update(judge_int8(kind, scored["fp32"], scored["int8"], cfg.topk, cfg.seed))
     report["default_precision"] = "int8" if parity["int8_ok"] else "fp32"
@@ -190,10 +197,12 @@ def target_frr_threshold(cfg: ExportConfig, staging: Path, report: dict, held_ou
     model that did not see it: the training images out of fold, the held-out ones as they are.
     (The other precision keeps the held-out rule: scoring every image twice would double the cost.)"""
     precision = report["default_precision"]
+    t_start = time.time(), time.process_time()
     model = InspectionModel(staging, precision=precision, threads=cfg.threads, search="exact")
     cal = frr_calibration(model, fit_paths, sources, held_out, precision, cfg.target_frr, cfg.folds,
                           cfg.fold_order, cfg.seed, report["thresholds"][precision] if with_defects else None)
     est = cal.estimate
+    log(f"out-of-fold scores: {len(fit_paths)} training images in {since(*t_start)}")
     if cal.rule is not None:
         report["thresholds"][precision], report["threshold_rule"] = est.threshold, cal.rule
     report["false_rejects"] = {precision: cal.record}
@@ -222,9 +231,12 @@ def export_model(cfg: ExportConfig, features: np.ndarray | None = None) -> tuple
     if features is not None and len(features) != len(fit_paths) * cfg.maps_per_image:
         raise ValueError(f"{len(features)} feature maps handed over for {len(fit_paths)} training images "
                          f"x {cfg.maps_per_image} maps (tiles x orientations)")
+    t_feats = time.time(), time.process_time()
     feats = features if features is not None else extract_features(
         graph, fit_paths, cfg.preprocess, progress=cfg.progress, desc="features", tiling=cfg.tiling,
         orientations=cfg.orientations)
+    if features is None:
+        log(f"features: {len(fit_paths)} training images in {since(*t_feats)}")
     d = int(feats.shape[1])
     manifest = {
         "name": cfg.name or Path(cfg.out).name,
@@ -249,11 +261,14 @@ def export_model(cfg: ExportConfig, features: np.ndarray | None = None) -> tuple
         del feats  # (PaDiM's out-of-fold refits keep their features)
         fp32, int8 = writer.path(BACKBONE_FILES["fp32"]), writer.path(BACKBONE_FILES["int8"])
         score_head = cfg.method == "simplenet"
+        t0 = time.time(), time.process_time()
         export_onnx(graph, cfg.preprocess.input_size, fp32, output_name="scores" if score_head else OUTPUT_NAME)
+        onnx_took, t1 = since(*t0), (time.time(), time.process_time())
         calib = list(load_batches(fit_paths[: max(1, cfg.calib_images // cfg.tiling.count)], cfg.preprocess,
                                   batch_size=1, tiling=cfg.tiling))
         manifest["quantization"] = quantize_int8(fp32, int8, calib, float_prefixes=getattr(graph, "float_nodes", ()),
                                                  float_early=cfg.int8_float_blocks)
+        log(f"ONNX export {onnx_took}, INT8 quantization and calibration {since(*t1)}")
         writer.write_manifest(manifest)
         report = calibrate(cfg, writer.staging, graph, hold_frames, defect_frames, fit_paths, sources)
         manifest.update(

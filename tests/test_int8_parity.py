@@ -111,3 +111,22 @@ def test_predicted_drop_refuses_score_noise_the_easy_defects_hide():
     assert report["auroc_drop"] <= 0.005 and report["top_distance_error"] == 0.0
     assert report["predicted_max_auroc_drop"] > 0.005
     assert not report["int8_ok"] and any("score noise" in f for f in report["failed"])
+
+
+@pytest.mark.parametrize("fixture", ["model_dir", "topk_int8_model_dir", "padim_model_dir"])
+def test_score_frames_searches_once_and_scores_as_the_runtime(fixture, synth_root, request, monkeypatch):
+    """The parity check's image and patch scores come from one search per frame (PatchCore) and
+    equal, bit for bit, the runtime's score and patch scores computed separately."""
+    model = InspectionModel(request.getfixturevalue(fixture), search="exact")
+    frames = [read_image(p) for p in sorted((synth_root / "test").glob("*/*.png"))[::4]]
+    expected = [(model.score_features(f := model.features(x)[0], with_map=False)[0], model.scorer.patch_scores(f))
+                for x in frames]
+    searches = []
+    if model.scorer.method == "patchcore":
+        real = model.scorer.tile_patches
+        monkeypatch.setattr(model.scorer, "tile_patches", lambda feats: searches.append(1) or real(feats))
+    got = score_frames(model, frames)
+    np.testing.assert_array_equal(got.scores, [s for s, _ in expected])
+    np.testing.assert_array_equal(got.patches, np.stack([p.reshape(-1) for _, p in expected]))
+    if model.scorer.method == "patchcore":
+        assert len(searches) == len(frames)

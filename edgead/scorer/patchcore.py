@@ -111,6 +111,18 @@ class PatchCoreScorer:
         tops = [b.top_distances(f, k) for b, f in self._groups(feats)]
         return np.sort(np.concatenate([t[0] for t in tops]))[::-1][:k], sum(t[1] for t in tops)
 
+    def _image_score(self, tiles: list[tuple]) -> float:
+        """The image score from every tile's full search (``tile_patches``)."""
+        if self.rule == "topk_mean":
+            return topk_mean(np.concatenate([t[1].reshape(-1) for t in tiles]), self.topk)
+        return max(b.image_score(dist, idx, patches) for b, dist, idx, patches in tiles)
+
+    def score_and_patch_scores(self, feats: np.ndarray) -> tuple[float, np.ndarray]:
+        """The image score (as ``score`` without ``lazy``) and the patch scores (tiles, h, w)
+        from one search of every patch: for callers that want both (the export's INT8 check)."""
+        tiles = self.tile_patches(feats)
+        return self._image_score(tiles), np.stack([t[1] for t in tiles])
+
     def _maps(self, dists: list[np.ndarray]) -> np.ndarray:
         return np.stack([upsample_and_smooth(d, self.input_size, self.map_sigma) for d in dists])
 
@@ -131,10 +143,7 @@ class PatchCoreScorer:
         else:
             tiles = self.tile_patches(feats)
             t1 = time.perf_counter()
-            if self.rule == "topk_mean":
-                score = topk_mean(np.concatenate([t[1].reshape(-1) for t in tiles]), self.topk)
-            else:
-                score = max(b.image_score(dist, idx, patches) for b, dist, idx, patches in tiles)
+            score = self._image_score(tiles)
             dists = [t[1] for t in tiles]
             maps = None if not with_map else (lambda: self._maps(dists)) if lazy else self._maps(dists)
         t2 = time.perf_counter()
