@@ -42,7 +42,7 @@ from pydantic_core import PydanticCustomError
 
 from edgead import READABLE_SCHEMA_VERSIONS
 from edgead.errors import ArtifactError, ConfigError
-from edgead.orientations import orientation_count
+from edgead.orientations import maps_per_image
 from edgead.preprocess import PreprocessConfig
 from edgead.tiling import TilingConfig
 
@@ -313,7 +313,7 @@ class Manifest(_Section):
     @property
     def maps_per_image(self) -> int:
         """Feature maps one training image gave the scorer: one per tile, per orientation."""
-        return self.tiling.count * orientation_count(self.orientations)
+        return maps_per_image(self.tiling, self.orientations)
 
 
 def _section(value: Any, handler) -> Any:

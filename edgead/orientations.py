@@ -38,6 +38,14 @@ def orientation_count(name: str) -> int:
         raise ConfigError(f"orientations {name!r}: expected one of {', '.join(ORIENTATIONS)}") from None
 
 
+def maps_per_image(tiling, name: str, per_bank: bool = False) -> int:
+    """Feature maps one training image gives the scorer (``tiling``: edgead.tiling.TilingConfig):
+    one per tile and orientation; ``per_bank``: those in each of its banks (a bank per tile
+    position holds its own tile's only), image-major in the bank's rows."""
+    tiles = tiling.count // tiling.bank_count if per_bank else tiling.count
+    return tiles * orientation_count(name)
+
+
 def check_orientations(name: str, input_size: tuple[int, int]) -> None:
     """Raise ConfigError when ``name`` cannot turn an input of ``input_size`` (H, W)."""
     orientation_count(name)

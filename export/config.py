@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgead.errors import ConfigError
 from edgead.false_rejects import DEFAULT_FOLDS, DEFAULT_TARGET_FRR
 from edgead.manifest import BankDtype, ImageScoreRuleName, Manifest, Method
-from edgead.orientations import check_orientations, orientation_count
+from edgead.orientations import check_orientations, maps_per_image
 from edgead.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from edgead.tiling import TilingConfig, parse_grid
 from edgead_export.cli_common import parse_roi, parse_size
@@ -299,7 +299,7 @@ class ExportConfig(BaseModel):
     @property
     def maps_per_image(self) -> int:
         """Feature maps a training image gives: one per tile, per orientation."""
-        return self.tiling.count * orientation_count(self.orientations)
+        return maps_per_image(self.tiling, self.orientations)
 
     @property
     def tiling(self) -> TilingConfig:

@@ -30,9 +30,8 @@ from edgead.fit.scorers import tile_groups
 from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import list_images, read_image, resolve_train_folder
 from edgead.manifest import BACKBONE_FILES, MANIFEST, bank_file, scorer_files
-from edgead.metrics_math import auroc
 from edgead.model import InspectionModel
-from edgead.orientations import bank_share
+from edgead.orientations import bank_share, maps_per_image
 from edgead.scorer.search.registry import HNSW_CROSSOVER
 from edgead.tiling import frame_inputs
 
@@ -93,12 +92,12 @@ def write_scorer_files(cfg: ExportConfig, writer: ArtifactWriter, feats: np.ndar
         write_spade(cfg, writer, feats, manifest, log)
         return graph, None
     groups = tile_groups(feats, cfg.tiling)
-    # maps of one image in a bank: every tile's, when all tiles share it
-    maps_per_image = cfg.maps_per_image // (1 if len(groups) == 1 else cfg.tiling.count)
+    # maps of one image in a bank: every tile's (and orientation's), when all tiles share it
+    per_image = maps_per_image(cfg.tiling, cfg.orientations, per_bank=True)
     if cfg.method == "patchcore":
-        return graph, _write_patchcore(cfg, writer, groups, manifest, maps_per_image)
+        return graph, _write_patchcore(cfg, writer, groups, manifest, per_image)
     _write_padim(cfg, writer, groups, manifest)
-    return graph, [FoldSource(features=f, map_image=np.arange(len(f)) // maps_per_image) for _, f in groups]
+    return graph, [FoldSource(features=f, map_image=np.arange(len(f)) // per_image) for _, f in groups]
 
 
 def _write_patchcore(cfg: ExportConfig, writer: ArtifactWriter, groups: list, manifest: dict,

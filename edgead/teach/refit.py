@@ -53,7 +53,7 @@ from edgead.fit.threshold import choose_threshold, split_holdout
 from edgead.images import read_image
 from edgead.manifest import BACKBONE_FILES, Manifest, scorer_files
 from edgead.model import InspectionModel
-from edgead.orientations import bank_share
+from edgead.orientations import bank_share, maps_per_image
 from edgead.teach import versions
 from edgead.teach.features import RowBuffer, TeachCancelled, stream_features
 
@@ -168,7 +168,7 @@ def teach(model_path: str | Path, images: list[Path], *, mode: Mode = "new", add
                 groups = tile_groups(np.concatenate(maps), parent.tiling)
                 del maps
                 padim = write_padim_gaussians(writer.staging, groups, s.padim_dtype)
-                per_image = parent.maps_per_image // (1 if len(groups) == 1 else parent.tiling.count)
+                per_image = maps_per_image(parent.tiling, parent.orientations, per_bank=True)
                 sources = [FoldSource(features=f, map_image=np.arange(len(f)) // per_image) for _, f in groups]
                 manifest["padim"] = {**raw.get("padim", {}), **padim}
                 manifest["bank_size"] = padim["positions"]
@@ -209,7 +209,7 @@ def _fit_patchcore(parent: Manifest, parent_dir: Path, extractor: InspectionMode
     per_tile = len(tiles) > 1
     d = parent.feature_dim
     h, w = parent.backbone.feature_grid
-    maps = parent.maps_per_image // (parent.tiling.count if per_tile else 1)  # per image, in each bank
+    maps = maps_per_image(parent.tiling, parent.orientations, per_bank=True)
     per_frame = h * w * maps
     olds = [load_bank(parent_dir, parent.files, scorer_files("patchcore", t)["tag"])[0] if mode == "add" else None
             for t in tiles]
