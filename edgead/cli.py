@@ -104,6 +104,7 @@ def cmd_info(argv: list[str]) -> int:
         "name": m.name, "method": m.method, "backbone": m.backbone.name, "taps": m.backbone.taps,
         "input_size": list(m.preprocess.input_size), "resize_mode": m.preprocess.resize_mode,
         "interpolation": m.preprocess.interpolation, "photometric": m.preprocess.photometric,
+        "resize_dtype": m.preprocess.resize_dtype,
         "roi": list(m.preprocess.roi) if m.preprocess.roi is not None else None,
         "tiling": m.tiling.to_dict(),
         "feature_dim": m.feature_dim, "bank_size": m.bank_size,

@@ -257,6 +257,8 @@ class Manifest(_Section):
     def _preprocess(cls, value: Any, handler) -> PreprocessConfig:
         if isinstance(value, dict) and "input_size" not in value:
             raise PydanticCustomError("missing", "Field required", {"field": "input_size"})
+        if isinstance(value, dict) and "resize_dtype" not in value:
+            value = {**value, "resize_dtype": "uint8"}  # exported before the field: resized in uint8
         return _section(value, handler)
 
     @field_validator("tiling", mode="wrap")

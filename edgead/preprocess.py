@@ -32,7 +32,19 @@ LINEAR_MAX_SHRINK = 2.0
 # brightness is itself the defect signal (docs/benchmarks.md): a per-line choice, off by default.
 PHOTOMETRIC = ("none", "equalize", "standardize")
 STANDARD_MEAN, STANDARD_STD = 128.0, 60.0
+# The arithmetic of the resize.  An INT8 backbone rounds its activations to integers, so one model
+# input value that differs between two machines can move a quantized value by a step and the image
+# score by ~1e-3: the model input must be the same bits on the workstation and on the Pi.  OpenCV's
+# uint8 INTER_AREA rounds a float result to whole grey levels, and its float arithmetic is compiled
+# differently for x86 and arm64 (fused multiply-add, vector width), so a few pixels of a frame land
+# one grey level apart (measured on real JPEG frames, docs/howto/check-on-arm64.md).  "float64"
+# resizes without rounding: the machines then differ by ~1e-13 of a grey level, far below the
+# float32 model input's resolution (docs/benchmarks.md: its cost).
+# A frame more than twice the input per side is first reduced by whole blocks (exact, _block_means).
+# "uint8": artifacts exported before the field existed (a manifest without it).
+RESIZE_DTYPES = ("uint8", "float64")
 _TONE_SAMPLES = 1 << 16  # ROI pixels the statistics are taken from, at most (a regular subsample)
+_LEVELS = np.arange(256, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,8 @@ class PreprocessConfig:
     the ROI to the input size (nothing is cut off); "letterbox" keeps the aspect ratio and
     pads with the ImageNet mean colour.  ``interpolation``: see :data:`INTERPOLATIONS` (a
     manifest without the field was fitted with "area").  ``photometric``: see
-    :data:`PHOTOMETRIC` (a manifest without the field: "none").
+    :data:`PHOTOMETRIC` (a manifest without the field: "none").  ``resize_dtype``: see
+    :data:`RESIZE_DTYPES` (a manifest without the field: "uint8").
     """
 
     input_size: tuple[int, int] = (224, 224)  # (height, width)
@@ -56,6 +69,7 @@ class PreprocessConfig:
     color: str = "rgb"
     interpolation: str = "area"
     photometric: str = "none"
+    resize_dtype: str = "float64"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +82,8 @@ class PreprocessConfig:
             raise ConfigError(f"interpolation {self.interpolation!r}: expected one of {', '.join(INTERPOLATIONS)}")
         if self.photometric not in PHOTOMETRIC:
             raise ConfigError(f"photometric normalisation {self.photometric!r}: expected one of {', '.join(PHOTOMETRIC)}")
+        if self.resize_dtype not in RESIZE_DTYPES:
+            raise ConfigError(f"resize dtype {self.resize_dtype!r}: expected one of {', '.join(RESIZE_DTYPES)}")
         if self.roi_units not in ("px", "fraction"):
             raise ConfigError(f"roi units {self.roi_units!r}: expected 'px' or 'fraction'")
         if self.roi is not None and (len(self.roi) != 4 or self.roi[2] <= 0 or self.roi[3] <= 0):
@@ -179,25 +195,49 @@ def roi_tone_curve(image: np.ndarray, cfg: PreprocessConfig,
     return tone_curve(image[y : y + h, x : x + w], cfg.photometric)
 
 
+def _block_means(crop: np.ndarray, kx: int, ky: int) -> np.ndarray:
+    """The means of ``kx`` x ``ky`` pixel blocks (the crop holds whole blocks), rounded to uint8.
+
+    OpenCV's INTER_AREA at an integer ratio sums the block in integers and rounds the mean once:
+    the same result on every CPU, unlike its filter at a non-integer ratio.  It is also several
+    times faster, so the float64 resize after it runs on a few times the target's pixels, not on a
+    multi-megapixel frame."""
+    if kx == 1 and ky == 1:
+        return crop
+    h, w = crop.shape[:2]
+    return cv2.resize(crop, (w // kx, h // ky), interpolation=cv2.INTER_AREA)
+
+
 def resize_to_input(image: np.ndarray, cfg: PreprocessConfig,
                     box: tuple[int, int, int, int] | None = None,
                     tone: np.ndarray | None = None) -> tuple[np.ndarray, Geometry]:
     """Crop the ROI (or ``box``, frame pixels, e.g. one tile of it) and resize it into the
-    model input (uint8 BGR, input_size); ``tone``: the ROI's tone curve (:func:`roi_tone_curve`),
+    model input (BGR, input_size: uint8 when it needed no resize or ``cfg.resize_dtype`` is
+    "uint8", else float64 grey levels); ``tone``: the ROI's tone curve (:func:`roi_tone_curve`),
     applied to the resized pixels (the padding stays the mean colour)."""
     image = as_bgr(image)
     frame_shape = image.shape[:2]
     x, y, w, h = roi_box(cfg, frame_shape) if box is None else box
-    crop = image[y : y + h, x : x + w]
     ih, iw = cfg.input_size
     cx, cy, cw, ch = content_box(cfg, w, h)
-    interp = _interpolation(cfg, shrink=max(w / cw, h / ch))
-    resized = cv2.resize(crop, (cw, ch), interpolation=interp)
+    if (cw, ch) == (w, h):
+        resized = image[y : y + h, x : x + w]
+    elif cfg.resize_dtype == "float64":
+        # whole blocks first, exactly (the right and bottom edges lose what is left over)
+        kx, ky = max(1, w // (2 * cw)), max(1, h // (2 * ch))
+        w, h = w - w % kx, h - h % ky
+        src = _block_means(image[y : y + h, x : x + w], kx, ky).astype(np.float64)
+        shrink = max(src.shape[1] / cw, src.shape[0] / ch)
+        resized = cv2.resize(src, (cw, ch), interpolation=_interpolation(cfg, shrink))
+    else:
+        interp = _interpolation(cfg, shrink=max(w / cw, h / ch))
+        resized = cv2.resize(image[y : y + h, x : x + w], (cw, ch), interpolation=interp)
     if tone is not None:
-        resized = cv2.LUT(resized, tone)
+        # between grey levels the curve is linear: on whole levels the same as the lookup table
+        resized = cv2.LUT(resized, tone) if resized.dtype == np.uint8 else np.interp(resized, _LEVELS, tone)
     if (cw, ch) != (iw, ih):
         pad_value = [round(255 * m) for m in cfg.mean[::-1]]  # BGR mean colour -> zero after normalise
-        canvas = np.empty((ih, iw, 3), dtype=np.uint8)
+        canvas = np.empty((ih, iw, 3), dtype=resized.dtype)
         canvas[:] = pad_value
         canvas[cy : cy + ch, cx : cx + cw] = resized
         resized = canvas
@@ -205,7 +245,7 @@ def resize_to_input(image: np.ndarray, cfg: PreprocessConfig,
 
 
 def normalize(resized_bgr: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 BGR HxWx3 -> float32 1x3xHxW, RGB, (x/255 - mean) / std."""
+    """BGR HxWx3 grey levels (uint8 or float64) -> float32 1x3xHxW, RGB, (x/255 - mean) / std."""
     h, w = resized_bgr.shape[:2]
     if out is None:
         out = np.empty((1, 3, h, w), dtype=np.float32)

@@ -57,6 +57,7 @@ def summary(m: Manifest) -> dict:
         "resize_mode": pre.resize_mode,
         "interpolation": pre.interpolation,
         "photometric": pre.photometric,
+        "resize_dtype": pre.resize_dtype,
         "roi": list(pre.roi) if pre.roi is not None else None,
         "tiling": m.tiling.to_dict(),
         **({"auto": {k: m.auto[k] for k in ("chosen", "basis", "within_budget")}} if getattr(m, "auto", None) else {}),

@@ -86,6 +86,7 @@ def spade_model_dir(synth_root, tmp_path_factory) -> Path:
 def topk_int8_model_dir(synth_root, tmp_path_factory) -> Path:
     """PatchCore scored by the mean of the 5 largest patch distances, exported as when INT8 passes
     parity (the FP32 backbone left out): one export for the tests of either."""
+    pytest.importorskip("torch")
     import edgead_export.pipeline as pipeline
 
     real = pipeline.calibrate

@@ -8,6 +8,8 @@ import pytest
 
 from edgead.errors import ConfigError
 from edgead.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     STANDARD_MEAN,
     STANDARD_STD,
     PreprocessConfig,
@@ -83,6 +85,9 @@ def test_config_roundtrip():
     old = cfg.to_dict()
     del old["photometric"]  # a manifest before the field: no tone curve, as it was fitted
     assert _as_read(old).photometric == "none"
+    assert cfg.resize_dtype == "float64" and _as_read(cfg.to_dict()).resize_dtype == "float64"
+    del old["resize_dtype"]  # a manifest before the field: resized in uint8, as it was fitted
+    assert _as_read(old).resize_dtype == "uint8"
 
 
 @pytest.mark.parametrize("shape, linear", [((90, 60, 3), True), ((129, 64, 3), False), ((32, 32, 3), True)])
@@ -92,12 +97,61 @@ def test_interpolation_modes(shape, linear):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, shape, dtype=np.uint8)
     size = (64, 32)
-    fast, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="linear"))
-    area, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="area"))
-    want = cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
-    np.testing.assert_array_equal(fast, want)
     shrinks = shape[0] > size[0] or shape[1] > size[1]
-    np.testing.assert_array_equal(area, cv2.resize(img, size[::-1], interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR))
+    for dtype in ("float64", "uint8"):
+        fast, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="linear", resize_dtype=dtype))
+        area, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="area", resize_dtype=dtype))
+        src = img.astype(dtype)
+        want = cv2.resize(src, size[::-1], interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+        np.testing.assert_array_equal(fast, want)
+        np.testing.assert_array_equal(area, cv2.resize(src, size[::-1], interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR))
+
+
+def _area_average(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """The exact area average (each output pixel the mean of the input it covers, partly covered
+    pixels weighted by their share), in float64: the reference an unrounded INTER_AREA meets."""
+    def weights(n_in: int, n_out: int) -> np.ndarray:
+        edges = np.arange(n_out + 1) * n_in / n_out
+        lo, hi = edges[:-1, None], edges[1:, None]
+        px = np.arange(n_in)[None, :]
+        return np.clip(np.minimum(hi, px + 1) - np.maximum(lo, px), 0, None) / (n_in / n_out)
+    wy, wx = weights(img.shape[0], out_h), weights(img.shape[1], out_w)
+    return np.stack([wy @ img[:, :, c].astype(np.float64) @ wx.T for c in range(img.shape[2])], axis=2)
+
+
+def test_model_input_is_not_rounded_to_grey_levels():
+    """What makes the INT8 backbone's input the same bits on x86 and arm64: the resize keeps the
+    area average unrounded (OpenCV's uint8 INTER_AREA rounds it to whole grey levels, and which
+    way a value near a half level goes depends on how the machine's build computes it)."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (337, 451, 3), dtype=np.uint8)  # a non-integer shrink both ways, under 2x
+    want = _area_average(img, 224, 224)
+    got, geo = resize_to_input(img, PreprocessConfig())
+    assert got.dtype == np.float64 and geo.roi_box == (0, 0, 451, 337)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)  # OpenCV's area weights are float32: 5e-6
+    old, _ = resize_to_input(img, PreprocessConfig(resize_dtype="uint8"))
+    assert old.dtype == np.uint8 and np.abs(old - want).max() > 0.4  # rounded: up to half a level off
+    # the model input follows the unrounded values
+    x, _ = preprocess(img, PreprocessConfig())
+    np.testing.assert_allclose(x[0, 0], (want[:, :, 2] / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], atol=1e-5)
+
+
+def test_a_large_frame_is_reduced_by_whole_blocks_first():
+    """More than twice the input per side: exact integer block means (here 3 x 3, the right and
+    bottom edges' leftover pixels dropped), then the unrounded area resize of those."""
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (401, 613, 3), dtype=np.uint8)
+    got, geo = resize_to_input(img, PreprocessConfig(input_size=(64, 96)))
+    assert geo.roi_box == (0, 0, 612, 399)
+    blocks = img[:399, :612].reshape(133, 3, 204, 3, 3).astype(np.int64).sum(axis=(1, 3))
+    means = np.rint(blocks / 9).astype(np.uint8)  # never a tie with 9 pixels a block
+    np.testing.assert_array_equal(got, cv2.resize(means.astype(np.float64), (96, 64), interpolation=cv2.INTER_AREA))
+    # on a photograph's smooth shading the blocks change little against the frame's area average
+    # (on white noise they do: a block straddling two output pixels counts in both)
+    yy, xx = np.mgrid[0:401, 0:613]
+    smooth = np.repeat((128 + 100 * np.sin(xx / 40.0) * np.cos(yy / 30.0))[..., None], 3, axis=2).astype(np.uint8)
+    got, _ = resize_to_input(smooth, PreprocessConfig(input_size=(64, 96)))
+    assert np.abs(got - _area_average(smooth[:399, :612], 64, 96)).max() < 1.0
 
 
 def _dim_texture(shape=(90, 120)) -> np.ndarray:

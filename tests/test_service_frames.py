@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zlib
 import struct
+from types import SimpleNamespace
 
 import cv2
 import httpx
@@ -45,6 +46,29 @@ def test_limit_follows_model_tiles_roi_and_memory(tmp_path):
     assert frame_pixel_limit(Tiled(), big) == 1024 * 1024  # 9 MB / (3 bytes x 3 copies)
     capped = config(tmp_path, server={"frame_factor": 1e4, "frame_memory_mb": 1e6, "max_image_pixels": 5000}).server
     assert frame_pixel_limit(Tiled(), capped) == 5000
+
+
+def test_a_float64_resize_counts_its_copy_of_the_region():
+    """A model that resizes in float64 holds a float64 copy of the region, at most 16 x its input's
+    pixels (whole blocks first): small frames pay 24 more bytes a pixel, large ones a fixed cap."""
+    from edgead.preprocess import PreprocessConfig
+
+    class Float64(Tiled):
+        input_size = (32, 32)
+        preprocess_cfg = PreprocessConfig(input_size=(32, 32))
+
+    class Uint8(Float64):
+        preprocess_cfg = PreprocessConfig(input_size=(32, 32), resize_dtype="uint8")
+
+    def server(mb):
+        return SimpleNamespace(frame_factor=1e6, frame_memory_mb=mb, max_image_pixels=10**9)
+
+    mib = 1024 * 1024
+    assert frame_pixel_limit(Uint8(), server(9)) == 9 * mib // 9
+    cap = 16 * 32 * 32  # the float64 copy's pixels at most
+    assert frame_pixel_limit(Float64(), server(0.25)) == int(0.25 * mib / 33)  # under the cap: 33 bytes a pixel
+    assert 0.25 * mib / 33 < cap
+    assert frame_pixel_limit(Float64(), server(9)) == int((9 * mib - 24 * cap) / 9)  # over it: the cap, once
 
 
 def test_oversized_frame_is_413_before_decoding(tmp_path, monkeypatch):

@@ -12,7 +12,6 @@ import pytest
 from edgead.cli import main as cli_main
 from edgead.errors import ConfigError
 from edgead.preprocess import PreprocessConfig, map_to_frame, preprocess
-from edgead_export.roi import propose_roi
 from edgead.synthetic import make_part
 from edgead.tiling import TilingConfig, frame_inputs, merge_maps, parse_grid, tile_boxes
 
@@ -108,7 +107,15 @@ def _part_on_belt(rng, frame=(240, 320), at=(60, 140)) -> np.ndarray:
     return canvas
 
 
+def _propose_roi():
+    pytest.importorskip("torch")  # edgead_export: workstation side
+    from edgead_export.roi import propose_roi
+
+    return propose_roi
+
+
 def test_propose_roi_boxes_the_part_with_margin():
+    propose_roi = _propose_roi()
     rng = np.random.default_rng(0)
     box, units = propose_roi([_part_on_belt(rng) for _ in range(8)])
     assert units == "px"
@@ -119,6 +126,7 @@ def test_propose_roi_boxes_the_part_with_margin():
 
 
 def test_propose_roi_none_when_part_fills_the_frame_and_fraction_for_mixed_sizes():
+    propose_roi = _propose_roi()
     rng = np.random.default_rng(1)
     fill = [np.clip(rng.normal(128, 40, (100, 100, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
     assert propose_roi(fill) is None
@@ -172,9 +180,10 @@ def test_fit_and_serve_cut_the_tiles_the_config_describes(tiled_model_dir, tmp_p
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     expected = np.empty((4, 3, 64, 64), np.float32)
     for i, (x, y, w, h) in enumerate(boxes):
-        canvas = np.empty((64, 64, 3), np.uint8)
+        canvas = np.empty((64, 64, 3), np.float64)
         canvas[:] = np.round(255 * mean[::-1])  # BGR mean colour
-        canvas[10:53] = cv2.resize(frame[y : y + h, x : x + w], (64, 43), interpolation=cv2.INTER_AREA)
+        # resized unrounded (preprocess.RESIZE_DTYPES)
+        canvas[10:53] = cv2.resize(frame[y : y + h, x : x + w].astype(np.float64), (64, 43), interpolation=cv2.INTER_AREA)
         expected[i] = ((canvas[:, :, ::-1] / 255.0 - mean) / std).transpose(2, 0, 1)
 
     serve, geometries = model.inputs(frame)
@@ -234,6 +243,7 @@ def test_sequential_tiles_equal_batched(tiled_model_dir, synthetic_images):
     (["--coreset-max", "-1"], "--coreset-max"),
 ])
 def test_bad_tiling_and_auto_flags_exit_2(argv, message, synth_root, tmp_path, capsys):
+    pytest.importorskip("torch")  # without it, export names the missing extra first (test_packaging)
     try:
         rc = cli_main(["export", "--data", str(synth_root), "--out", str(tmp_path / "m"), *argv])
     except SystemExit as exc:  # argparse's own refusals

@@ -36,14 +36,13 @@ step() {  # step NAME COMMAND...: run it, log its time (seconds)
 models() { for m in "$@"; do [ -d "$PARITY/models/$m" ] && echo "$PARITY/models/$m"; done; }
 
 on_cpu() {  # on_cpu CPU COMMAND...: run COMMAND on that emulated CPU, with a /proc/cpuinfo that is its own
-    # (onnxruntime picks its int8 kernels from /proc/cpuinfo: a Pi 5's on a Cortex-A72 gives SIGILL)
-    local cpu="$1" rc=0
+    # (onnxruntime picks its int8 kernels from /proc/cpuinfo: a Pi 5's on a Cortex-A72 gives SIGILL),
+    # in a mount namespace of its own, so that CPUs can run side by side
+    local cpu="$1"
     shift
     QEMU_CPU="$cpu" python3 "$SRC/deploy/arm64/cpuinfo.py" "$cpu" --cores "$(nproc)" > "/tmp/cpuinfo-$cpu"
-    mount --bind "/tmp/cpuinfo-$cpu" /proc/cpuinfo
-    QEMU_CPU="$cpu" "$@" || rc=$?
-    umount /proc/cpuinfo
-    return "$rc"
+    QEMU_CPU="$cpu" unshare --mount --propagation private \
+        sh -c 'mount --bind "$0" /proc/cpuinfo && exec "$@"' "/tmp/cpuinfo-$cpu" "$@"
 }
 
 # Raspberry Pi OS's own archive (picamera2, lgpio) is not reachable from Debian: empty packages of
@@ -99,21 +98,28 @@ PY
 
 info_and_score() {  # the installed model, then every exported one
     "$VENV/bin/edgead" info /var/lib/edgead/models/current
-    local m
+    local m images
+    # the CLI on every fourth frame (the parity step scores all of them, on every CPU)
+    images="$(find "$PARITY/images" -type f | sort | awk 'NR % 4 == 1')"
     for m in $(models "$@"); do
         "$VENV/bin/edgead" info --json "$m" > "$OUT/info-$(basename "$m").json"
-        "$VENV/bin/edgead" score --model "$m" "$PARITY"/images/* > "$OUT/score-$(basename "$m").jsonl"
+        # shellcheck disable=SC2086  # one path a line, no spaces
+        "$VENV/bin/edgead" score --model "$m" $images > "$OUT/score-$(basename "$m").jsonl"
         echo "$(basename "$m"): $(grep -c '"decision"' "$OUT/score-$(basename "$m").jsonl") images scored"
         ! grep -q '"error"' "$OUT/score-$(basename "$m").jsonl" || fail "edgead score reported an error for $m"
     done
 }
 
-parity_scores() {  # models...: the parity file per emulated CPU
-    local cpu
+parity_scores() {  # models...: the parity file per emulated CPU, the CPUs side by side
+    local cpu pids=() rc=0
     for cpu in $CPUS; do
         on_cpu "$cpu" "$VENV/bin/python" "$SRC/deploy/arm64/parity.py" score --images "$PARITY/images" \
-            --out "$OUT/arm64-$cpu.json" $(models "$@")
+            --out "$OUT/arm64-$cpu.json" $(models "$@") > "$OUT/parity-$cpu.log" 2>&1 &
+        pids+=($!)
     done
+    for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+    grep -h "^parity" "$OUT"/parity-*.log
+    [ "$rc" -eq 0 ] || { tail -n 20 "$OUT"/parity-*.log; return "$rc"; }
 }
 
 serve_and_curl() {

@@ -17,6 +17,10 @@ from edgead.errors import ImageError
 
 BYTES_PER_PIXEL = 3  # BGR uint8
 WORKING_COPIES = 3  # the decoded frame, its crop/resize, the copy stored or encoded
+# A model that resizes in float64 (edgead.preprocess.RESIZE_DTYPES) also holds a float64 copy of the
+# region it resizes, which whole-block reduction keeps under 4 x 4 times the input's pixels.
+FLOAT_RESIZE_BYTES = 3 * 8
+FLOAT_RESIZE_MAX_SHARE = 16
 
 
 class FrameTooLarge(ImageError):
@@ -43,7 +47,16 @@ def model_frame_pixels(model: Any) -> int:
 def frame_pixel_limit(model: Any, server: Any) -> int:
     """The most pixels an uploaded frame may have for this model under ``server``'s settings."""
     by_model = model_frame_pixels(model) * server.frame_factor
-    by_memory = server.frame_memory_mb * 1024 * 1024 / (BYTES_PER_PIXEL * WORKING_COPIES)
+    budget = server.frame_memory_mb * 1024 * 1024
+    per_pixel = BYTES_PER_PIXEL * WORKING_COPIES
+    by_memory = budget / per_pixel
+    if getattr(getattr(model, "preprocess_cfg", None), "resize_dtype", "uint8") == "float64":
+        # the float64 copy grows with the frame up to its cap, then stays
+        h, w = model.input_size
+        cap = FLOAT_RESIZE_MAX_SHARE * h * w
+        by_memory = budget / (per_pixel + FLOAT_RESIZE_BYTES)
+        if by_memory > cap:
+            by_memory = (budget - FLOAT_RESIZE_BYTES * cap) / per_pixel
     return int(max(4096, min(server.max_image_pixels, by_model, by_memory)))
 
 
