@@ -220,6 +220,7 @@ def test_duplicate_rows_are_never_selected_twice():
 
 
 def test_progress_bar_goes_to_stderr(capsys):
+    pytest.importorskip("tqdm")  # the export's progress bars (a Pi's install has no tqdm; teach shows none)
     greedy_coreset(clustered(n=500), 20, progress=True)
     captured = capsys.readouterr()
     assert "coreset" in captured.err and captured.out == ""

@@ -6,7 +6,6 @@ import hashlib
 import json
 
 import numpy as np
-import onnx
 import pytest
 from service_harness import serve
 
@@ -38,6 +37,8 @@ def test_simplenet_artifact_is_one_graph_without_a_bank(simplenet_model_dir):
     assert sn["hidden"] == 128 and sn["image_score"] == {"rule": "topk_mean", "k": 60}  # the default rule
     assert sn["head_macs"] < 0.25 * sn["backbone_macs"]
     assert m["parity"]["fp32_vs_torch_max_rel_diff"] < 1e-3
+    import onnx  # the export's (a Pi has no onnx)
+
     graph = onnx.load(str(simplenet_model_dir / "backbone.onnx")).graph
     assert [o.name for o in graph.output] == ["scores"] and graph.node[-1].op_type == "Softplus"
     # in the INT8 graph the head's per-tap convolutions read the backbone's int8 activations and
@@ -65,6 +66,8 @@ def test_an_untrained_discriminator_scores_at_chance(simplenet_model_dir, synthe
     """The trained head is what separates the parts: the same graph with the discriminator's
     output layer zeroed gives every patch the same score."""
     import shutil
+
+    import onnx  # the export's (a Pi has no onnx)
 
     from edgead.artifact import update_manifest
 

@@ -94,7 +94,7 @@ BASE=""
 base_root() {
     BASE="$("$HERE/build-root.sh" --print-path)"
     [ -f "$BASE/.complete" ] || echo "root: not cached; building it once (mmdebstrap with arm64 package scripts" \
-        "under qemu: over an hour on a 2-core machine, docs/benchmarks.md), later runs reuse it"
+        "under qemu: about 10 minutes on a quiet 2-core machine, far longer on a busy one; docs/benchmarks.md), later runs reuse it"
     BASE="$("$HERE/build-root.sh")"
     echo "root: $BASE"
 }
