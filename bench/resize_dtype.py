@@ -6,7 +6,7 @@
 Time: ``preprocess`` (ROI resize to 224 x 224 + normalise) of one frame, one thread, the two
 arithmetics interleaved round by round so that the host's load falls on both alike; p50 in ms and
 their ratio.  AUROC: the default export of each set (``$EDGEAD_SHARED_DATA``, else ../shared/data)
-fitted and scored once with each arithmetic, INT8, the same seed.
+fitted and scored once with each arithmetic (the same seed), in FP32 and INT8.
 """
 
 from __future__ import annotations
@@ -74,13 +74,16 @@ def auroc_both_ways(root: Path, datasets: list[str]) -> list[dict]:
             ExportConfig.preprocess = property(lambda self, d=dtype: dataclasses.replace(chosen.fget(self), resize_dtype=d))
             try:
                 with tempfile.TemporaryDirectory() as tmp:
-                    out, _ = export_model(ExportConfig(data=root / name, out=Path(tmp) / "m", progress=False))
-                    model = load_model(out, "int8", 1)
-                    assert model.preprocess_cfg.resize_dtype == dtype
-                    row[f"{dtype}_auroc"] = evaluate(model, root / name)["image_auroc"]
+                    out, _ = export_model(ExportConfig(data=root / name, out=Path(tmp) / "m", progress=False,
+                                                       keep_fp32=True))
+                    for precision in ("fp32", "int8"):
+                        model = load_model(out, precision, 1)
+                        assert model.preprocess_cfg.resize_dtype == dtype
+                        row[f"{dtype}_{precision}"] = evaluate(model, root / name)["image_auroc"]
             finally:
                 ExportConfig.preprocess = chosen
-        row["difference"] = row["float64_auroc"] - row["uint8_auroc"]
+        for precision in ("fp32", "int8"):
+            row[f"difference_{precision}"] = row[f"float64_{precision}"] - row[f"uint8_{precision}"]
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -97,9 +100,11 @@ def main() -> int:
         print(f"| {r['frame']} | {r['uint8_ms']:.2f} | {r['float64_ms']:.2f} | {r['ratio']:.2f}x |")
     if args.datasets:
         rows = auroc_both_ways(args.root, [d for d in args.datasets.split(",") if d])
-        print("| set | image AUROC, uint8 | float64 | difference |\n|---|---|---|---|")
+        print("| set | precision | image AUROC, uint8 | float64 | difference |\n|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['set']} | {r['uint8_auroc']:.4f} | {r['float64_auroc']:.4f} | {r['difference']:+.4f} |")
+            for pr in ("fp32", "int8"):
+                print(f"| {r['set']} | {pr.upper()} | {r[f'uint8_{pr}']:.4f} | {r[f'float64_{pr}']:.4f} | "
+                      f"{r[f'difference_{pr}']:+.4f} |")
     return 0
 
 

@@ -38,9 +38,11 @@ STANDARD_MEAN, STANDARD_STD = 128.0, 60.0
 # uint8 INTER_AREA rounds a float result to whole grey levels, and its float arithmetic is compiled
 # differently for x86 and arm64 (fused multiply-add, vector width), so a few pixels of a frame land
 # one grey level apart (measured on real JPEG frames, docs/howto/check-on-arm64.md).  "float64"
-# resizes without rounding: the machines then differ by ~1e-13 of a grey level, far below the
-# float32 model input's resolution (docs/benchmarks.md: its cost).
-# A frame more than twice the input per side is first reduced by whole blocks (exact, _block_means).
+# shrinks without rounding: the machines then differ by ~1e-13 of a grey level, far below the
+# float32 model input's resolution (docs/benchmarks.md: its cost).  A frame more than twice the
+# input per side is first reduced by whole blocks (exact, _block_means).  Bilinear resizes
+# (enlarging, or "linear" up to a 2x shrink) take OpenCV's bit-exact fixed-point INTER_LINEAR_EXACT
+# on uint8: in float, its coefficients round differently on x86 and arm64 (measured: 2e-3 in INT8).
 # "uint8": artifacts exported before the field existed (a manifest without it).
 RESIZE_DTYPES = ("uint8", "float64")
 _TONE_SAMPLES = 1 << 16  # ROI pixels the statistics are taken from, at most (a regular subsample)
@@ -226,9 +228,14 @@ def resize_to_input(image: np.ndarray, cfg: PreprocessConfig,
         # whole blocks first, exactly (the right and bottom edges lose what is left over)
         kx, ky = max(1, w // (2 * cw)), max(1, h // (2 * ch))
         w, h = w - w % kx, h - h % ky
-        src = _block_means(image[y : y + h, x : x + w], kx, ky).astype(np.float64)
-        shrink = max(src.shape[1] / cw, src.shape[0] / ch)
-        resized = cv2.resize(src, (cw, ch), interpolation=_interpolation(cfg, shrink))
+        src = _block_means(image[y : y + h, x : x + w], kx, ky)
+        sh, sw = src.shape[:2]
+        if sw >= cw and sh >= ch and _interpolation(cfg, max(sw / cw, sh / ch)) == cv2.INTER_AREA:
+            resized = cv2.resize(src.astype(np.float64), (cw, ch), interpolation=cv2.INTER_AREA)
+        else:
+            # bilinear (enlarging, or "linear" up to a 2x shrink): OpenCV's bit-exact fixed-point
+            # filter on uint8; in float its coefficients round differently on x86 and arm64
+            resized = cv2.resize(src, (cw, ch), interpolation=cv2.INTER_LINEAR_EXACT)
     else:
         interp = _interpolation(cfg, shrink=max(w / cw, h / ch))
         resized = cv2.resize(image[y : y + h, x : x + w], (cw, ch), interpolation=interp)

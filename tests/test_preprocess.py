@@ -98,13 +98,18 @@ def test_interpolation_modes(shape, linear):
     img = rng.integers(0, 256, shape, dtype=np.uint8)
     size = (64, 32)
     shrinks = shape[0] > size[0] or shape[1] > size[1]
-    for dtype in ("float64", "uint8"):
-        fast, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="linear", resize_dtype=dtype))
-        area, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="area", resize_dtype=dtype))
-        src = img.astype(dtype)
-        want = cv2.resize(src, size[::-1], interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
-        np.testing.assert_array_equal(fast, want)
-        np.testing.assert_array_equal(area, cv2.resize(src, size[::-1], interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR))
+    # uint8 (artifacts exported before resize_dtype): OpenCV's filters on uint8
+    fast, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="linear", resize_dtype="uint8"))
+    area, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="area", resize_dtype="uint8"))
+    np.testing.assert_array_equal(fast, cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA))
+    np.testing.assert_array_equal(area, cv2.resize(img, size[::-1], interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR))
+    # float64: the area filter unrounded, bilinear in OpenCV's bit-exact fixed point
+    fast, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="linear"))
+    area, _ = resize_to_input(img, PreprocessConfig(input_size=size, interpolation="area"))
+    exact_linear = cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR_EXACT)
+    unrounded_area = cv2.resize(img.astype(np.float64), size[::-1], interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(fast, exact_linear if linear else unrounded_area)
+    np.testing.assert_array_equal(area, unrounded_area if shrinks else exact_linear)
 
 
 def _area_average(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -16,11 +16,12 @@ certified bound (equal to exact search's on the same machine), or when a decisio
 image whose reference score is further from the threshold than that tolerance (an image within it
 may fall either side on two machines: listed, not failed).
 
-The INT8 tolerance is tighter than FP32's on purpose: edgead's INT8 backbone computes the same
-integers on every CPU (no NCHWc layout, edgead/backbone.py; every quantized layer of onnxruntime
-agrees bit for bit on x86 and arm64), so what is left is float rounding after the last integer
-layer and in the search, measured at ~1e-7.  One quantized value moved by one step anywhere in
-the backbone shows as 1e-3 to 5e-3, well outside it.
+The INT8 tolerance is one quantization step: the model input is the same bits on every CPU
+(edgead.preprocess.RESIZE_DTYPES) and most frames score within ~1e-7 (no NCHWc layout,
+edgead/backbone.py), but on some frames onnxruntime's INT8 graph on arm64 moves a quantized value
+by one step against x86 from the same input (measured: 5 of 38 frames on one of five models, up to
+2.2e-3, the Cortex-A76 and A72 alike; docs/howto/check-on-arm64.md), which shows in the image
+score as 1e-3 to 5e-3.  More than that is more than one step, and fails.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("reference", type=Path)
     c.add_argument("others", nargs="+", type=Path)
     c.add_argument("--fp32-tol", type=float, default=1e-3)
-    c.add_argument("--int8-tol", type=float, default=1e-4)
+    c.add_argument("--int8-tol", type=float, default=5e-3)
     c.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     args = p.parse_args(argv)
 
