@@ -71,8 +71,10 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     for a share more backbone time. It is off by default because float convolutions round
     differently on x86 and ARM, and a value that lands on the other side of a quantization step
     moves the integers of every later layer: with only the 3-channel stem float (and onnxruntime's
-    NCHWc layout off, edgead/backbone.py) a Pi computes the same integers as the workstation that
-    set the threshold. Figures: docs/benchmarks.md, "INT8 parity".
+    NCHWc layout off, edgead/backbone.py) a Pi computes the same integers as the workstation on
+    most models and frames, and the stem's own float sums can still round a value across a step
+    (image scores then differ by up to ~2e-3, docs/howto/check-on-arm64.md), which an integer stem
+    would remove at a cost of up to 4 pt AUROC. Figures: docs/benchmarks.md, "INT8 parity".
     Nodes whose names start with one of ``float_prefixes`` stay float too (a score head whose
     output is the anomaly score itself: 256 levels would tie the scores).
     ``percentile`` (method "percentile"), ``symmetric`` (int8 activations symmetric around 0),
