@@ -77,7 +77,9 @@ def precisions_of(model_dir: Path) -> list[str]:
 def score_models(models: list[Path], images: list[Path], threads: int = 1) -> dict:
     """{"machine": ..., "models": {name: {precision: {"search", "threshold", "scores": {image: [score, decision]}}}}}"""
     from edgead.images import read_image
+    from edgead.manifest import MANIFEST
     from edgead.model import load_model
+    from edgead.scorer.registry import scorer_class
 
     frames = {p.name: read_image(p) for p in images}
     out: dict = {"machine": machine_info(), "models": {}}
@@ -88,7 +90,10 @@ def score_models(models: list[Path], images: list[Path], threads: int = 1) -> di
             search = model.scorer.backend if model.manifest.method == "patchcore" else None
             # the certified search on this machine's int8 kernels against brute force over the
             # same features: equal image scores is what its error bound promises
-            exact = load_model(model_dir, precision, threads, search="exact").scorer if search == "int8" else None
+            exact = None
+            if search == "int8":  # the scorer alone: the features come from ``model``'s backbone
+                exact = scorer_class(model.manifest.method, model_dir / MANIFEST).from_artifact(
+                    model_dir, model.manifest, search="exact", threads=threads)
             scores, exact_scores = {}, {}
             for name, frame in frames.items():
                 feats, _, _ = model.features(frame)  # the backbone once (the slow part under emulation)
