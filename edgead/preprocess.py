@@ -45,6 +45,9 @@ STANDARD_MEAN, STANDARD_STD = 128.0, 60.0
 # on uint8: in float, its coefficients round differently on x86 and arm64 (measured: 2e-3 in INT8).
 # "uint8": artifacts exported before the field existed (a manifest without it).
 RESIZE_DTYPES = ("uint8", "float64")
+# float64: a region over BLOCKS_ABOVE times the input per side is reduced by whole blocks first, so
+# what the float64 resize reads stays under (2 x BLOCKS_ABOVE)^2 times the input's pixels
+BLOCKS_ABOVE = 2
 _TONE_SAMPLES = 1 << 16  # ROI pixels the statistics are taken from, at most (a regular subsample)
 _LEVELS = np.arange(256, dtype=np.float64)
 
@@ -226,7 +229,7 @@ def resize_to_input(image: np.ndarray, cfg: PreprocessConfig,
         resized = image[y : y + h, x : x + w]
     elif cfg.resize_dtype == "float64":
         # whole blocks first, exactly (the right and bottom edges lose what is left over)
-        kx, ky = max(1, w // (2 * cw)), max(1, h // (2 * ch))
+        kx, ky = max(1, w // (BLOCKS_ABOVE * cw)), max(1, h // (BLOCKS_ABOVE * ch))
         w, h = w - w % kx, h - h % ky
         src = _block_means(image[y : y + h, x : x + w], kx, ky)
         sh, sw = src.shape[:2]

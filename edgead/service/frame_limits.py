@@ -14,13 +14,14 @@ from typing import Any
 import imagesize
 
 from edgead.errors import ImageError
+from edgead.preprocess import BLOCKS_ABOVE
 
 BYTES_PER_PIXEL = 3  # BGR uint8
 WORKING_COPIES = 3  # the decoded frame, its crop/resize, the copy stored or encoded
 # A model that resizes in float64 (edgead.preprocess.RESIZE_DTYPES) also holds a float64 copy of the
-# region it resizes, which whole-block reduction keeps under 4 x 4 times the input's pixels.
+# region it resizes, which whole-block reduction keeps under this many times the input's pixels.
 FLOAT_RESIZE_BYTES = 3 * 8
-FLOAT_RESIZE_MAX_SHARE = 16
+FLOAT_RESIZE_MAX_SHARE = (2 * BLOCKS_ABOVE) ** 2
 
 
 class FrameTooLarge(ImageError):
