@@ -2,9 +2,9 @@
 
 `--auto` keeps every candidate inside a latency budget without exporting it: the time to the
 decision is estimated from the candidate's shape (backbone multiply-accumulates per tile, tiles,
-query patches, bank rows), with constants fitted to this project's one-thread INT8 measurements
-of the default model (docs/benchmarks.md, "Latency per stage" and "Latency against input
-resolution"), then scaled by the Pi factor. The estimate is deterministic, so a loaded
+query patches, bank rows, feature dimension), with constants fitted to one-thread INT8
+measurements of exported models (docs/benchmarks.md, "What a candidate costs"), then scaled by
+the Pi factor. The estimate is deterministic, so a loaded
 workstation does not push candidates out of the budget (a timed estimate did).
 """
 
@@ -17,15 +17,18 @@ import torch
 from edgead.fit.coreset import coreset_size
 from edgead.orientations import bank_share
 
-# One-thread INT8 on the workstation, the default model: its backbone and preprocessing, and
-# its search as a line through two bank sizes (docs/benchmarks.md, "Latency per stage"); the
-# top-k rule's certified search costs a little more than the single maximum's.
+# One-thread INT8 on the workstation, in units of the default model's backbone (2.33 ms on a quiet
+# host, docs/benchmarks.md "Latency per stage"); every other constant is a ratio to it measured in
+# the same run (bench/auto_cost_check.py, docs/benchmarks.md "What a candidate costs").
 BACKBONE_MS_DEFAULT = 2.33
 REFERENCE_MACS = 243_268_928  # conv_macs of the default graph (Lite0, taps 4 + 10, 224 px); a test checks it
-PREPROCESS_MS = 0.7
-SEARCH_MS_PER_PATCH = 1.1 / 784
-SEARCH_MS_PER_PATCH_ROW = 0.8 / (784 * 12_700)
-TOPK_SEARCH_FACTOR = 1.2
+PREPROCESS_MS = 0.7           # resize + normalise of one tile
+# The search of the top-k image score meets every query patch with every bank row (the int8
+# GEMM, then an argmax per patch and the certified distances): a cost per query patch plus one
+# per patch and bank row.  Twice the feature dimension measured 1.35x the time (the GEMM's share).
+SEARCH_MS_PER_PATCH = 0.92e-3
+SEARCH_MS_PER_PATCH_ROW = 0.88e-6
+SEARCH_DIM_SHARE = 0.35       # the share of the search that grows with the feature dimension
 REFERENCE_DIM = 152
 
 
@@ -82,6 +85,6 @@ def estimate(cfg, macs: int, feature_dim: int, grid: tuple[int, int], fit_images
     rows = bank_rows(cfg, fit_images, grid)
     per_bank_rows = rows / cfg.tiling.bank_count
     patches = tiles * grid[0] * grid[1]
-    search = (patches * (SEARCH_MS_PER_PATCH + SEARCH_MS_PER_PATCH_ROW * per_bank_rows)
-              * feature_dim / REFERENCE_DIM * (TOPK_SEARCH_FACTOR if cfg.image_score == "topk_mean" else 1.0))
+    dim = 1.0 - SEARCH_DIM_SHARE + SEARCH_DIM_SHARE * feature_dim / REFERENCE_DIM
+    search = patches * (SEARCH_MS_PER_PATCH + SEARCH_MS_PER_PATCH_ROW * per_bank_rows) * dim
     return CostEstimate(backbone, search, rows, PREPROCESS_MS * tiles + backbone + search)

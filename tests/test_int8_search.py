@@ -162,7 +162,8 @@ def test_max_nn_is_the_exact_maximum(data, outliers):
     int8 = Int8Search(None, quantized=quantized, block_rows=256)  # 12 blocks: the prefix path
     exact = ExactSearch(bank)
     for _ in range(5):
-        q = (bank[rng.integers(0, len(bank), 400)] + 0.4 * rng.standard_normal((400, bank.shape[1]))).astype(np.float32)
+        # 2,000 queries: a top-10 is narrow enough for the pruned passes (see _WIDE_TOPK)
+        q = (bank[rng.integers(0, len(bank), 2000)] + 0.4 * rng.standard_normal((2000, bank.shape[1]))).astype(np.float32)
         q[:outliers] += 5.0
         d_e, i_e = exact.query(q)
         i, d, j = int8.max_nn(q)
@@ -215,7 +216,8 @@ def test_topk_nn_are_the_exact_k_largest(data, rows, block_rows):
     rng = np.random.default_rng(9)
     int8, exact = Int8Search(None, quantized=quantized, block_rows=block_rows), ExactSearch(bank)
     for outliers in (0, 2, 15):
-        q = (bank[rng.integers(0, len(bank), 400)] + 0.4 * rng.standard_normal((400, bank.shape[1]))).astype(np.float32)
+        # 2,000 queries: a top-10 is narrow enough for the pruned passes (see _WIDE_TOPK)
+        q = (bank[rng.integers(0, len(bank), 2000)] + 0.4 * rng.standard_normal((2000, bank.shape[1]))).astype(np.float32)
         q[:outliers] += 5.0
         d_e, i_e = exact.query(q)
         order = np.argsort(-d_e[:, 0], kind="stable")[:10]

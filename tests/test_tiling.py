@@ -258,7 +258,10 @@ def test_topk_mean_is_over_the_whole_frame(which, request, synthetic_images, mon
     from edgead.model import load_model
     from edgead.scorer.search import int8_layout
 
+    from edgead.scorer.search import int8 as int8_search
+
     monkeypatch.setattr(int8_layout, "DEFAULT_BLOCK_ROWS", 32)  # the prefix path of topk_nn
+    monkeypatch.setattr(int8_search, "_WIDE_TOPK", 1)           # ... whatever k is against the patches
     model = load_model(request.getfixturevalue(which))
     for bank in model.scorer.banks:
         bank.rule, bank.topk = "topk_mean", 7

@@ -70,8 +70,11 @@ _CERTIFY_MAX_BATCH = 64
 # nearly every patch for the full search.
 _RAISE_KTH_ABOVE = 32
 _RAISE_BATCH = 4
-# topk_nn searches every query against the whole bank when k is over 1/_WIDE_TOPK of them
-_WIDE_TOPK = 50
+# topk_nn searches every query against the whole bank when k is over 1/_WIDE_TOPK of them: the
+# pruned passes and their bookkeeping cost more than they save for a top-k of 20 or more (real
+# frames, 784 and 3136 patches against 500-8,467 rows: docs/benchmarks.md, "What a candidate
+# costs"); for k up to ~10 of 3,136 patches against a large bank they save a fifth to a half.
+_WIDE_TOPK = 160
 
 
 class Int8Search:
