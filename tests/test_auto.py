@@ -158,9 +158,36 @@ def test_auto_run_shares_features_and_exports_only_the_winner(synth_root, tmp_pa
     assert len(judged) == 3 and all(0.0 <= c["auroc"] <= 1.0 for c in judged)
     assert auto["chosen"] in {c["spec"] for c in judged} and auto["within_budget"]
     assert auto["budget_ms"] == auto_mod.DEFAULT_BUDGET_MS
+    # the measured time on the Pi: this machine's speed (its backbone against the estimate's) taken out
+    speed = auto["machine_speed_vs_estimate"]
+    assert speed > 0 and auto["chosen_pi_ms_measured"] == pytest.approx(
+        auto["chosen_latency_ms_here"] / speed * auto["pi_factor"], rel=0.01)
     model = load_model(out)
     assert model.manifest.training_images == 25
     assert list(model.manifest.preprocess.input_size) == ([160, 160] if "160" in auto["chosen"] else [128, 128])
+
+
+def test_budget_warning_takes_the_machines_speed_out(tmp_path, monkeypatch, capsys):
+    """A model that measures twice its estimate here warns only when its backbone did not also run
+    twice as slow (a busy machine); an FP32-served model is timed for speed on its INT8 graph."""
+    import types
+
+    timings = {"int8": {"total": 40.0, "backbone": 20.0}, "fp32": {"total": 60.0, "backbone": 35.0}}
+
+    class FakeModel:
+        def __init__(self, path, threads=1, precision=None):
+            self.precision = precision or served
+
+        def score(self, frame, with_map=False):
+            return types.SimpleNamespace(timings_ms=timings[self.precision])
+
+    monkeypatch.setattr(auto_mod, "InspectionModel", FakeModel)
+    frames = [np.zeros((8, 8, 3), np.uint8)]
+    served = "int8"
+    assert auto_mod.measured_latency(tmp_path, frames, 10.0) == (40.0, 2.0)  # 2x slower machine: 20 ms
+    assert auto_mod.measured_latency(tmp_path, frames, 20.0) == (40.0, 1.0)  # at speed: 40 ms is 40 ms
+    served = "fp32"
+    assert auto_mod.measured_latency(tmp_path, frames, 10.0) == (60.0, 2.0)  # speed from the INT8 backbone
 
 
 def test_small_pseudo_defect_stays_small_and_inside_the_roi():
