@@ -214,6 +214,9 @@ class ExportConfig(BaseModel):
         if pre is not None:
             if tuple(pre.mean) != IMAGENET_MEAN or tuple(pre.std) != IMAGENET_STD or pre.color != "rgb":
                 raise ValueError("preprocess: export normalises with the ImageNet mean and std, RGB")
+            if pre.resize_dtype != PreprocessConfig().resize_dtype:  # not an export setting: silently dropped else
+                raise ValueError(f"preprocess: resize_dtype {pre.resize_dtype!r}: export resizes in "
+                                 f"{PreprocessConfig().resize_dtype} (older artifacts keep theirs)")
             if pre.roi is not None and _inferred_units(pre.roi) != pre.roi_units:
                 raise ValueError(f"preprocess: roi {pre.roi} in {pre.roi_units}: give pixel ROIs in pixels and "
                                  "fraction ROIs as values <= 1")

@@ -140,3 +140,14 @@ def test_default_export_writes_the_top_k_mean_image_score(tmp_path):
     assert not any(name.endswith("knn.npy") for name in staged)  # no support sets for the top-k mean
     legacy = parse_manifest(json.loads((DEMO_MODEL / "manifest.json").read_text()))
     assert ExportConfig.from_manifest(legacy, data=Path("d"), out=Path("o")).image_score == "reweighted"
+
+
+def test_whole_preprocess_with_another_resize_arithmetic_is_refused():
+    """resize_dtype is not an export setting: a PreprocessConfig asking for the older uint8
+    resize is refused, not silently exported with the float64 one."""
+    from edgead.preprocess import PreprocessConfig
+
+    cfg = ExportConfig(data=Path("d"), out=Path("o"), preprocess=PreprocessConfig(input_size=(64, 64)))
+    assert cfg.preprocess.resize_dtype == "float64" and cfg.preprocess.input_size == (64, 64)
+    with pytest.raises(ValueError, match="resize_dtype 'uint8'"):
+        ExportConfig(data=Path("d"), out=Path("o"), preprocess=PreprocessConfig(resize_dtype="uint8"))
