@@ -108,8 +108,9 @@ def auto_export(base: ExportConfig, candidates: list[str] | None = None, budget_
         raise ConfigError(f"--pi-factor {pi_factor}: expected a positive factor")
     configs = [apply_spec(base, spec) for spec in candidates]  # refuse bad specs before any work
     for spec, cfg in zip(candidates, configs):
-        if cfg.method != "patchcore":
-            raise ConfigError(f"--auto candidate {spec!r}: --auto compares PatchCore candidates (method {cfg.method})")
+        if cfg.method not in ("patchcore", "padim"):
+            raise ConfigError(f"--auto candidate {spec!r}: --auto compares PatchCore and PaDiM candidates "
+                              f"(method {cfg.method})")
     paths = list_images(resolve_train_folder(base.data))
     fit_paths, hold = split_holdout(paths, base.holdout, base.min_holdout, base.seed)
     hold_frames = [read_image(p) for p in hold]

@@ -1,5 +1,8 @@
 """`--auto` candidates judged on shared features: one backbone pass per input geometry.
 
+PatchCore candidates share a geometry's features; a PaDiM candidate has its own (the random
+channel subset of the raw maps) and is judged with the Gaussians the export would fit.
+
 Candidates that differ only in what is fitted on the patch features (coreset, image score, k,
 bank layout, ...) see the same features; those are extracted once per *geometry* (backbone,
 taps, input size, tiles, preprocessing) for the training, held-out and proxy-defect images
@@ -15,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgead.fit.scorers import tile_groups
+from edgead.fit.scorers import fit_padim, tile_groups
 from edgead.metrics_math import auroc
 from edgead.orientations import bank_share
+from edgead.scorer.padim import PadimGaussian, PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
 from edgead.scorer.patchcore_bank import PatchCoreBank, topk_mean
 from edgead_export.config import ExportConfig
@@ -79,6 +83,12 @@ def extract_geometry(graph, cfg: ExportConfig, fit_paths: list, hold: list[np.nd
     return GeometryFeatures(fit, feats[:len(hold) * t], feats[len(hold) * t:], t)
 
 
+def padim_scorer(cfg: ExportConfig, fit: np.ndarray) -> PadimScorer:
+    """The export's PaDiM Gaussians (one shared, or one per tile position) from the training maps."""
+    gaussians = [PadimGaussian(*fit_padim(f, dtype=cfg.padim_dtype)) for _, f in tile_groups(fit, cfg.tiling)]
+    return PadimScorer(gaussians, cfg.preprocess.input_size, cfg.map_sigma)
+
+
 def fit_banks(cfg: ExportConfig, fit: np.ndarray) -> list[np.ndarray]:
     """The export's banks (one shared, or one per tile position) from the training features."""
     groups = tile_groups(fit, cfg.tiling)
@@ -119,6 +129,12 @@ def judge_geometry(cfgs: list[ExportConfig], feats: GeometryFeatures) -> list[di
     labels = np.r_[np.zeros(len(feats.hold) // feats.tiles), np.ones(len(feats.defects) // feats.tiles)]
     frames = feats.frames("hold") + feats.frames("defects")
     results: list[dict | None] = [None] * len(cfgs)
+    if cfgs[0].method == "padim":  # one Gaussian per position (and tile group): nothing to vary after the features
+        scorer = padim_scorer(cfgs[0], feats.fit)
+        row = np.array([scorer.score(f.astype(np.float32)).score for f in frames])
+        positions = int(sum(g.mean.shape[0] for g in scorer.gaussians))
+        return [{"auroc": auroc(labels, row), "bank_rows": positions, "good_scores": row[labels == 0],
+                 "defect_scores": row[labels == 1]} for _ in cfgs]
     for key in dict.fromkeys(bank_key(c) for c in cfgs):
         members = [i for i, c in enumerate(cfgs) if bank_key(c) == key]
         banks = fit_banks(cfgs[members[0]], feats.fit)

@@ -215,3 +215,34 @@ def test_auto_judges_turned_training_images_against_frames_as_they_are(synth_roo
     model = load_model(out)
     assert model.manifest.orientations == "flips"
     assert model.manifest.patchcore.training_patches == 25 * 4 * 16 * 16  # 25 images x 4 copies x 16x16 patches
+
+
+def test_auto_judges_and_exports_a_padim_candidate(synth_root, tmp_path, monkeypatch):
+    """A PaDiM candidate gets its own feature pass (its channel subset), is judged with the
+    Gaussians the export fits, and when chosen is exported from the judged features."""
+    from edgead.artifact import verify_artifact
+    from edgead.model import load_model
+
+    monkeypatch.setattr(auto_mod, "JUDGE_FIT_IMAGES", 20)
+    base = ExportConfig(data=synth_root, out=tmp_path / "m", input_size=(128, 128), coreset=0.1, progress=False,
+                        calib_images=8, target_frr=None)
+    real_choose = auto_mod.choose
+    # force the PaDiM candidate to win whatever the synthetic images say
+    monkeypatch.setattr(auto_mod, "choose", lambda rows, budget, margin=0.0: (
+        next(r for r in rows if r["spec"] == "method=padim"), True) if any(r["spec"] == "method=padim" for r in rows)
+        else real_choose(rows, budget, margin))
+    out, _ = auto_mod.auto_export(base, ["", "method=padim"])
+    auto = verify_artifact(out).auto
+    judged = {c["spec"]: c for c in auto["candidates"]}
+    assert set(judged) == {"(default)", "method=padim"} and all(0.0 <= c["auroc"] <= 1.0 for c in judged.values())
+    assert judged["method=padim"]["bank_size"] == (128 // 8) ** 2  # judged by its Gaussians: one per position
+    assert auto["chosen"] == "method=padim" and len(auto["feature_passes"]) == 3  # two geometries + the winner's rest
+    model = load_model(out)
+    assert model.manifest.method == "padim" and model.manifest.training_images == 25
+    assert model.score(np.zeros((128, 128, 3), np.uint8)).score > 0
+
+
+def test_auto_refuses_methods_it_cannot_judge(tmp_path):
+    base = ExportConfig(data=tmp_path, out=tmp_path / "m")
+    with pytest.raises(ConfigError, match="PatchCore and PaDiM"):
+        auto_mod.auto_export(base, ["", "method=simplenet"])
