@@ -97,19 +97,21 @@ def test_tiles_candidate_cost_is_bounded_by_its_row_cap():
 
 def test_default_candidates_are_the_studied_list():
     """The list chosen on half A of the development suite (docs/benchmarks.md): the default as
-    the reference, 2x2 tiles, and the texture recipe with its own k; three backbone passes."""
+    the reference, 2x2 tiles, the texture recipe with its own k, and PaDiM; four backbone passes."""
     base = ExportConfig(data=Path("d"), out=Path("o"))
     assert auto_mod.DEFAULT_CANDIDATES == ("", "size=224 tiles=2x2 coreset=0.005 coreset_max=4000",
-                                           "backbone=efficientnet-lite1 taps=14,19,s8 topk=40")
+                                           "backbone=efficientnet-lite1 taps=14,19,s8 topk=40", "method=padim")
     assert auto_mod.PROXY_MARGIN == 0.05
     cfgs = [apply_spec(base, s) for s in auto_mod.DEFAULT_CANDIDATES]
     assert cfgs[0] == base
     texture = cfgs[2]
     assert (texture.backbone, texture.taps, texture.topk) == ("efficientnet-lite1", [14, 19, "s8"], 40)
     assert texture.image_score == base.image_score and texture.preprocess.input_size == base.preprocess.input_size
-    assert len({geometry_key(c) for c in cfgs}) == 3
+    assert cfgs[3].method == "padim" and cfgs[3].preprocess.input_size == base.preprocess.input_size
+    assert len({geometry_key(c) for c in cfgs}) == 4
     pi = [c.pi_ms(auto_mod.PI_CPU_FACTOR) for c in auto_mod.price(cfgs, 270)[0]]
     assert pi[0] < pi[2] < pi[1] <= auto_mod.DEFAULT_BUDGET_MS    # the texture pass costs less than the tiles'
+    assert pi[3] <= pi[0]                                         # PaDiM: no search, a product per position
 
 
 @pytest.mark.parametrize("kind", sorted(PROXY_DEFECTS))
