@@ -114,16 +114,35 @@ def cmd_info(argv: list[str]) -> int:
         "default_precision": m.default_precision, "training_images": m.training_images,
         "false_rejects": {k: v.model_dump() for k, v in m.false_rejects.items()} if m.false_rejects else None,
         "created": m.created, "edgead_version": m.edgead_version, "schema_version": m.schema_version,
-        "parity": m.parity, "files": {k: v.bytes for k, v in m.files.items()},
+        "parity": m.parity, "auto": _auto_choice(m), "files": {k: v.bytes for k, v in m.files.items()},
         "manifest_sha256": model.sha256, "checksums": "ok", "loads": f"ok ({model.precision}, {model.search_backend})",
     }
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         info["false_rejects"] = _false_rejects_text(m, model.precision)
+        info["auto"] = _auto_text(info["auto"])
         for k, v in info.items():
             print(f"{k:<18} {v}")
     return 0
+
+
+def _auto_choice(m) -> dict | None:
+    """What `export --auto` chose, on what, and every judged candidate's AUROC (None: no --auto)."""
+    auto = getattr(m, "auto", None)
+    if not isinstance(auto, dict) or "chosen" not in auto:
+        return None
+    return {"chosen": auto["chosen"], "proxy": str(auto.get("basis", "")).startswith("GOOD IMAGES ONLY"),
+            "auroc": {c["spec"]: c["auroc"] for c in auto.get("candidates", []) if "auroc" in c}}
+
+
+def _auto_text(choice: dict | None) -> str | None:
+    """"chose 'tiles=2x2' on proxy defects (good images only): (default) 0.708, tiles=2x2 0.843"."""
+    if choice is None:
+        return None
+    basis = "proxy defects (good images only)" if choice["proxy"] else "--val-defects"
+    judged = ", ".join(f"{spec} {auroc:.3f}" for spec, auroc in choice["auroc"].items())
+    return f"chose {choice['chosen']!r} on {basis}: AUROC {judged}"
 
 
 def _false_rejects_text(m, precision: str) -> str | None:

@@ -219,7 +219,7 @@ def test_auto_judges_turned_training_images_against_frames_as_they_are(synth_roo
     assert model.manifest.patchcore.training_patches == 25 * 4 * 16 * 16  # 25 images x 4 copies x 16x16 patches
 
 
-def test_auto_judges_and_exports_a_padim_candidate(synth_root, tmp_path, monkeypatch):
+def test_auto_judges_and_exports_a_padim_candidate(synth_root, tmp_path, monkeypatch, capsys):
     """A PaDiM candidate gets its own feature pass (its channel subset), is judged with the
     Gaussians the export fits, and when chosen is exported from the judged features."""
     from edgead.artifact import verify_artifact
@@ -239,6 +239,12 @@ def test_auto_judges_and_exports_a_padim_candidate(synth_root, tmp_path, monkeyp
     assert set(judged) == {"(default)", "method=padim"} and all(0.0 <= c["auroc"] <= 1.0 for c in judged.values())
     assert judged["method=padim"]["bank_size"] == (128 // 8) ** 2  # judged by its Gaussians: one per position
     assert auto["chosen"] == "method=padim" and len(auto["feature_passes"]) == 3  # two geometries + the winner's rest
+    from edgead.cli import main as cli_main
+
+    capsys.readouterr()
+    assert cli_main(["info", str(out)]) == 0  # what a line engineer reads: the choice and every AUROC
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("auto "))
+    assert "chose 'method=padim' on proxy defects (good images only)" in line and "(default) " in line
     model = load_model(out)
     assert model.manifest.method == "padim" and model.manifest.training_images == 25
     assert model.score(np.zeros((128, 128, 3), np.uint8)).score > 0
