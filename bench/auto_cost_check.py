@@ -61,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for model_dir in args.models:
         est, got = estimated(model_dir), measured(model_dir, frames, args.n)
-        search = got["search"]
         row = {"model": str(model_dir), "estimate": est, "measured": got}
         print(f"| {model_dir.name} | {got['bank_rows']} | {est['backbone']:.1f} / {got['backbone']:.1f} | "
-              f"{est['search']:.1f} / {search:.1f} | {est['total']:.1f} / {got['total']:.1f} | "
+              f"{est['search']:.1f} / {got['search']:.1f} | {est['total']:.1f} / {got['total']:.1f} | "
               f"{got['total'] / est['total']:.2f} |", flush=True)
         if args.json:
             with args.json.open("a") as f:

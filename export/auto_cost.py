@@ -87,12 +87,12 @@ def estimate(cfg, macs: int, feature_dim: int, grid: tuple[int, int], fit_images
     """``macs``: one tile's (``conv_macs``)."""
     tiles = cfg.tiling.count
     backbone = tiles * BACKBONE_MS_DEFAULT * macs / REFERENCE_MACS
-    rows = bank_rows(cfg, fit_images, grid)
-    per_bank_rows = rows / cfg.tiling.bank_count
     patches = tiles * grid[0] * grid[1]
     if cfg.method == "padim":  # no bank: the Gaussians' products, one per position and tile
+        rows = 0
         search = patches * PADIM_MS_PER_POSITION * (feature_dim / PADIM_REFERENCE_D) ** 2 + PADIM_MAP_MS * tiles
-        return CostEstimate(backbone, search, 0, PREPROCESS_MS * tiles + backbone + search)
-    dim = 1.0 - SEARCH_DIM_SHARE + SEARCH_DIM_SHARE * feature_dim / REFERENCE_DIM
-    search = patches * (SEARCH_MS_PER_PATCH + SEARCH_MS_PER_PATCH_ROW * per_bank_rows) * dim
+    else:
+        rows = bank_rows(cfg, fit_images, grid)
+        dim = 1.0 - SEARCH_DIM_SHARE + SEARCH_DIM_SHARE * feature_dim / REFERENCE_DIM
+        search = patches * (SEARCH_MS_PER_PATCH + SEARCH_MS_PER_PATCH_ROW * rows / cfg.tiling.bank_count) * dim
     return CostEstimate(backbone, search, rows, PREPROCESS_MS * tiles + backbone + search)

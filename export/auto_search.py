@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgead.fit.scorers import fit_padim, tile_groups
+from edgead.fit.scorers import padim_scorer, tile_groups
 from edgead.metrics_math import auroc
 from edgead.orientations import bank_share
-from edgead.scorer.padim import PadimGaussian, PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
 from edgead.scorer.patchcore_bank import PatchCoreBank, topk_mean
 from edgead_export.config import ExportConfig
@@ -83,12 +82,6 @@ def extract_geometry(graph, cfg: ExportConfig, fit_paths: list, hold: list[np.nd
     return GeometryFeatures(fit, feats[:len(hold) * t], feats[len(hold) * t:], t)
 
 
-def padim_scorer(cfg: ExportConfig, fit: np.ndarray) -> PadimScorer:
-    """The export's PaDiM Gaussians (one shared, or one per tile position) from the training maps."""
-    gaussians = [PadimGaussian(*fit_padim(f, dtype=cfg.padim_dtype)) for _, f in tile_groups(fit, cfg.tiling)]
-    return PadimScorer(gaussians, cfg.preprocess.input_size, cfg.map_sigma)
-
-
 def fit_banks(cfg: ExportConfig, fit: np.ndarray) -> list[np.ndarray]:
     """The export's banks (one shared, or one per tile position) from the training features."""
     groups = tile_groups(fit, cfg.tiling)
@@ -130,7 +123,9 @@ def judge_geometry(cfgs: list[ExportConfig], feats: GeometryFeatures) -> list[di
     frames = feats.frames("hold") + feats.frames("defects")
     results: list[dict | None] = [None] * len(cfgs)
     if cfgs[0].method == "padim":  # one Gaussian per position (and tile group): nothing to vary after the features
-        scorer = padim_scorer(cfgs[0], feats.fit)
+        cfg = cfgs[0]  # the export's Gaussians (one shared, or one per tile position)
+        scorer = padim_scorer([f for _, f in tile_groups(feats.fit, cfg.tiling)], cfg.preprocess.input_size,
+                              cfg.map_sigma, cfg.padim_dtype)
         row = np.array([scorer.score(f.astype(np.float32)).score for f in frames])
         positions = int(sum(g.mean.shape[0] for g in scorer.gaussians))
         return [{"auroc": auroc(labels, row), "bank_rows": positions, "good_scores": row[labels == 0],

@@ -23,10 +23,9 @@ from edgead.false_rejects import (
     fold_of,
     threshold_for_frr,
 )
-from edgead.fit.scorers import fit_padim
+from edgead.fit.scorers import padim_scorer
 from edgead.images import read_image
 from edgead.model import InspectionModel
-from edgead.scorer.padim import PadimGaussian, PadimScorer
 from edgead.scorer.patchcore import PatchCoreScorer
 from edgead.scorer.patchcore_bank import PatchCoreBank
 
@@ -62,8 +61,7 @@ def left_out_scorer(model: InspectionModel, sources: list[FoldSource], image_fol
                                image_score=pc.image_score.model_dump(exclude_none=True)) for src in sources]
         return PatchCoreScorer(banks, size, sigma)
     dtype = getattr(model.manifest.padim, "precision_dtype", None) or "float16"
-    gaussians = [PadimGaussian(*fit_padim(src.features[keep[src.map_image]], dtype=dtype)) for src in sources]
-    return PadimScorer(gaussians, size, sigma)
+    return padim_scorer([src.features[keep[src.map_image]] for src in sources], size, sigma, dtype)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgead.fit.coreset import coreset_size, greedy_coreset
+from edgead.scorer.padim import PadimGaussian, PadimScorer
 from edgead.scorer.search.base import direct_distances
 from edgead.scorer.search.exact import ExactSearch
 
@@ -66,6 +67,13 @@ def fit_padim(features: np.ndarray, eps: float = 0.01, dtype: str = "float16") -
     cov += eps * np.eye(d)[None]
     precision = np.linalg.inv(cov)
     return mean.astype(np.float32), precision.astype(dtype)
+
+
+def padim_scorer(groups: list[np.ndarray], input_size: tuple[int, int], map_sigma: float,
+                 dtype: str = "float16") -> PadimScorer:
+    """A frame scorer from PaDiM Gaussians fitted on each group's features (N, d, h, w): one
+    shared group, or one per tile position."""
+    return PadimScorer([PadimGaussian(*fit_padim(f, dtype=dtype)) for f in groups], input_size, map_sigma)
 
 
 def tile_groups(feats: np.ndarray, tiling) -> list[tuple[int | None, np.ndarray]]:
